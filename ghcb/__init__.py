@@ -1,0 +1,88 @@
+"""ghcb: encode, decode, check and serve the AMD SEV-ES / SEV-SNP GHCB wire formats.
+
+The bytes that cross the guest/hypervisor boundary, exactly: the 4 KiB GHCB page and its valid
+bitmap, SW_EXITCODE values, SW_EXITINFO1/2 encodings (GHCB_ERR_*, SNP_GUEST_ERR packing), the
+GHCB MSR protocol and the SEV firmware status codes. Every decoder either returns typed values
+or raises a :class:`GhcbError` subclass naming the field, offset and rule.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ghcb.check import check_page
+from ghcb.codes import (
+    EventType,
+    ExitCode,
+    FirmwareStatus,
+    GenTermReason,
+    GhcbErr,
+    HvFeature,
+    HvResp,
+    LinuxTermReason,
+    MsgType,
+    MsrCode,
+    PscOp,
+    TermReasonSet,
+    VmmError,
+)
+from ghcb.errors import (
+    FieldValueError,
+    GhcbError,
+    InputTypeError,
+    LengthError,
+    NoValidBitError,
+    Severity,
+    UnknownFieldError,
+    Violation,
+)
+from ghcb.exitinfo import (
+    EventInjection,
+    GuestError,
+    HvResponse,
+    decode_exit_info,
+    pack_guest_error,
+    unpack_guest_error,
+)
+from ghcb.msr import MsrMessage, UnknownMsr, decode_msr, encode_msr
+from ghcb.page import GhcbPage, build_page, parse_page, required_inputs
+
+__all__ = [
+    "EventInjection",
+    "EventType",
+    "ExitCode",
+    "FieldValueError",
+    "FirmwareStatus",
+    "GenTermReason",
+    "GhcbErr",
+    "GhcbError",
+    "GhcbPage",
+    "GuestError",
+    "HvFeature",
+    "HvResp",
+    "HvResponse",
+    "InputTypeError",
+    "LengthError",
+    "LinuxTermReason",
+    "MsgType",
+    "MsrCode",
+    "MsrMessage",
+    "NoValidBitError",
+    "PscOp",
+    "Severity",
+    "TermReasonSet",
+    "UnknownFieldError",
+    "UnknownMsr",
+    "Violation",
+    "VmmError",
+    "__version__",
+    "build_page",
+    "check_page",
+    "decode_exit_info",
+    "decode_msr",
+    "encode_msr",
+    "pack_guest_error",
+    "parse_page",
+    "required_inputs",
+    "unpack_guest_error",
+]

@@ -1,0 +1,235 @@
+"""The ``ghcb`` command (also ``python -m ghcb``).
+
+Every command takes ``--json`` and then prints exactly one JSON object (DESIGN.md §3).
+Exit status: 0 success / no errors, 1 the input breaks a rule (errors found, or it cannot be
+decoded), 2 unusable arguments or an unreadable file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Final, TextIO
+
+from ghcb import __version__
+from ghcb.check import check_page
+from ghcb.errors import GhcbError, Severity, Violation
+from ghcb.exitinfo import unpack_guest_error
+from ghcb.msr import UnknownMsr, decode_msr
+from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_FINDINGS: Final = 1
+EXIT_USAGE: Final = 2
+
+_INT_FIELDS: Final = tuple(f for f in FIELDS if f.kind == "int")
+
+
+class _Usage(Exception):
+    """Unusable arguments or unreadable file: exit status 2."""
+
+
+def _named(value: int, name: str | None) -> dict[str, object]:
+    return {"value": int(value), "name": name}
+
+
+def _enum_name(value: object) -> str | None:
+    name = getattr(value, "name", None)
+    return name if isinstance(name, str) else None
+
+
+def _read(path: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as e:
+        raise _Usage(f"cannot read {path}: {e.strerror}") from e
+
+
+def _parse_u64(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError as e:
+        raise _Usage(f"not an integer: {text!r} (use decimal or 0x-prefixed hex)") from e
+    if not 0 <= value < 1 << 64:
+        raise _Usage(f"{text} is not a 64-bit unsigned value")
+    return value
+
+
+# -- page ---------------------------------------------------------------------------------
+def _page_json(page: GhcbPage) -> dict[str, object]:
+    code = page.exit_code
+    return {
+        "fields": {f.name: getattr(page, f.name) for f in _INT_FIELDS},
+        "valid": sorted(page.valid_fields, key=VALID_BIT.__getitem__),
+        "exit_code": _named(page.sw_exit_code, _enum_name(code)),
+        "shared_buffer": page.shared_buffer.hex(),
+        "protocol_version": page.protocol_version,
+        "ghcb_usage": page.ghcb_usage,
+    }
+
+
+def _page_text(page: GhcbPage, path: str, out: TextIO) -> None:
+    code = page.exit_code
+    valid = page.valid_fields
+    print(f"GHCB page {path} (4096 bytes)", file=out)
+    print(f"  exit code         {page.sw_exit_code:#x} {_enum_name(code) or '(unknown)'}", file=out)
+    print(f"  protocol_version  {page.protocol_version}", file=out)
+    print(f"  ghcb_usage        {page.ghcb_usage}", file=out)
+    print(f"  valid bitmap      {page.valid_bitmap.hex()}", file=out)
+    print(f"  {'field':<16}  {'offset':>6}  {'bit':>3}  valid  value", file=out)
+    for f in _INT_FIELDS:
+        value = getattr(page, f.name)
+        bit = VALID_BIT.get(f.name)
+        is_valid = f.name in valid
+        if value == 0 and not is_valid:
+            continue
+        mark = "yes" if is_valid else ("-" if bit is None else "no")
+        bit_text = "-" if bit is None else str(bit)
+        print(f"  {f.name:<16}  {f.offset:#6x}  {bit_text:>3}  {mark:<5}  {value:#x}", file=out)
+    used = sum(1 for b in page.shared_buffer if b)
+    print(f"  shared_buffer     {used} non-zero byte(s) of {len(page.shared_buffer)}", file=out)
+    extra = page.undefined_valid_bits
+    if extra:
+        print(f"  undefined valid bits: {', '.join(map(str, extra))}", file=out)
+
+
+def _cmd_page_decode(args: argparse.Namespace, out: TextIO) -> int:
+    page = parse_page(_read(args.file))
+    if args.json:
+        _emit(_page_json(page), out)
+    else:
+        _page_text(page, args.file, out)
+    return EXIT_OK
+
+
+def _report(
+    violations: list[Violation], extra: dict[str, object], args: argparse.Namespace, out: TextIO
+) -> int:
+    errors = [v for v in violations if v.severity is Severity.ERROR]
+    if args.json:
+        _emit({"ok": not errors, "violations": [v.to_json() for v in violations], **extra}, out)
+    else:
+        for v in violations:
+            where = "-" if v.offset is None else f"{v.offset:#x}"
+            print(
+                f"{v.severity.value:<7} {v.code:<24} {where:>6}  {v.message}  [{v.spec}]", file=out
+            )
+        print(f"{len(errors)} error(s), {len(violations) - len(errors)} warning(s)", file=out)
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def _cmd_page_check(args: argparse.Namespace, out: TextIO) -> int:
+    return _report(check_page(_read(args.file)), {}, args, out)
+
+
+# -- exitinfo2 / msr ------------------------------------------------------------------------
+def _cmd_exitinfo2_decode(args: argparse.Namespace, out: TextIO) -> int:
+    value = _parse_u64(args.value)
+    vmm, fw = unpack_guest_error(value)
+    doc = {
+        "value": value,
+        "vmm_error": _named(vmm, _enum_name(vmm)),
+        "fw_error": _named(fw, _enum_name(fw)),
+    }
+    if args.json:
+        _emit(doc, out)
+    else:
+        print(f"exitinfo2 {value:#018x}", file=out)
+        print(f"  vmm_error [63:32]  {int(vmm):#x} {_enum_name(vmm) or '(unknown)'}", file=out)
+        print(f"  fw_error  [31:0]   {int(fw):#x} {_enum_name(fw) or '(unknown)'}", file=out)
+    return EXIT_OK
+
+
+def _cmd_msr_decode(args: argparse.Namespace, out: TextIO) -> int:
+    value = _parse_u64(args.value)
+    msg = decode_msr(value)
+    name = None if isinstance(msg, UnknownMsr) else msg.code.name
+    doc: dict[str, object] = {"code": _named(int(msg.code), name), **msg.fields()}
+    if args.json:
+        _emit(doc, out)
+    else:
+        print(
+            f"GHCB MSR {value:#018x}: {name or 'unknown GHCBInfo'} ({int(msg.code):#05x})", file=out
+        )
+        for key, field_value in msg.fields().items():
+            print(f"  {key:<16} {field_value:#x}", file=out)
+    return EXIT_OK
+
+
+def _emit(doc: dict[str, object], out: TextIO) -> None:
+    json.dump(doc, out, sort_keys=False)
+    out.write("\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ghcb", description="Decode and check AMD SEV-ES/SEV-SNP GHCB wire formats."
+    )
+    parser.add_argument("--version", action="version", version=f"ghcb {__version__}")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def command(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        helptext: str,
+        func: Callable[[argparse.Namespace, TextIO], int],
+    ) -> argparse.ArgumentParser:
+        p = group.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.set_defaults(func=func)
+        return p
+
+    page = groups.add_parser("page", help="GHCB pages (4096 bytes)").add_subparsers(
+        dest="command", required=True, metavar="ACTION"
+    )
+    command(page, "decode", "decode a GHCB page file", _cmd_page_decode).add_argument(
+        "file", help="page file (4096 bytes), or - for stdin"
+    )
+    command(page, "check", "check a GHCB page against KVM's rules", _cmd_page_check).add_argument(
+        "file", help="page file, or - for stdin"
+    )
+    ei2 = groups.add_parser("exitinfo2", help="SW_EXITINFO2 values").add_subparsers(
+        dest="command", required=True, metavar="ACTION"
+    )
+    command(
+        ei2,
+        "decode",
+        "split SW_EXITINFO2 into VMM error and firmware status",
+        _cmd_exitinfo2_decode,
+    ).add_argument("value", help="u64, decimal or 0x hex")
+    msr = groups.add_parser("msr", help="GHCB MSR protocol values").add_subparsers(
+        dest="command", required=True, metavar="ACTION"
+    )
+    command(msr, "decode", "decode a GHCB MSR value", _cmd_msr_decode).add_argument(
+        "value", help="u64, decimal or 0x hex"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    out = sys.stdout if out is None else out
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, out))
+    except _Usage as e:
+        return _fail(args, out, "usage", str(e), EXIT_USAGE)
+    except GhcbError as e:
+        return _fail(args, out, e.rule, str(e), EXIT_FINDINGS)
+
+
+def _fail(args: argparse.Namespace, out: TextIO, code: str, message: str, status: int) -> int:
+    if getattr(args, "json", False):
+        _emit({"ok": False, "error": {"code": code, "message": message}}, out)
+    print(f"ghcb: {message}", file=sys.stderr)
+    return status

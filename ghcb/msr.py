@@ -1,0 +1,360 @@
+"""GHCB MSR protocol values: typed records, encode and decode.
+
+Source: AMD GHCB spec (AMD pub. 56421) "GHCB MSR protocol"; Linux
+``arch/x86/include/asm/sev-common.h``. The bit layouts are the schemas of
+:mod:`ghcb.schemas.msr`; the shift/mask tables used here are derived from them at import.
+
+Every known GHCBInfo code decodes to its own frozen record whose fields are the schema's,
+reserved bit ranges included (so ``encode_msr(decode_msr(v)) == v`` for every u64). An
+unknown code decodes to :class:`UnknownMsr` with the raw info and data: decoding never raises
+for a value that fits in 64 bits.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Final
+
+from ghcb._fast import BitField, bit_fields
+from ghcb.codes import MsrCode
+from ghcb.errors import FieldValueError, InputTypeError, UnknownFieldError
+from ghcb.schemas.msr import GHCB_MSR_INFO_BITS, MSR_SCHEMAS
+
+if TYPE_CHECKING:
+    from ghcb.page import Backend
+
+__all__ = [
+    "GHCB_MSR",
+    "GHCB_MSR_PREF_GPA_NONE",
+    "ApResetHoldReq",
+    "ApResetHoldResp",
+    "CpuidRegister",
+    "CpuidReq",
+    "CpuidResp",
+    "HvFeaturesReq",
+    "HvFeaturesResp",
+    "MsrMessage",
+    "PrefGpaReq",
+    "PrefGpaResp",
+    "PscReq",
+    "PscResp",
+    "RegGpaReq",
+    "RegGpaResp",
+    "SevInfoReq",
+    "SevInfoResp",
+    "TermReq",
+    "UnknownMsr",
+    "VmplReq",
+    "VmplResp",
+    "decode_msr",
+    "encode_msr",
+    "msr_record",
+]
+
+SPEC: Final = "GHCB spec: GHCB MSR protocol / Linux sev-common.h"
+
+#: ``MSR_AMD64_SEV_ES_GHCB``: the GHCB MSR (Linux asm/msr-index.h).
+GHCB_MSR: Final = 0xC0010130
+_U64_MAX: Final = (1 << 64) - 1
+_INFO_MASK: Final = (1 << GHCB_MSR_INFO_BITS) - 1
+
+#: The fields of each code's schema other than the GHCBInfo constant, MSB first.
+_LAYOUT: Final[dict[MsrCode, tuple[BitField, ...]]] = {
+    code: tuple(f for f in bit_fields(s) if f.const is None) for code, s in MSR_SCHEMAS.items()
+}
+
+
+class CpuidRegister(enum.IntEnum):
+    """CPUID register index in CPUID_REQ [31:30] (sev-common.h GHCB_CPUID_REQ_E?X)."""
+
+    EAX = 0
+    EBX = 1
+    ECX = 2
+    EDX = 3
+
+
+def _check_u64(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputTypeError(f"{what} must be an int", rule="input-type", spec=SPEC)
+    if not 0 <= value <= _U64_MAX:
+        raise FieldValueError(
+            f"{what} {value:#x} is not a 64-bit unsigned value", rule="u64-range", spec=SPEC
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MsrMessage:
+    """Base of the GHCB MSR records; each subclass is one GHCBInfo code."""
+
+    CODE: ClassVar[MsrCode]
+
+    def __post_init__(self) -> None:
+        for f in _LAYOUT[self.CODE]:
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= f.mask:
+                raise FieldValueError(
+                    f"{type(self).__name__}.{f.name} = {value!r} does not fit in "
+                    f"{f.width} bits [{f.shift + f.width - 1}:{f.shift}]",
+                    rule="msr-field-range",
+                    spec=SPEC,
+                    field=f.name,
+                )
+
+    @property
+    def code(self) -> MsrCode:
+        """The GHCBInfo code, bits [11:0]."""
+        return self.CODE
+
+    def fields(self) -> dict[str, int]:
+        """The record's fields (reserved ranges included) by name."""
+        return {f.name: getattr(self, f.name) for f in _LAYOUT[self.CODE]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SevInfoResp(MsrMessage):
+    """0x001 SEV information: the hypervisor's protocol range and the C-bit position."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.SEV_INFO_RESP
+    max_version: int = 0
+    min_version: int = 0
+    cbit_position: int = 0
+    reserved_23_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SevInfoReq(MsrMessage):
+    """0x002 SEV information request."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.SEV_INFO_REQ
+    reserved_63_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CpuidReq(MsrMessage):
+    """0x004 CPUID request: one register of one function (sub-leaf 0)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.CPUID_REQ
+    function: int = 0
+    register: int = 0
+    reserved_29_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CpuidResp(MsrMessage):
+    """0x005 CPUID response: the requested register's value."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.CPUID_RESP
+    value: int = 0
+    register: int = 0
+    reserved_29_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApResetHoldReq(MsrMessage):
+    """0x006 AP reset hold request."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.AP_RESET_HOLD_REQ
+    reserved_63_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApResetHoldResp(MsrMessage):
+    """0x007 AP reset hold response: non-zero result once the AP is released."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.AP_RESET_HOLD_RESP
+    result: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrefGpaReq(MsrMessage):
+    """0x010 preferred GHCB GPA request."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.PREF_GPA_REQ
+    reserved_63_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrefGpaResp(MsrMessage):
+    """0x011 preferred GHCB GPA response (``GHCB_MSR_PREF_GPA_NONE`` = no preference)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.PREF_GPA_RESP
+    gfn: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegGpaReq(MsrMessage):
+    """0x012 register the GHCB GPA (SNP)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.REG_GPA_REQ
+    gfn: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegGpaResp(MsrMessage):
+    """0x013 GHCB GPA registration response (echoes the registered GFN)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.REG_GPA_RESP
+    gfn: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PscReq(MsrMessage):
+    """0x014 page state change request for one 4 KiB page (operation: :class:`PscOp`)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.PSC_REQ
+    reserved_63_56: int = 0
+    operation: int = 0
+    gfn: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PscResp(MsrMessage):
+    """0x015 page state change response (error 0 = success)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.PSC_RESP
+    error: int = 0
+    reserved_31_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmplReq(MsrMessage):
+    """0x016 run at VMPL request (SVSM)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.VMPL_REQ
+    reserved_63_40: int = 0
+    vmpl: int = 0
+    reserved_31_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VmplResp(MsrMessage):
+    """0x017 run at VMPL response (result 0 = success)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.VMPL_RESP
+    result: int = 0
+    reserved_31_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HvFeaturesReq(MsrMessage):
+    """0x080 hypervisor feature request."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.HV_FT_REQ
+    reserved_63_12: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HvFeaturesResp(MsrMessage):
+    """0x081 hypervisor feature response (bitmap: :class:`HvFeature`)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.HV_FT_RESP
+    features: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TermReq(MsrMessage):
+    """0x100 termination request (set: :class:`TermReasonSet`; code per set)."""
+
+    CODE: ClassVar[MsrCode] = MsrCode.TERM_REQ
+    reserved_63_24: int = 0
+    reason_code: int = 0
+    reason_set: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnknownMsr:
+    """A GHCB MSR value whose GHCBInfo is not a known code: kept raw."""
+
+    info: int
+    """Bits [11:0]."""
+    data: int
+    """Bits [63:12], shifted down."""
+
+    @property
+    def code(self) -> int:
+        """The unknown GHCBInfo value."""
+        return self.info
+
+    def fields(self) -> dict[str, int]:
+        """``{"data": ...}``."""
+        return {"data": self.data}
+
+
+_RECORDS: Final[dict[int, type[MsrMessage]]] = {
+    cls.CODE: cls for cls in MsrMessage.__subclasses__()
+}
+
+#: ``GHCB_MSR_PREF_GPA_NONE``: the all-ones GFN (52 bits) meaning "no preference".
+GHCB_MSR_PREF_GPA_NONE: Final = _LAYOUT[MsrCode.PREF_GPA_RESP][0].mask
+
+
+def decode_msr(value: int, *, backend: Backend = "struct") -> MsrMessage | UnknownMsr:
+    """Decode a GHCB MSR value into its typed record.
+
+    Raises:
+        InputTypeError: ``value`` is not an int.
+        FieldValueError: ``value`` is outside 0..2**64-1.
+    """
+    value = _check_u64(value, "GHCB MSR value")
+    info = value & _INFO_MASK
+    cls = _RECORDS.get(info)
+    if cls is None:
+        return UnknownMsr(info=info, data=value >> GHCB_MSR_INFO_BITS)
+    if backend == "struct":
+        return cls(**{f.name: value >> f.shift & f.mask for f in _LAYOUT[cls.CODE]})
+    if backend == "construct":
+        parsed = MSR_SCHEMAS[cls.CODE].parse(value.to_bytes(8, "little"))
+        return cls(**{f.name: parsed[f.name] for f in _LAYOUT[cls.CODE]})
+    raise InputTypeError(f"unknown backend {backend!r}", rule="backend", spec="ghcb API")
+
+
+def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct") -> int:
+    """Encode a record to the 64-bit GHCB MSR value.
+
+    Raises:
+        InputTypeError: ``message`` is not an MSR record.
+        FieldValueError: an :class:`UnknownMsr` whose info or data does not fit.
+    """
+    if isinstance(message, UnknownMsr):
+        data_bits = 64 - GHCB_MSR_INFO_BITS
+        if not 0 <= message.info <= _INFO_MASK or not 0 <= message.data < 1 << data_bits:
+            raise FieldValueError(
+                "UnknownMsr info must fit 12 bits and data 52 bits",
+                rule="msr-field-range",
+                spec=SPEC,
+            )
+        return message.data << GHCB_MSR_INFO_BITS | message.info
+    if not isinstance(message, MsrMessage):
+        raise InputTypeError(
+            f"encode_msr needs an MSR record, not {type(message).__name__}",
+            rule="input-type",
+            spec=SPEC,
+        )
+    layout = _LAYOUT[message.CODE]
+    if backend == "struct":
+        value = int(message.CODE)
+        for f in layout:
+            value |= getattr(message, f.name) << f.shift
+        return value
+    if backend == "construct":
+        built = MSR_SCHEMAS[message.CODE].build(message.fields())
+        return int.from_bytes(built, "little")
+    raise InputTypeError(f"unknown backend {backend!r}", rule="backend", spec="ghcb API")
+
+
+def msr_record(code: MsrCode, **fields: int) -> MsrMessage:
+    """The record for ``code`` with ``fields`` (a table-driven constructor for tools).
+
+    Raises:
+        UnknownFieldError: a field the code's layout does not have.
+    """
+    cls = _RECORDS[code]
+    names = {f.name for f in _LAYOUT[code]}
+    for name in fields:
+        if name not in names:
+            raise UnknownFieldError(
+                f"{cls.__name__} has no field {name!r}", rule="unknown-field", spec=SPEC
+            )
+    return cls(**fields)

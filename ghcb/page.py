@@ -1,0 +1,560 @@
+"""The GHCB page as a typed, immutable record: parse, build, and the valid bitmap.
+
+Layout: Linux ``struct ghcb`` (``arch/x86/include/asm/svm.h``), AMD GHCB spec (AMD pub.
+56421) "GHCB layout"; the schema is :data:`ghcb.schemas.page.ghcb` and the field table
+``spec/tables/page.toml``.
+
+Valid bitmap (GHCB spec 'GHCB layout', Linux ``GHCB_BITMAP_IDX``): the 16 bytes at 0x3F0 are a
+little-endian 128-bit map; a save-area field at byte offset *o* is marked valid by bit
+``o // 8``. Only fields whose bit index is below 128 have one: ``x87_state_gpa`` (0x400 → bit
+128) and the fields outside the save area (``shared_buffer``, ``protocol_version``,
+``ghcb_usage``) have none, and asking about them raises :class:`~ghcb.errors.NoValidBitError`
+rather than aliasing some other bit.
+
+Backends: ``parse_page``/``build_page`` use one precompiled ``struct.Struct`` derived from the
+schema (``backend="struct"``, the default and the fast path); ``backend="construct"`` runs the
+interpreted ``construct`` schema, the reference implementation (tests run both).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal, Self, cast
+
+import construct as cs
+
+from ghcb._fast import FlatField, flat_fields, struct_format
+from ghcb.codes import ExitCode
+from ghcb.errors import (
+    FieldValueError,
+    InputTypeError,
+    LengthError,
+    NoValidBitError,
+    UnknownFieldError,
+)
+from ghcb.schemas import page as schema
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = [
+    "ALWAYS_REQUIRED",
+    "BITMAP_BITS",
+    "FIELDS",
+    "FIELD_NAMES",
+    "GHCB_DEFAULT_USAGE",
+    "GHCB_PROTOCOL_MAX",
+    "GHCB_PROTOCOL_MIN",
+    "KVM_EXIT_RULES",
+    "VALID_BIT",
+    "Backend",
+    "ExitRule",
+    "GhcbPage",
+    "InputRule",
+    "build_page",
+    "parse_page",
+    "required_inputs",
+]
+
+SPEC_LAYOUT: Final = "GHCB spec 'GHCB layout' / Linux svm.h struct ghcb"
+SPEC_BITMAP: Final = "GHCB spec 'GHCB layout' / Linux svm.h GHCB_BITMAP_IDX"
+
+#: ``GHCB_PROTOCOL_MIN`` / ``GHCB_PROTOCOL_MAX`` (Linux asm/sev.h; KVM GHCB_VERSION_MIN/MAX).
+GHCB_PROTOCOL_MIN: Final = 1
+GHCB_PROTOCOL_MAX: Final = 2
+#: ``GHCB_DEFAULT_USAGE`` (asm/sev.h): the only ``ghcb_usage`` KVM accepts.
+GHCB_DEFAULT_USAGE: Final = 0
+
+Backend = Literal["struct", "construct"]
+
+#: Every leaf field of the page, in order, derived from the schema.
+FIELDS: Final[tuple[FlatField, ...]] = flat_fields(schema.ghcb)
+FIELD_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FIELDS)
+_BY_NAME: Final[dict[str, FlatField]] = {f.name: f for f in FIELDS}
+_INDEX: Final[dict[str, int]] = {f.name: i for i, f in enumerate(FIELDS)}
+_FORMAT: Final = struct_format(FIELDS)
+
+_SAVE_NAMES: Final = tuple(f.name for f in flat_fields(schema.ghcb_save_area))
+_BITMAP: Final = _BY_NAME["valid_bitmap"]
+#: Number of bits in the valid bitmap (16 bytes).
+BITMAP_BITS: Final = 8 * _BITMAP.size
+_BITMAP_INDEX: Final = _INDEX["valid_bitmap"]
+_EXIT_CODE_INDEX: Final = _INDEX["sw_exit_code"]
+
+
+def _is_reserved(name: str) -> bool:
+    return name.startswith("reserved_")
+
+
+#: Valid-bitmap bit of each field that has one: bit = offset // 8 (``GHCB_BITMAP_IDX``).
+#: Reserved gaps and the bitmap itself (bits 126-127 would cover it) have no bit.
+VALID_BIT: Final[dict[str, int]] = {
+    f.name: f.offset // 8
+    for f in FIELDS
+    if f.offset + f.size <= schema.GHCB_SAVE_AREA_SIZE
+    and f.offset // 8 < BITMAP_BITS
+    and not _is_reserved(f.name)
+    and f is not _BITMAP
+}
+_NAME_OF_BIT: Final[dict[int, str]] = {bit: name for name, bit in VALID_BIT.items()}
+_DEFAULTS: Final[tuple[int | bytes, ...]] = tuple(
+    0 if f.kind == "int" else bytes(f.size) for f in FIELDS
+)
+
+
+def _check_value(field: FlatField, value: object) -> int | bytes:
+    """``value`` normalised for ``field``, or a typed error naming the field and rule."""
+    if field.kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise FieldValueError(
+                f"{field.name} must be an int, not {type(value).__name__}",
+                rule="field-type",
+                spec=SPEC_LAYOUT,
+                field=field.name,
+                offset=field.offset,
+            )
+        if not 0 <= value <= field.max_value:
+            raise FieldValueError(
+                f"{field.name} = {value} does not fit in {field.size} byte(s) "
+                f"(0..{field.max_value:#x})",
+                rule="field-range",
+                spec=SPEC_LAYOUT,
+                field=field.name,
+                offset=field.offset,
+            )
+        return int(value)
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise FieldValueError(
+            f"{field.name} must be bytes, not {type(value).__name__}",
+            rule="field-type",
+            spec=SPEC_LAYOUT,
+            field=field.name,
+            offset=field.offset,
+        )
+    data = bytes(value)
+    if len(data) != field.size:
+        # struct's "Ns" would silently pad or truncate: refuse instead.
+        raise LengthError(
+            f"{field.name} must be exactly {field.size} bytes, got {len(data)}",
+            rule="field-length",
+            spec=SPEC_LAYOUT,
+            field=field.name,
+            offset=field.offset,
+        )
+    return data
+
+
+def _field(name: str) -> FlatField:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise UnknownFieldError(
+            f"the GHCB page has no field {name!r}", rule="unknown-field", spec=SPEC_LAYOUT
+        ) from None
+
+
+def _bit(name: str) -> int:
+    field = _field(name)
+    try:
+        return VALID_BIT[name]
+    except KeyError:
+        where = (
+            f"its bit index {field.offset // 8} is past the {BITMAP_BITS}-bit map"
+            if field.offset // 8 >= BITMAP_BITS
+            else "it is not a save-area register field"
+        )
+        raise NoValidBitError(
+            f"{name} has no valid-bitmap bit: {where}",
+            rule="no-valid-bit",
+            spec=SPEC_BITMAP,
+            field=name,
+            offset=field.offset,
+        ) from None
+
+
+class GhcbPage(tuple[int | bytes, ...]):
+    """An immutable GHCB page: every field of Linux ``struct ghcb``, reserved bytes included.
+
+    Fields are named as in Linux (``rax``, ``sw_exit_code``, ``shared_buffer``, ...); integer
+    fields are ``int``, byte regions (``shared_buffer``, ``valid_bitmap``, the
+    ``reserved_0x<offset>`` gaps) are ``bytes`` of their exact length, so any 4096 bytes parse
+    and build back unchanged. It is tuple-backed (a 43-field frozen dataclass ``__init__``
+    costs ~5 µs, 8x a raw ``struct`` unpack), compares equal only to another ``GhcbPage``, and
+    is hashable.
+
+    Construct with keywords (unset fields are zero)::
+
+        page = GhcbPage.empty().with_fields(sw_exit_code=ExitCode.CPUID, rax=0xD, rcx=1)
+
+    Raises:
+        UnknownFieldError: a keyword that is not a field.
+        FieldValueError: an integer out of its field's range, or a value of the wrong type.
+        LengthError: a byte field of the wrong length.
+    """
+
+    __slots__ = ()
+
+    # Linux struct ghcb_save_area
+    reserved_0x0: bytes
+    cpl: int
+    reserved_0xcc: bytes
+    xss: int
+    reserved_0x148: bytes
+    dr7: int
+    reserved_0x168: bytes
+    rip: int
+    reserved_0x180: bytes
+    rsp: int
+    reserved_0x1e0: bytes
+    rax: int
+    reserved_0x200: bytes
+    rcx: int
+    rdx: int
+    rbx: int
+    reserved_0x320: bytes
+    rbp: int
+    rsi: int
+    rdi: int
+    r8: int
+    r9: int
+    r10: int
+    r11: int
+    r12: int
+    r13: int
+    r14: int
+    r15: int
+    reserved_0x380: bytes
+    sw_exit_code: int
+    sw_exit_info_1: int
+    sw_exit_info_2: int
+    sw_scratch: int
+    reserved_0x3b0: bytes
+    xcr0: int
+    valid_bitmap: bytes
+    x87_state_gpa: int
+    # Linux struct ghcb
+    reserved_0x408: bytes
+    shared_buffer: bytes
+    reserved_0xff0: bytes
+    protocol_version: int
+    ghcb_usage: int
+
+    def __new__(cls, **fields: object) -> Self:
+        values = list(_DEFAULTS)
+        for name, value in fields.items():
+            field = _field(name)
+            values[_INDEX[name]] = _check_value(field, value)
+        return tuple.__new__(cls, values)
+
+    @classmethod
+    def empty(cls) -> Self:
+        """The all-zero page."""
+        return tuple.__new__(cls, _DEFAULTS)
+
+    @classmethod
+    def _from_values(cls, values: tuple[int | bytes, ...]) -> Self:
+        """Wrap already-validated values (the parse fast path)."""
+        return tuple.__new__(cls, values)
+
+    # -- value semantics ----------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and tuple.__eq__(self, cast("tuple[object]", other))
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = tuple.__hash__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self)._from_values, (tuple(self),))
+
+    def __repr__(self) -> str:
+        shown = [
+            f"{name}={value:#x}" if isinstance(value, int) else f"{name}=<{len(value)} bytes>"
+            for name, value, default in zip(FIELD_NAMES, self, _DEFAULTS, strict=True)
+            if value != default
+        ]
+        return f"GhcbPage({', '.join(shown)})"
+
+    def items(self) -> Iterator[tuple[str, int | bytes]]:
+        """``(name, value)`` for every field, in layout order."""
+        return zip(FIELD_NAMES, self, strict=True)
+
+    # -- editing --------------------------------------------------------------------------
+    def replace(self, **values: object) -> Self:
+        """A copy with ``values`` set; the valid bitmap is left as it is."""
+        new = list(self)
+        for name, value in values.items():
+            field = _field(name)
+            new[_INDEX[name]] = _check_value(field, value)
+        return tuple.__new__(type(self), new)
+
+    def with_fields(self, **values: object) -> Self:
+        """A copy with ``values`` set and, for each field that has one, its valid bit set.
+
+        This is Linux's ``ghcb_set_<field>()``. Fields without a bit (``shared_buffer``,
+        ``protocol_version``, ``ghcb_usage``, ``x87_state_gpa``, reserved gaps) are set without
+        touching the bitmap.
+        """
+        new = list(self)
+        bits = self.valid_bits
+        for name, value in values.items():
+            field = _field(name)
+            new[_INDEX[name]] = _check_value(field, value)
+            bit = VALID_BIT.get(name)
+            if bit is not None:
+                bits |= 1 << bit
+        if "valid_bitmap" not in values:  # an explicit valid_bitmap wins
+            new[_BITMAP_INDEX] = bits.to_bytes(_BITMAP.size, "little")
+        return tuple.__new__(type(self), new)
+
+    def cleared_bitmap(self) -> Self:
+        """A copy with every valid bit clear (what KVM does after snapshotting the bitmap)."""
+        new = list(self)
+        new[_BITMAP_INDEX] = bytes(_BITMAP.size)
+        return tuple.__new__(type(self), new)
+
+    # -- the valid bitmap -----------------------------------------------------------------
+    @property
+    def valid_bits(self) -> int:
+        """The valid bitmap as a little-endian 128-bit integer."""
+        return int.from_bytes(cast("bytes", self[_BITMAP_INDEX]), "little")
+
+    def is_valid(self, name: str) -> bool:
+        """Whether ``name``'s valid bit is set (Linux ``ghcb_<field>_is_valid()``).
+
+        Raises:
+            UnknownFieldError: ``name`` is not a field.
+            NoValidBitError: the field has no bit (e.g. ``x87_state_gpa``).
+        """
+        bit = _bit(name)
+        return bool(cast("bytes", self[_BITMAP_INDEX])[bit >> 3] >> (bit & 7) & 1)
+
+    def get_if_valid(self, name: str) -> int:
+        """The field's value if its valid bit is set, else 0 (``ghcb_get_<field>_if_valid``)."""
+        return cast("int", self[_INDEX[name]]) if self.is_valid(name) else 0
+
+    @property
+    def valid_fields(self) -> frozenset[str]:
+        """Names of the fields whose valid bit is set."""
+        bits = self.valid_bits
+        return frozenset(name for name, bit in VALID_BIT.items() if bits >> bit & 1)
+
+    @property
+    def undefined_valid_bits(self) -> tuple[int, ...]:
+        """Set bits of the bitmap that belong to no field (reserved gaps, the bitmap itself)."""
+        bits = self.valid_bits
+        return tuple(b for b in range(BITMAP_BITS) if bits >> b & 1 and b not in _NAME_OF_BIT)
+
+    @property
+    def exit_code(self) -> ExitCode | int:
+        """``sw_exit_code`` as an :class:`ExitCode` when known, else the plain int."""
+        return ExitCode.from_int(cast("int", self[_EXIT_CODE_INDEX]))
+
+
+def _getter(index: int) -> property:
+    return property(lambda self: tuple.__getitem__(self, index))
+
+
+for _i, _name in enumerate(FIELD_NAMES):
+    setattr(GhcbPage, _name, _getter(_i))
+del _i, _name
+
+
+def _require_bytes(data: object, what: str) -> bytes | bytearray | memoryview:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise InputTypeError(
+            f"{what} must be bytes-like, not {type(data).__name__}",
+            rule="input-type",
+            spec=SPEC_LAYOUT,
+        )
+    return data
+
+
+def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "struct") -> GhcbPage:
+    """Decode exactly 4096 bytes into a :class:`GhcbPage`.
+
+    Args:
+        data: the page. Shorter or longer input is refused (no silent truncation).
+        backend: ``"struct"`` (fast, default) or ``"construct"`` (the reference schema).
+
+    Raises:
+        InputTypeError: ``data`` is not bytes-like.
+        LengthError: ``len(data) != 4096``.
+    """
+    view = _require_bytes(data, "a GHCB page")
+    if len(view) != schema.GHCB_SIZE:
+        raise LengthError(
+            f"a GHCB page is {schema.GHCB_SIZE} bytes, got {len(view)}",
+            rule="page-length",
+            spec=SPEC_LAYOUT,
+        )
+    if backend == "struct":
+        return GhcbPage._from_values(_FORMAT.unpack(view))
+    if backend == "construct":
+        try:
+            parsed = schema.ghcb.parse(bytes(view))
+        except cs.ConstructError as e:  # pragma: no cover - length is checked above
+            raise LengthError(str(e), rule="page-length", spec=SPEC_LAYOUT) from e
+        flat = {**parsed["save"], **parsed}
+        return GhcbPage._from_values(tuple(flat[name] for name in FIELD_NAMES))
+    raise _bad_backend(backend)
+
+
+def build_page(page: GhcbPage, *, backend: Backend = "struct") -> bytes:
+    """Encode a :class:`GhcbPage` to its exact 4096 bytes.
+
+    Raises:
+        InputTypeError: ``page`` is not a :class:`GhcbPage`.
+        FieldValueError: a field value does not fit (only possible for a page not built
+            through the public constructors).
+    """
+    if not isinstance(page, GhcbPage):
+        raise InputTypeError(
+            f"build_page needs a GhcbPage, not {type(page).__name__}",
+            rule="input-type",
+            spec=SPEC_LAYOUT,
+        )
+    if backend == "struct":
+        try:
+            out = _FORMAT.pack(*page)
+        except struct.error as e:
+            raise _culprit(page) from e
+    elif backend == "construct":
+        values = dict(page.items())
+        save = {name: values[name] for name in _SAVE_NAMES}
+        try:
+            out = schema.ghcb.build({**values, "save": save})
+        except cs.ConstructError as e:
+            raise _culprit(page) from e
+    else:
+        raise _bad_backend(backend)
+    if len(out) != schema.GHCB_SIZE:  # pragma: no cover - guarded by _check_value
+        raise _culprit(page)
+    return out
+
+
+def _culprit(page: GhcbPage) -> FieldValueError | LengthError:
+    """The typed error for the first field of ``page`` that does not fit."""
+    for field, value in zip(FIELDS, page, strict=True):
+        try:
+            _check_value(field, value)
+        except (FieldValueError, LengthError) as e:
+            return e
+    return FieldValueError("page does not encode", rule="field-range", spec=SPEC_LAYOUT)
+
+
+def _bad_backend(backend: object) -> InputTypeError:
+    return InputTypeError(
+        f"unknown backend {backend!r} (expected 'struct' or 'construct')",
+        rule="backend",
+        spec="ghcb API",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Required inputs per exit code: KVM's sev_es_validate_vmgexit (arch/x86/kvm/svm/sev.c),
+# ghcb-facts.md §5.1, transcribed independently in spec/tables/exit_codes.toml.
+# ---------------------------------------------------------------------------------------------
+SPEC_KVM_VALIDATE: Final = "Linux arch/x86/kvm/svm/sev.c sev_es_validate_vmgexit"
+_ALL64: Final = (1 << 64) - 1
+
+#: "sw_exit_code, sw_exit_info_1 and sw_exit_info_2 must all be marked valid" (every exit).
+ALWAYS_REQUIRED: Final = frozenset({"sw_exit_code", "sw_exit_info_1", "sw_exit_info_2"})
+
+
+@dataclass(frozen=True, slots=True)
+class InputRule:
+    """``require`` must be valid too when ``(value(field) & mask) == equals`` (``!=`` if
+    ``negate``). The value is the field's if its valid bit is set, else 0, as KVM reads it."""
+
+    field: str
+    mask: int
+    equals: int
+    require: frozenset[str]
+    negate: bool = False
+
+    def applies(self, page: GhcbPage) -> bool:
+        """Whether the condition holds on ``page``."""
+        hit = page.get_if_valid(self.field) & self.mask == self.equals
+        return hit != self.negate
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRule:
+    """What KVM's validator requires of one accepted exit code."""
+
+    required: frozenset[str] = frozenset()
+    when: tuple[InputRule, ...] = ()
+    snp_only: bool = False
+    """Accepted only from an SNP guest."""
+    request_pages: bool = False
+    """SW_EXITINFO1 and SW_EXITINFO2 must be 4 KiB aligned and different (guest requests)."""
+
+
+def _rule(
+    *required: str,
+    when: tuple[InputRule, ...] = (),
+    snp_only: bool = False,
+    request_pages: bool = False,
+) -> ExitRule:
+    return ExitRule(frozenset(required), when, snp_only, request_pages)
+
+
+#: The exit codes KVM accepts, with their extra required inputs; any other code is
+#: answered with GHCB_ERR_INVALID_EVENT.
+KVM_EXIT_RULES: Final[Mapping[ExitCode, ExitRule]] = {
+    ExitCode.READ_DR7: _rule(),
+    ExitCode.WRITE_DR7: _rule("rax"),
+    ExitCode.RDTSC: _rule(),
+    ExitCode.RDPMC: _rule("rcx"),
+    # "RAX and RCX; plus XCR0 if RAX (leaf) == 0xD"
+    ExitCode.CPUID: _rule("rax", "rcx", when=(InputRule("rax", _ALL64, 0xD, frozenset({"xcr0"})),)),
+    ExitCode.INVD: _rule(),
+    # "if EXITINFO1 bit2 (string): SW_SCRATCH; else if OUT (bit0 = 0): RAX"
+    ExitCode.IOIO: _rule(
+        when=(
+            InputRule("sw_exit_info_1", 0x4, 0x4, frozenset({"sw_scratch"})),
+            InputRule("sw_exit_info_1", 0x5, 0x0, frozenset({"rax"})),
+        )
+    ),
+    # "RCX; if EXITINFO1 != 0 (write): RAX and RDX"
+    ExitCode.MSR: _rule(
+        "rcx", when=(InputRule("sw_exit_info_1", _ALL64, 0, frozenset({"rax", "rdx"}), True),)
+    ),
+    ExitCode.VMMCALL: _rule("rax", "cpl"),
+    ExitCode.RDTSCP: _rule(),
+    ExitCode.WBINVD: _rule(),
+    ExitCode.MONITOR: _rule("rax", "rcx", "rdx"),
+    ExitCode.MWAIT: _rule("rax", "rcx"),
+    ExitCode.MMIO_READ: _rule("sw_scratch"),
+    ExitCode.MMIO_WRITE: _rule("sw_scratch"),
+    # "RAX unless low 32 bits of EXITINFO1 == 2 (DESTROY)"
+    ExitCode.AP_CREATION: _rule(
+        snp_only=True,
+        when=(InputRule("sw_exit_info_1", 0xFFFFFFFF, 2, frozenset({"rax"}), True),),
+    ),
+    ExitCode.NMI_COMPLETE: _rule(),
+    ExitCode.AP_HLT_LOOP: _rule(),
+    ExitCode.AP_JUMP_TABLE: _rule(),
+    ExitCode.UNSUPPORTED_EVENT: _rule(),
+    ExitCode.HV_FEATURES: _rule(),
+    ExitCode.TERM_REQUEST: _rule(),
+    ExitCode.PSC: _rule("sw_scratch", snp_only=True),
+    ExitCode.SNP_GUEST_REQUEST: _rule(snp_only=True, request_pages=True),
+    ExitCode.SNP_EXT_GUEST_REQUEST: _rule(snp_only=True, request_pages=True),
+}
+
+
+def required_inputs(page: GhcbPage) -> frozenset[str] | None:
+    """The fields KVM requires to be valid for ``page``'s exit, or ``None`` if the exit code
+    is not one KVM accepts (it would answer GHCB_ERR_INVALID_EVENT)."""
+    rule = KVM_EXIT_RULES.get(cast("ExitCode", page.exit_code))
+    if rule is None:
+        return None
+    needed = set(ALWAYS_REQUIRED | rule.required)
+    for cond in rule.when:
+        if cond.applies(page):
+            needed |= cond.require
+    return frozenset(needed)

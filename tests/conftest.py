@@ -1,0 +1,22 @@
+"""Fixtures: every codec test runs on both backends (ids "struct" and "construct")."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, cast
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from ghcb.page import Backend
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, max_examples=50)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(params=["struct", "construct"], ids=["struct", "construct"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The codec backend under test."""
+    return cast("Backend", request.param)

@@ -1,0 +1,49 @@
+"""Shared test helpers: spec/ loaders and the one round-trip assertion every schema test uses."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import tomllib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import construct as cs
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SPEC = ROOT / "spec"
+
+
+def load_table(name: str) -> dict[str, Any]:
+    """A ``spec/tables/<name>.toml`` table."""
+    with (SPEC / "tables" / f"{name}.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def load_vectors(name: str) -> dict[str, Any]:
+    """A ``spec/vectors/<name>.json`` vector file."""
+    data: dict[str, Any] = json.loads((SPEC / "vectors" / f"{name}.json").read_text())
+    return data
+
+
+def vector_bytes(relpath: str) -> bytes:
+    """A binary vector under ``spec/vectors``."""
+    return (SPEC / "vectors" / relpath).read_bytes()
+
+
+def assert_roundtrip(schema: cs.Construct[Any, Any], data: bytes, obj: dict[str, Any]) -> None:
+    """``schema`` parses ``data`` to ``obj`` and builds ``obj`` back to ``data``; its compiled
+    twin agrees (construct's own ``common()`` pattern)."""
+    parsed = schema.parse(data)
+    assert _plain(parsed) == obj
+    assert schema.build(obj) == data
+    assert schema.sizeof() == len(data)
+    compiled = schema.compile()
+    assert _plain(compiled.parse(data)) == obj
+    assert compiled.build(obj) == data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+    return value
