@@ -63,14 +63,19 @@ def flat_fields(schema: cs.Construct[Any, Any], _base: int = 0) -> tuple[FlatFie
     return tuple(out)
 
 
-def struct_format(fields: tuple[FlatField, ...]) -> struct.Struct:
-    """One little-endian ``struct.Struct`` covering ``fields`` back to back (no gaps)."""
+def struct_format(
+    fields: tuple[FlatField, ...], *, skip: frozenset[str] = frozenset()
+) -> struct.Struct:
+    """One little-endian ``struct.Struct`` covering ``fields`` back to back (no gaps).
+
+    Fields named in ``skip`` become pad bytes (``"<n>x"``): not decoded, zero when packed.
+    """
     pos = fields[0].offset if fields else 0
     for f in fields:
         if f.offset != pos:
             raise ValueError(f"gap before field {f.name!r} at {f.offset:#x}")
         pos += f.size
-    return struct.Struct("<" + "".join(f.fmt for f in fields))
+    return struct.Struct("<" + "".join(f"{f.size}x" if f.name in skip else f.fmt for f in fields))
 
 
 @dataclass(frozen=True, slots=True)

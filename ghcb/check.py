@@ -143,7 +143,7 @@ def check_page_record(page: GhcbPage) -> list[Violation]:
                 SPEC_BITMAP,
             )
         )
-    for field, value in zip(FIELDS, page, strict=True):
+    for field, value in zip(FIELDS, page.values, strict=True):
         if field.name.startswith("reserved_") and isinstance(value, bytes) and any(value):
             first = next(i for i, b in enumerate(value) if b)
             out.append(

@@ -18,9 +18,10 @@ interpreted ``construct`` schema, the reference implementation (tests run both).
 
 from __future__ import annotations
 
+import operator
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, Self, cast
+from typing import TYPE_CHECKING, Final, Literal, Self, cast, final
 
 import construct as cs
 
@@ -73,18 +74,31 @@ FIELDS: Final[tuple[FlatField, ...]] = flat_fields(schema.ghcb)
 FIELD_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in FIELDS)
 _BY_NAME: Final[dict[str, FlatField]] = {f.name: f for f in FIELDS}
 _INDEX: Final[dict[str, int]] = {f.name: i for i, f in enumerate(FIELDS)}
+_PAGE_SIZE: Final = schema.GHCB_SIZE
+_RESERVED: Final = frozenset(f.name for f in FIELDS if f.name.startswith("reserved_"))
+#: Byte-array fields (reserved gaps, the bitmap, the shared buffer): sliced from the page's
+#: bytes on access rather than copied at parse time.
+_SLICED: Final = frozenset(f.name for f in FIELDS if f.kind == "bytes")
+#: Every field, reserved bytes included: what an edit packs and ``GhcbPage.values`` unpacks.
 _FORMAT: Final = struct_format(FIELDS)
+_pack: Final = _FORMAT.pack
+#: The decoded view kept beside the bytes: the integer fields (byte arrays skipped as pad).
+_DECODED_FORMAT: Final = struct_format(FIELDS, skip=_SLICED)
+_decode: Final = _DECODED_FORMAT.unpack
+_DECODED_INDEX: Final[dict[str, int]] = {
+    name: j for j, name in enumerate(n for n in (f.name for f in FIELDS) if n not in _SLICED)
+}
+_BYTE_FIELDS: Final = tuple(i for i, f in enumerate(FIELDS) if f.kind == "bytes")
+_pick_byte_fields: Final = operator.itemgetter(*_BYTE_FIELDS)
+_BYTE_FIELD_SIZES: Final = tuple(FIELDS[i].size for i in _BYTE_FIELDS)
 
 _SAVE_NAMES: Final = tuple(f.name for f in flat_fields(schema.ghcb_save_area))
 _BITMAP: Final = _BY_NAME["valid_bitmap"]
 #: Number of bits in the valid bitmap (16 bytes).
 BITMAP_BITS: Final = 8 * _BITMAP.size
-_BITMAP_INDEX: Final = _INDEX["valid_bitmap"]
-_EXIT_CODE_INDEX: Final = _INDEX["sw_exit_code"]
-
-
-def _is_reserved(name: str) -> bool:
-    return name.startswith("reserved_")
+_BITMAP_START: Final = _BITMAP.offset
+_BITMAP_STOP: Final = _BITMAP.offset + _BITMAP.size
+_EXIT_CODE_J: Final = _DECODED_INDEX["sw_exit_code"]
 
 
 #: Valid-bitmap bit of each field that has one: bit = offset // 8 (``GHCB_BITMAP_IDX``).
@@ -94,7 +108,7 @@ VALID_BIT: Final[dict[str, int]] = {
     for f in FIELDS
     if f.offset + f.size <= schema.GHCB_SAVE_AREA_SIZE
     and f.offset // 8 < BITMAP_BITS
-    and not _is_reserved(f.name)
+    and f.name not in _RESERVED
     and f is not _BITMAP
 }
 _NAME_OF_BIT: Final[dict[int, str]] = {bit: name for name, bit in VALID_BIT.items()}
@@ -105,6 +119,8 @@ _DEFAULTS: Final[tuple[int | bytes, ...]] = tuple(
 
 def _check_value(field: FlatField, value: object) -> int | bytes:
     """``value`` normalised for ``field``, or a typed error naming the field and rule."""
+    if type(value) is int and field.kind == "int" and 0 <= value <= field.max_value:
+        return value  # the common case, checked in one line
     if field.kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise FieldValueError(
@@ -173,15 +189,17 @@ def _bit(name: str) -> int:
         ) from None
 
 
-class GhcbPage(tuple[int | bytes, ...]):
+@final
+class GhcbPage:
     """An immutable GHCB page: every field of Linux ``struct ghcb``, reserved bytes included.
 
     Fields are named as in Linux (``rax``, ``sw_exit_code``, ``shared_buffer``, ...); integer
     fields are ``int``, byte regions (``shared_buffer``, ``valid_bitmap``, the
     ``reserved_0x<offset>`` gaps) are ``bytes`` of their exact length, so any 4096 bytes parse
-    and build back unchanged. It is tuple-backed (a 43-field frozen dataclass ``__init__``
-    costs ~5 µs, 8x a raw ``struct`` unpack), compares equal only to another ``GhcbPage``, and
-    is hashable.
+    and build back unchanged. It is immutable and hashable; two pages are equal when their
+    4096 bytes are. A page holds its exact bytes beside a tuple of the decoded non-reserved
+    fields, so ``build_page`` is free, reserved gaps are sliced on access, and parsing costs one
+    ``struct`` unpack (a 43-field frozen dataclass ``__init__`` alone costs ~5 us, 8x that).
 
     Construct with keywords (unset fields are zero)::
 
@@ -193,7 +211,9 @@ class GhcbPage(tuple[int | bytes, ...]):
         LengthError: a byte field of the wrong length.
     """
 
-    __slots__ = ()
+    __slots__ = ("_b", "_v")
+    _b: bytes
+    _v: tuple[int, ...]
 
     # Linux struct ghcb_save_area
     reserved_0x0: bytes
@@ -241,85 +261,93 @@ class GhcbPage(tuple[int | bytes, ...]):
     ghcb_usage: int
 
     def __new__(cls, **fields: object) -> Self:
-        values = list(_DEFAULTS)
-        for name, value in fields.items():
-            field = _field(name)
-            values[_INDEX[name]] = _check_value(field, value)
-        return tuple.__new__(cls, values)
+        return _EMPTY._edit(fields, set_bits=False) if fields else _EMPTY
 
     @classmethod
     def empty(cls) -> Self:
         """The all-zero page."""
-        return tuple.__new__(cls, _DEFAULTS)
+        return _EMPTY
 
     @classmethod
     def _from_values(cls, values: tuple[int | bytes, ...]) -> Self:
-        """Wrap already-validated values (the parse fast path)."""
-        return tuple.__new__(cls, values)
+        """A page from every field's value in layout order (the construct backend's path)."""
+        try:
+            data = _pack(*values)
+        except struct.error as e:
+            raise _culprit(values) from e
+        # struct's "Ns" pads or truncates silently: refuse any byte field of the wrong length.
+        if tuple(map(len, _pick_byte_fields(values))) != _BYTE_FIELD_SIZES:
+            raise _culprit(values)
+        return parse_page(data)
+
+    def _edit(self, values: Mapping[str, object], *, set_bits: bool) -> Self:
+        """A copy with ``values`` written over this page's bytes (each one checked first)."""
+        buf = bytearray(self._b)
+        for name, value in values.items():
+            field = _field(name)
+            _PACK_INTO[name](buf, field.offset, _check_value(field, value))
+            if set_bits and (bit := VALID_BIT.get(name)) is not None:
+                buf[_BITMAP_START + (bit >> 3)] |= 1 << (bit & 7)
+        return parse_page(bytes(buf))
+
+    @property
+    def values(self) -> tuple[int | bytes, ...]:
+        """Every field's value, reserved gaps included, in layout order (:data:`FIELD_NAMES`)."""
+        return cast("tuple[int | bytes, ...]", _FORMAT.unpack(self._b))
 
     # -- value semantics ----------------------------------------------------------------
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"GhcbPage is immutable: use replace() or with_fields() ({name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"GhcbPage is immutable ({name})")
+
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and tuple.__eq__(self, cast("tuple[object]", other))
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._b == other._b
 
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
-
-    __hash__ = tuple.__hash__
+    def __hash__(self) -> int:
+        return hash(self._b)
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self)._from_values, (tuple(self),))
+        return (parse_page, (self._b,))
 
     def __repr__(self) -> str:
         shown = [
             f"{name}={value:#x}" if isinstance(value, int) else f"{name}=<{len(value)} bytes>"
-            for name, value, default in zip(FIELD_NAMES, self, _DEFAULTS, strict=True)
+            for name, value, default in zip(FIELD_NAMES, self.values, _DEFAULTS, strict=True)
             if value != default
         ]
         return f"GhcbPage({', '.join(shown)})"
 
     def items(self) -> Iterator[tuple[str, int | bytes]]:
         """``(name, value)`` for every field, in layout order."""
-        return zip(FIELD_NAMES, self, strict=True)
+        return zip(FIELD_NAMES, self.values, strict=True)
 
     # -- editing --------------------------------------------------------------------------
     def replace(self, **values: object) -> Self:
         """A copy with ``values`` set; the valid bitmap is left as it is."""
-        new = list(self)
-        for name, value in values.items():
-            field = _field(name)
-            new[_INDEX[name]] = _check_value(field, value)
-        return tuple.__new__(type(self), new)
+        return self._edit(values, set_bits=False)
 
     def with_fields(self, **values: object) -> Self:
         """A copy with ``values`` set and, for each field that has one, its valid bit set.
 
         This is Linux's ``ghcb_set_<field>()``. Fields without a bit (``shared_buffer``,
         ``protocol_version``, ``ghcb_usage``, ``x87_state_gpa``, reserved gaps) are set without
-        touching the bitmap.
+        touching the bitmap; an explicit ``valid_bitmap`` is written as given.
         """
-        new = list(self)
-        bits = self.valid_bits
-        for name, value in values.items():
-            field = _field(name)
-            new[_INDEX[name]] = _check_value(field, value)
-            bit = VALID_BIT.get(name)
-            if bit is not None:
-                bits |= 1 << bit
-        if "valid_bitmap" not in values:  # an explicit valid_bitmap wins
-            new[_BITMAP_INDEX] = bits.to_bytes(_BITMAP.size, "little")
-        return tuple.__new__(type(self), new)
+        return self._edit(values, set_bits="valid_bitmap" not in values)
 
     def cleared_bitmap(self) -> Self:
         """A copy with every valid bit clear (what KVM does after snapshotting the bitmap)."""
-        new = list(self)
-        new[_BITMAP_INDEX] = bytes(_BITMAP.size)
-        return tuple.__new__(type(self), new)
+        return self._edit({"valid_bitmap": bytes(_BITMAP.size)}, set_bits=False)
 
     # -- the valid bitmap -----------------------------------------------------------------
     @property
     def valid_bits(self) -> int:
         """The valid bitmap as a little-endian 128-bit integer."""
-        return int.from_bytes(cast("bytes", self[_BITMAP_INDEX]), "little")
+        return int.from_bytes(self._b[_BITMAP_START:_BITMAP_STOP], "little")
 
     def is_valid(self, name: str) -> bool:
         """Whether ``name``'s valid bit is set (Linux ``ghcb_<field>_is_valid()``).
@@ -329,11 +357,11 @@ class GhcbPage(tuple[int | bytes, ...]):
             NoValidBitError: the field has no bit (e.g. ``x87_state_gpa``).
         """
         bit = _bit(name)
-        return bool(cast("bytes", self[_BITMAP_INDEX])[bit >> 3] >> (bit & 7) & 1)
+        return bool(self._b[_BITMAP_START + (bit >> 3)] >> (bit & 7) & 1)
 
     def get_if_valid(self, name: str) -> int:
         """The field's value if its valid bit is set, else 0 (``ghcb_get_<field>_if_valid``)."""
-        return cast("int", self[_INDEX[name]]) if self.is_valid(name) else 0
+        return self._v[_DECODED_INDEX[name]] if self.is_valid(name) else 0
 
     @property
     def valid_fields(self) -> frozenset[str]:
@@ -350,16 +378,31 @@ class GhcbPage(tuple[int | bytes, ...]):
     @property
     def exit_code(self) -> ExitCode | int:
         """``sw_exit_code`` as an :class:`ExitCode` when known, else the plain int."""
-        return ExitCode.from_int(cast("int", self[_EXIT_CODE_INDEX]))
+        return ExitCode.from_int(self._v[_EXIT_CODE_J])
 
 
-def _getter(index: int) -> property:
-    return property(lambda self: tuple.__getitem__(self, index))
+_object_new: Final = object.__new__
+_set_bytes: Final = GhcbPage.__dict__["_b"].__set__
+_set_decoded: Final = GhcbPage.__dict__["_v"].__set__
 
 
-for _i, _name in enumerate(FIELD_NAMES):
-    setattr(GhcbPage, _name, _getter(_i))
-del _i, _name
+def _decoded_getter(j: int) -> property:
+    return property(lambda self: self._v[j], doc=f"decoded field {j}")
+
+
+def _sliced_getter(start: int, stop: int) -> property:
+    return property(lambda self: self._b[start:stop], doc=f"bytes [{start:#x}, {stop:#x})")
+
+
+for _f in FIELDS:
+    if _f.name in _SLICED:
+        setattr(GhcbPage, _f.name, _sliced_getter(_f.offset, _f.offset + _f.size))
+    else:
+        setattr(GhcbPage, _f.name, _decoded_getter(_DECODED_INDEX[_f.name]))
+del _f
+
+#: One ``pack_into`` per field, derived from its struct code: edits write in place.
+_PACK_INTO: Final = {f.name: struct.Struct("<" + f.fmt).pack_into for f in FIELDS}
 
 
 def _require_bytes(data: object, what: str) -> bytes | bytearray | memoryview:
@@ -383,16 +426,24 @@ def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "stru
         InputTypeError: ``data`` is not bytes-like.
         LengthError: ``len(data) != 4096``.
     """
+    if type(data) is bytes and len(data) == _PAGE_SIZE and backend == "struct":
+        # Hot path: keep the (immutable) input, decode the fields with one unpack.
+        page = _object_new(GhcbPage)
+        _set_bytes(page, data)
+        _set_decoded(page, _decode(data))
+        return page
     view = _require_bytes(data, "a GHCB page")
-    if len(view) != schema.GHCB_SIZE:
+    if len(view) != _PAGE_SIZE:
         raise LengthError(
-            f"a GHCB page is {schema.GHCB_SIZE} bytes, got {len(view)}",
+            f"a GHCB page is {_PAGE_SIZE} bytes, got {len(view)}",
             rule="page-length",
             spec=SPEC_LAYOUT,
         )
     if backend == "struct":
-        return GhcbPage._from_values(_FORMAT.unpack(view))
+        return parse_page(bytes(view))
     if backend == "construct":
+        # The reference path: every value comes from the construct schema, and the page's
+        # bytes are re-encoded from those values (never copied from the input).
         try:
             parsed = schema.ghcb.parse(bytes(view))
         except cs.ConstructError as e:  # pragma: no cover - length is checked above
@@ -403,12 +454,14 @@ def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "stru
 
 
 def build_page(page: GhcbPage, *, backend: Backend = "struct") -> bytes:
-    """Encode a :class:`GhcbPage` to its exact 4096 bytes.
+    """The exact 4096 bytes of a :class:`GhcbPage`.
+
+    With the default backend this is the bytes the page was parsed from or packed into when it
+    was made (a page is always valid: its constructors check every value). ``"construct"``
+    re-encodes every field through the reference schema.
 
     Raises:
         InputTypeError: ``page`` is not a :class:`GhcbPage`.
-        FieldValueError: a field value does not fit (only possible for a page not built
-            through the public constructors).
     """
     if not isinstance(page, GhcbPage):
         raise InputTypeError(
@@ -417,27 +470,18 @@ def build_page(page: GhcbPage, *, backend: Backend = "struct") -> bytes:
             spec=SPEC_LAYOUT,
         )
     if backend == "struct":
-        try:
-            out = _FORMAT.pack(*page)
-        except struct.error as e:
-            raise _culprit(page) from e
-    elif backend == "construct":
+        return page._b
+    if backend == "construct":
         values = dict(page.items())
         save = {name: values[name] for name in _SAVE_NAMES}
-        try:
-            out = schema.ghcb.build({**values, "save": save})
-        except cs.ConstructError as e:
-            raise _culprit(page) from e
-    else:
-        raise _bad_backend(backend)
-    if len(out) != schema.GHCB_SIZE:  # pragma: no cover - guarded by _check_value
-        raise _culprit(page)
-    return out
+        out: bytes = schema.ghcb.build({**values, "save": save})
+        return out
+    raise _bad_backend(backend)
 
 
-def _culprit(page: GhcbPage) -> FieldValueError | LengthError:
-    """The typed error for the first field of ``page`` that does not fit."""
-    for field, value in zip(FIELDS, page, strict=True):
+def _culprit(values: tuple[object, ...]) -> FieldValueError | LengthError:
+    """The typed error for the first of ``values`` that does not fit its field."""
+    for field, value in zip(FIELDS, values, strict=True):
         try:
             _check_value(field, value)
         except (FieldValueError, LengthError) as e:
@@ -451,6 +495,10 @@ def _bad_backend(backend: object) -> InputTypeError:
         rule="backend",
         spec="ghcb API",
     )
+
+
+#: The all-zero page (``GhcbPage()`` and ``GhcbPage.empty()`` return it).
+_EMPTY: Final = GhcbPage._from_values(_DEFAULTS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""Benchmark support: `make bench` prints each group's ratios against its struct baselines.
+
+Benchmarks named ``test_baseline_*`` are the references of their group; after the run every
+other benchmark of the group is printed as ``median / baseline median`` for each baseline.
+Benchmarks are not tests: nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pytest
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, list[Any]] = {}
+    for bench in session.benchmarks:
+        groups.setdefault(bench.group or "", []).append(bench)
+    terminalreporter.section("ratios: median / baseline median")
+    for group, benches in sorted(groups.items()):
+        bases = [b for b in benches if b.name.startswith("test_baseline")]
+        others = [b for b in benches if b not in bases]
+        for base in bases:
+            terminalreporter.write_line(
+                f"{group}: vs {base.name} ({base.stats.median * 1e6:.3f} us)"
+            )
+            for bench in others:
+                ratio = bench.stats.median / base.stats.median
+                terminalreporter.write_line(
+                    f"    {bench.name:<44} {bench.stats.median * 1e6:9.3f} us  {ratio:7.2f}x"
+                )
