@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 from ghcb.check import check_page
 from ghcb.codes import (
+    ApCreationOp,
+    ApJumpTableOp,
     EventType,
     ExitCode,
     FirmwareStatus,
@@ -40,6 +42,8 @@ from ghcb.exitinfo import (
     EventInjection,
     GuestError,
     HvResponse,
+    IoioInfo,
+    TermRequestInfo,
     decode_exit_info,
     pack_guest_error,
     unpack_guest_error,
@@ -48,6 +52,8 @@ from ghcb.msr import MsrMessage, UnknownMsr, decode_msr, encode_msr
 from ghcb.page import GhcbPage, build_page, parse_page, required_inputs
 
 __all__ = [
+    "ApCreationOp",
+    "ApJumpTableOp",
     "EventInjection",
     "EventType",
     "ExitCode",
@@ -62,6 +68,7 @@ __all__ = [
     "HvResp",
     "HvResponse",
     "InputTypeError",
+    "IoioInfo",
     "LengthError",
     "LinuxTermReason",
     "MsgType",
@@ -71,6 +78,7 @@ __all__ = [
     "PscOp",
     "Severity",
     "TermReasonSet",
+    "TermRequestInfo",
     "UnknownFieldError",
     "UnknownMsr",
     "Violation",

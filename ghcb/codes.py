@@ -21,7 +21,10 @@ import enum
 from typing import Self
 
 __all__ = [
+    "KVM_HV_FEATURES",
     "PROPOSED_EXIT_CODES",
+    "ApCreationOp",
+    "ApJumpTableOp",
     "EventType",
     "ExitCode",
     "FirmwareStatus",
@@ -383,3 +386,25 @@ class EventType(_Code):
     NMI = 2
     EXEPT = 3  # Linux's spelling: a hardware exception (the only type a GHCB guest accepts)
     SOFT = 4
+
+
+#: ``GHCB_HV_FT_SUPPORTED`` in KVM (arch/x86/kvm/svm/sev.c): what KVM advertises.
+KVM_HV_FEATURES: HvFeature = HvFeature.SNP | HvFeature.SNP_AP_CREATION
+
+
+class ApCreationOp(_Code):
+    """AP_CREATION request, SW_EXITINFO1[31:0] (svm.h SVM_VMGEXIT_AP_CREATE_ON_INIT ...).
+
+    SW_EXITINFO1[63:32] carries the APIC ID; SW_EXITINFO2 the VMSA GPA.
+    """
+
+    CREATE_ON_INIT = 0
+    CREATE = 1
+    DESTROY = 2
+
+
+class ApJumpTableOp(_Code):
+    """AP_JUMP_TABLE operation in SW_EXITINFO1 (GHCB spec; KVM: other values → INVALID_INPUT)."""
+
+    SET = 0
+    GET = 1

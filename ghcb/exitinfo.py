@@ -29,6 +29,8 @@ __all__ = [
     "EventInjection",
     "GuestError",
     "HvResponse",
+    "IoioInfo",
+    "TermRequestInfo",
     "decode_exit_info",
     "pack_guest_error",
     "unpack_guest_error",
@@ -44,6 +46,8 @@ _U32_MAX: Final = _FW.max_value
 VMM_ERR_SHIFT: Final = 8 * _VMM.offset
 _RESP_MASK: Final = _U32_MAX  # the response code is SW_EXITINFO1[31:0]
 _EVENT_FIELDS: Final[tuple[BitField, ...]] = bit_fields(schema.event_injection)
+_TERM_FIELDS: Final[tuple[BitField, ...]] = bit_fields(schema.term_request_info1)
+_IOIO_FIELDS: Final[tuple[BitField, ...]] = bit_fields(schema.ioio_info1)
 
 
 def _check_int(value: object, maximum: int, what: str, spec: str) -> int:
@@ -113,21 +117,16 @@ class EventInjection:
     """Bits 63:32: the error code."""
 
     def __post_init__(self) -> None:
-        for f in _EVENT_FIELDS:
-            _check_int(getattr(self, f.name), f.mask, f.name, SPEC_RESPONSE)
+        _check_bits(self, _EVENT_FIELDS, SPEC_RESPONSE)
 
     def encode(self) -> int:
         """The 64-bit SW_EXITINFO2 value."""
-        value = 0
-        for f in _EVENT_FIELDS:
-            value |= getattr(self, f.name) << f.shift
-        return value
+        return _encode_bits(self, _EVENT_FIELDS)
 
     @classmethod
     def decode(cls, value: int) -> Self:
         """Split a 64-bit SW_EXITINFO2 value into its fields (reserved bits kept)."""
-        value = _check_int(value, _U64_MAX, "exitinfo2", SPEC_RESPONSE)
-        return cls(**{f.name: value >> f.shift & f.mask for f in _EVENT_FIELDS})
+        return cls(**_decode_bits(value, _EVENT_FIELDS, SPEC_RESPONSE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +192,86 @@ def decode_exit_info(info1: int, info2: int) -> HvResponse:
         FieldValueError: either value is not a u64.
     """
     return HvResponse(info1, info2)
+
+
+def _encode_bits(record: object, fields: tuple[BitField, ...]) -> int:
+    value = 0
+    for f in fields:
+        value |= getattr(record, f.name) << f.shift
+    return value
+
+
+def _decode_bits(value: int, fields: tuple[BitField, ...], spec: str) -> dict[str, int]:
+    value = _check_int(value, _U64_MAX, "sw_exit_info_1", spec)
+    return {f.name: value >> f.shift & f.mask for f in fields}
+
+
+def _check_bits(record: object, fields: tuple[BitField, ...], spec: str) -> None:
+    for f in fields:
+        _check_int(getattr(record, f.name), f.mask, f.name, spec)
+
+
+SPEC_TERM: Final = "Linux sev-common.h / vc-shared.c SVM_VMGEXIT_TERM_REQUEST"
+SPEC_IOIO: Final = "AMD APM vol. 2 IOIO intercept EXITINFO1 / Linux vc-shared.c IOIO_*"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TermRequestInfo:
+    """SW_EXITINFO1 of a TERM_REQUEST VMGEXIT: set [3:0], code [11:4] (GHCB form)."""
+
+    reason_set: int = 0
+    """:class:`~ghcb.codes.TermReasonSet`."""
+    reason_code: int = 0
+    """The code within the set (:class:`~ghcb.codes.GenTermReason`, ...)."""
+    reserved_63_12: int = 0
+
+    def __post_init__(self) -> None:
+        _check_bits(self, _TERM_FIELDS, SPEC_TERM)
+
+    def encode(self) -> int:
+        """The 64-bit SW_EXITINFO1 value."""
+        return _encode_bits(self, _TERM_FIELDS)
+
+    @classmethod
+    def decode(cls, value: int) -> Self:
+        """Split SW_EXITINFO1 (reserved bits kept)."""
+        return cls(**_decode_bits(value, _TERM_FIELDS, SPEC_TERM))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IoioInfo:
+    """SW_EXITINFO1 of an IOIO NAE event (the SVM IOIO intercept format)."""
+
+    type_in: int = 0
+    """Bit 0: 1 = IN, 0 = OUT."""
+    reserved_1_1: int = 0
+    string: int = 0
+    """Bit 2: string instruction (INS/OUTS): data in the scratch area."""
+    rep: int = 0
+    """Bit 3: REP prefix."""
+    size8: int = 0
+    size16: int = 0
+    size32: int = 0
+    """Bits 4/5/6: operand size 8/16/32 bits (KVM treats none set as a no-op)."""
+    addr16: int = 0
+    addr32: int = 0
+    addr64: int = 0
+    """Bits 7/8/9: address size 16/32/64 bits."""
+    segment: int = 0
+    """Bits 12:10: effective segment (ES = 0, DS = 3)."""
+    reserved_15_13: int = 0
+    port: int = 0
+    """Bits 31:16: the I/O port."""
+    reserved_63_32: int = 0
+
+    def __post_init__(self) -> None:
+        _check_bits(self, _IOIO_FIELDS, SPEC_IOIO)
+
+    def encode(self) -> int:
+        """The 64-bit SW_EXITINFO1 value."""
+        return _encode_bits(self, _IOIO_FIELDS)
+
+    @classmethod
+    def decode(cls, value: int) -> Self:
+        """Split SW_EXITINFO1 (reserved bits kept)."""
+        return cls(**_decode_bits(value, _IOIO_FIELDS, SPEC_IOIO))

@@ -16,6 +16,10 @@ from ghcb import (
     HvResp,
     HvResponse,
     InputTypeError,
+    IoioInfo,
+    LinuxTermReason,
+    TermReasonSet,
+    TermRequestInfo,
     VmmError,
     decode_exit_info,
     pack_guest_error,
@@ -149,3 +153,26 @@ def test_decode_refuses_out_of_range(info1: int, info2: int) -> None:
     """EXITINFO values outside u64 raise."""
     with pytest.raises(FieldValueError):
         decode_exit_info(info1, info2)
+
+
+@given(st.integers(min_value=0, max_value=2**64 - 1))
+def test_term_and_ioio_roundtrip(value: int) -> None:
+    """TERM_REQUEST and IOIO SW_EXITINFO1 decode and re-encode any u64 exactly."""
+    assert TermRequestInfo.decode(value).encode() == value
+    assert IoioInfo.decode(value).encode() == value
+
+
+def test_term_request_ghcb_form() -> None:
+    """The GHCB form puts the set in [3:0] and the code in [11:4] (not the MSR positions)."""
+    info = TermRequestInfo(reason_set=TermReasonSet.LINUX, reason_code=LinuxTermReason.CPUID)
+    assert info.encode() == 0x41
+    assert TermRequestInfo.decode(0x41) == info
+
+
+def test_ioio_fields() -> None:
+    """A REP OUTSB to port 0x3F8 through DS with 64-bit addressing."""
+    info = IoioInfo(string=1, rep=1, size8=1, addr64=1, segment=3, port=0x3F8)
+    assert info.encode() == 0x03F8_0000 | 3 << 10 | 1 << 9 | 1 << 4 | 1 << 3 | 1 << 2
+    assert IoioInfo.decode(info.encode()) == info
+    with pytest.raises(FieldValueError):
+        IoioInfo(port=0x10000)

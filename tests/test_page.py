@@ -19,6 +19,7 @@ from ghcb import (
     NoValidBitError,
     UnknownFieldError,
     build_page,
+    check_page,
     parse_page,
 )
 from ghcb._fast import flat_fields
@@ -348,3 +349,21 @@ class TestRequiredInputs:
         """Codes KVM does not accept (incl. SNP_RUN_VMPL) have no rule."""
         for code in (ExitCode.SNP_RUN_VMPL, ExitCode.SAVIC, ExitCode.HLT, 0x1234):
             assert required_inputs(GhcbPage(sw_exit_code=code)) is None
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=5000),
+        st.binary(min_size=4096, max_size=4096).map(bytearray),
+        st.text(max_size=10),
+        st.integers(),
+        st.none(),
+    )
+)
+def test_parse_and_check_raise_only_ghcb_errors(data: object) -> None:
+    """Whatever the input: a page (or findings), or a GhcbError, never another exception."""
+    for call in (parse_page, check_page):
+        try:
+            call(data)  # type: ignore[arg-type]
+        except GhcbError:
+            pass

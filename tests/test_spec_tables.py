@@ -14,10 +14,20 @@ import pytest
 
 from ghcb import codes
 from ghcb._fast import bit_fields, flat_fields
-from ghcb.exitinfo import EventInjection, pack_guest_error
+from ghcb.exitinfo import (
+    VMM_ERR_SHIFT,
+    EventInjection,
+    IoioInfo,
+    TermRequestInfo,
+    pack_guest_error,
+)
+from ghcb.msr import GHCB_MSR, GHCB_MSR_PREF_GPA_NONE
 from ghcb.page import (
     ALWAYS_REQUIRED,
     FIELDS,
+    GHCB_DEFAULT_USAGE,
+    GHCB_PROTOCOL_MAX,
+    GHCB_PROTOCOL_MIN,
     KVM_EXIT_RULES,
     VALID_BIT,
     Backend,
@@ -45,6 +55,18 @@ def _ids(rows: list[dict[str, Any]]) -> list[str]:
 
 
 class TestPageLayout:
+    def test_protocol_constants(self) -> None:
+        """Protocol version range and default usage match the table."""
+        meta = PAGE["page"]
+        assert (
+            meta["protocol_min"],
+            meta["protocol_max"],
+        ) == (GHCB_PROTOCOL_MIN, GHCB_PROTOCOL_MAX)
+        assert meta["default_usage"] == GHCB_DEFAULT_USAGE
+        assert meta["valid_bitmap_offset"] == next(
+            f.offset for f in FIELDS if f.name == "valid_bitmap"
+        )
+
     def test_sizes(self) -> None:
         """Page, save area, shared buffer and bitmap sizes match the table."""
         meta = PAGE["page"]
@@ -157,6 +179,7 @@ class TestCodes:
         assert int(codes.VmmError[row["name"]]) == row["value"]
         assert pack_guest_error(row["value"], 0) == row["exitinfo2"]
         assert row["exitinfo2"] == row["value"] << ERRORS["snp_guest_err"]["vmm_shift"]
+        assert ERRORS["snp_guest_err"]["vmm_shift"] == VMM_ERR_SHIFT
 
     def test_vmm_error_members(self) -> None:
         """VmmError has exactly the table's members."""
@@ -170,6 +193,18 @@ class TestCodes:
         """Guest message types and PSC operations match the table."""
         _enum_rows(codes.MsgType, MESSAGES["msg_type"])
         _enum_rows(codes.PscOp, MESSAGES["psc_op"])
+
+    def test_msr_constants(self) -> None:
+        """The GHCB MSR number, PREF_GPA_NONE and KVM's feature set match the table."""
+        assert MSR["msr"]["number"] == GHCB_MSR
+        assert MSR["msr"]["pref_gpa_none"] == GHCB_MSR_PREF_GPA_NONE
+        assert MSR["msr"]["kvm_hv_features"] == codes.KVM_HV_FEATURES
+
+    def test_sub_operations(self) -> None:
+        """AP creation and AP jump table operations match the table."""
+        table = load_table("exit_codes")
+        _enum_rows(codes.ApCreationOp, table["ap_creation_op"])
+        _enum_rows(codes.ApJumpTableOp, table["ap_jump_table_op"])
 
     def test_event_types(self) -> None:
         """Event-injection types match the table."""
@@ -219,10 +254,20 @@ class TestMsrLayouts:
             if f.name.startswith("reserved_"):
                 assert f.name == f"reserved_{f.shift + f.width - 1}_{f.shift}"
 
-    def test_event_injection_layout(self) -> None:
-        """The event-injection fields sit at the table's bit ranges."""
-        want = {f["name"]: (f["hi"], f["lo"]) for f in ERRORS["event_injection"]["field"]}
-        for name, (hi, lo) in want.items():
-            values = {"valid": 0, "type": 0, name: (1 << (hi - lo + 1)) - 1}
-            ev = EventInjection(**values)
-            assert ev.encode() == ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1), name
+    @pytest.mark.parametrize(
+        ("record", "rows", "defaults"),
+        [
+            (EventInjection, ERRORS["event_injection"]["field"], {"valid": 0, "type": 0}),
+            (TermRequestInfo, MSR["term_request_info1"]["field"], {}),
+            (IoioInfo, load_table("exit_codes")["ioio_info1"]["field"], {}),
+        ],
+        ids=["event_injection", "term_request_info1", "ioio_info1"],
+    )
+    def test_bit_record_layout(
+        self, record: Any, rows: list[dict[str, Any]], defaults: dict[str, int]
+    ) -> None:
+        """Each field of the u64 records sits at the table's bit range, and nowhere else."""
+        for row in rows:
+            hi, lo = row["hi"], row["lo"]
+            value = record(**{**defaults, row["name"]: (1 << (hi - lo + 1)) - 1})
+            assert value.encode() == ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1), row["name"]
