@@ -40,11 +40,12 @@ from ghcb.page import (
     parse_page,
     required_inputs,
 )
+from ghcb.schemas.page import PAGE_SIZE
 
 __all__ = ["check_page"]
 
 _OFFSET: Final = {f.name: f.offset for f in FIELDS}
-_PAGE_ALIGN: Final = 0xFFF  # 4 KiB pages (KVM: PAGE_ALIGNED(exit_info_1/2))
+_PAGE_ALIGN: Final = PAGE_SIZE - 1  # KVM: PAGE_ALIGNED(exit_info_1) && PAGE_ALIGNED(exit_info_2)
 
 
 def check_page(data: bytes | bytearray | memoryview) -> list[Violation]:

@@ -13,6 +13,7 @@ Errors are split by cause:
 * :class:`UnknownFieldError`: a field name the structure does not have.
 * :class:`NoValidBitError`: a valid-bitmap question about a field the bitmap cannot cover.
 * :class:`InputTypeError`: the input is not bytes-like at all (also a ``TypeError``).
+* :class:`CertTableError`: a certificate table breaks a rule (``rule`` is the violation code).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
+    "CertTableError",
     "FieldValueError",
     "GhcbError",
     "InputTypeError",
@@ -108,6 +110,10 @@ class NoValidBitError(GhcbError):
 
 class InputTypeError(GhcbError, TypeError):
     """The input is not bytes-like (or not an ``int`` where an integer is required)."""
+
+
+class CertTableError(GhcbError):
+    """A certificate table breaks a rule; ``rule`` is the ``check_cert_table`` code."""
 
 
 class Severity(enum.StrEnum):

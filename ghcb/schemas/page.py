@@ -16,11 +16,15 @@ __all__ = [
     "GHCB_SAVE_AREA_SIZE",
     "GHCB_SHARED_BUF_SIZE",
     "GHCB_SIZE",
+    "PAGE_SIZE",
     "VALID_BITMAP_SIZE",
     "ghcb",
     "ghcb_save_area",
 ]
 
+#: x86 4 KiB page (Linux ``PAGE_SIZE``): the GHCB is one page; guest request and certificate
+#: buffers are whole pages.
+PAGE_SIZE = 4096
 #: ``GHCB_SHARED_BUF_SIZE`` in svm.h: the shared buffer spans [0x800, 0xFF0).
 GHCB_SHARED_BUF_SIZE = 2032
 #: Size of ``valid_bitmap`` (svm.h ``u8 valid_bitmap[16]``: 128 bits).
@@ -82,3 +86,5 @@ ghcb = Struct(
 
 #: ``EXPECTED_GHCB_SIZE`` in svm.h: one 4 KiB page.
 GHCB_SIZE: int = ghcb.sizeof()
+if GHCB_SIZE != PAGE_SIZE:  # pragma: no cover - the svm.h build assertion
+    raise AssertionError("struct ghcb must be exactly one page")
