@@ -46,17 +46,24 @@ import hashlib
 import re
 import uuid
 import warnings
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
+
+import construct as cs
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from ghcb._der import is_pem, is_x509_der, pem_to_der
 from ghcb._fast import flat_fields, struct_format
 from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity, Violation
-from ghcb.schemas.certs import CERT_ENTRY_SIZE, snp_msg_cert_entry
+from ghcb.schemas.certs import CERT_ENTRY_SIZE, cert_table, snp_msg_cert_entry
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+    from ghcb.page import Backend
 
 __all__ = [
     "GOOGLE_EXTRA_PLATFORM_INFO",
@@ -68,8 +75,12 @@ __all__ = [
     "cert_names",
     "cert_table_index",
     "check_cert_table",
+    "located_entries",
     "pages_needed",
     "parse_cert_table",
+    "sha256_hex",
+    "subject_common_name",
+    "subject_text",
 ]
 
 SPEC: Final = "GHCB spec §4.1.8.1 cert_table"
@@ -233,24 +244,73 @@ def _as_bytes(view: memoryview) -> bytes:
     return base if isinstance(base, bytes) and len(base) == len(view) else view.tobytes()
 
 
-def _walk(view: memoryview) -> tuple[list[tuple[bytes, int, int]], bool]:
-    """The entries before the terminator, and whether a terminator was found.
+def _find_terminator(raw: bytes) -> tuple[int, bool]:
+    """Number of entries before the terminator, and whether there is one.
 
     "an entry whose GUID is null and offset 0 and length 0" ends the table (Linux): the first
     all-zero 24 bytes at an entry boundary, found with ``bytes.find`` (C speed) rather than a
-    Python loop over the entries.
+    Python loop over the entries. Without one, every complete entry counts.
     """
-    raw = _as_bytes(view)
     usable = len(raw) - len(raw) % CERT_ENTRY_SIZE
     pos = 0
     while True:
         k = raw.find(_TERMINATOR, pos, usable)
         if k < 0:
-            return list(_ENTRY.iter_unpack(view[:usable])), False
+            return usable // CERT_ENTRY_SIZE, False
         misalign = k % CERT_ENTRY_SIZE
         if not misalign:
-            return list(_ENTRY.iter_unpack(view[:k])), True
+            return k // CERT_ENTRY_SIZE, True
         pos = k - misalign + CERT_ENTRY_SIZE  # the next entry boundary after k
+
+
+Row = tuple[bytes, int, int]
+
+
+class _Rows:
+    """The entry headers before the terminator: iterated in order or read one at a time,
+    without holding a Python object per entry (a hostile table has one per 24 bytes)."""
+
+    __slots__ = ("_list", "_view", "n", "terminated")
+
+    def __init__(self, view: memoryview, raw: bytes, backend: str) -> None:
+        self._view = view
+        self._list: list[Row] | None = None
+        if backend == "struct":
+            self.n, self.terminated = _find_terminator(raw)
+        elif backend == "construct":
+            self._list, self.terminated = _rows_construct(raw)
+            self.n = len(self._list)
+        else:
+            raise InputTypeError(
+                f"unknown backend {backend!r} (expected 'struct' or 'construct')",
+                rule="backend",
+                spec="ghcb API",
+            )
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Row]:
+        if self._list is not None:
+            return iter(self._list)
+        return _ENTRY.iter_unpack(self._view[: self.n * CERT_ENTRY_SIZE])
+
+    def __getitem__(self, i: int) -> Row:
+        if self._list is not None:
+            return self._list[i]
+        row: Row = _ENTRY.unpack_from(self._view, i * CERT_ENTRY_SIZE)
+        return row
+
+
+def _rows_construct(raw: bytes) -> tuple[list[Row], bool]:
+    """The entries through the reference schema (``cert_table``: RepeatUntil)."""
+    try:
+        parsed = cert_table.parse(raw)
+    except cs.ConstructError:
+        # No terminator: every complete entry, as the fast walk reports them.
+        whole = cs.Array(len(raw) // CERT_ENTRY_SIZE, snp_msg_cert_entry).parse(raw)
+        return [(e.guid, e.offset, e.length) for e in whole], False
+    return [(e.guid, e.offset, e.length) for e in parsed[:-1]], True
 
 
 def cert_table_index(data: bytes | bytearray | memoryview) -> list[CertIndexEntry]:
@@ -259,7 +319,8 @@ def cert_table_index(data: bytes | bytearray | memoryview) -> list[CertIndexEntr
     Raises:
         InputTypeError: ``data`` is not bytes-like.
     """
-    rows, _ = _walk(_bytes_like(data))
+    view = _bytes_like(data)
+    rows = _Rows(view, _as_bytes(view), "struct")
     return [CertIndexEntry(i, uuid.UUID(bytes=g), o, n) for i, (g, o, n) in enumerate(rows)]
 
 
@@ -324,9 +385,23 @@ _ENTRY_RULES: Final[dict[str, _Rule]] = {
 
 
 class _Walk:
-    """The structural pass over a table: rows, and per rule the entries that break it."""
+    """The structural pass over a table: per rule, the entries that break it.
 
-    __slots__ = ("extent", "header_end", "hits", "readable", "rows", "size", "terminated")
+    Per-entry state is kept in arrays and flags (a few bytes per entry), so a hostile table
+    costs well under its own size in memory.
+    """
+
+    __slots__ = (
+        "extent",
+        "header_end",
+        "hits",
+        "raw",
+        "reach",
+        "readable",
+        "rows",
+        "size",
+        "terminated",
+    )
 
     def __init__(
         self,
@@ -334,27 +409,32 @@ class _Walk:
         *,
         strict: bool,
         known: frozenset[bytes] | None = None,
+        backend: str = "struct",
     ) -> None:
         """Walk ``view``; with ``known`` (the GUIDs not to warn about) also run the
-        warning-level rules of the checker and measure the table's extent."""
+        warning-level rules of the checker."""
         self.size = size = len(view)
-        rows, terminated = _walk(view)
-        self.rows, self.terminated = rows, terminated
+        self.raw = _as_bytes(view)
+        self.rows = rows = _Rows(view, self.raw, backend)
+        self.terminated = rows.terminated
         n = len(rows)
-        if strict and not terminated:
+        if strict and not rows.terminated:
             raise self.missing_terminator()
         self.header_end = header_end = (n + 1) * CERT_ENTRY_SIZE
-        hits: dict[str, list[int]] = {code: [] for code in _ENTRY_RULES}
+        hits: dict[str, array[int]] = {code: array("L") for code in _ENTRY_RULES}
         self.hits = hits
         zero_guid, wraps, oob = hits["zero-guid-entry"], hits["u32-wrap"], hits["out-of-bounds"]
         in_header, dups = hits["offset-in-header"], hits["duplicate-guid"]
         zero_length, unknown = hits["zero-length"], hits["unknown-guid"]
-        x509_candidates: list[int] = []
+        x509_candidates = array("L")
         full = known is not None
         known_guids = known or frozenset()
-        self.readable: set[int] = set()
+        self.readable = readable = bytearray(n)
         seen: set[bytes] = set()
-        spans: list[tuple[int, int, int]] = []
+        # For trailing-data: the furthest in-bounds end named from each start (valid or not).
+        self.reach: dict[int, int] = {}
+        reach = self.reach
+        spans = array("Q")  # start << 32 | index, for the entries that pass the per-entry rules
         for i, (guid, offset, length) in enumerate(rows):
             end = offset + length  # Python ints: never wraps
             ok = True
@@ -373,8 +453,13 @@ class _Walk:
             if guid in seen:
                 dups.append(i)
                 ok = False
-            seen.add(guid)
+            else:
+                seen.add(guid)
             if full:
+                if length and offset < size:
+                    clipped = min(end, size)
+                    if reach.get(offset, -1) < clipped:
+                        reach[offset] = clipped
                 if not length and guid != _ZERO_GUID:
                     zero_length.append(i)
                 if guid not in _BY_RAW:
@@ -384,30 +469,39 @@ class _Walk:
                     x509_candidates.append(i)
             if ok:
                 if length:
-                    spans.append((offset, end, i))
+                    spans.append(offset << 32 | i)
                 else:
-                    self.readable.add(i)
+                    readable[i] = 1
             elif strict:
                 raise self.entry_error(i)
         # Overlaps: sort by start, sweep keeping the furthest end seen (O(n log n)).
-        spans.sort()
+        order = sorted(spans)
+        del spans
+        overlapping = bytearray(n)
         furthest, owner = -1, -1
-        overlapping: set[int] = set()
-        for start, end, i in spans:
+        for key in order:
+            start, i = key >> 32, key & 0xFFFFFFFF
+            end = start + rows[i][2]
             if start < furthest:
-                overlapping.add(i)
-                overlapping.add(owner)
+                overlapping[i] = overlapping[owner] = 1
             if end > furthest:
                 furthest, owner = end, i
-        if strict and overlapping:
-            raise self.error("overlap", min(overlapping))
-        hits["overlap"] = sorted(overlapping)
-        readable = self.readable
-        readable.update(i for _, _, i in spans if i not in overlapping)
-        self.extent = max([header_end, *(end for _, end, i in spans if i in readable)])
+        extent = header_end
+        overlap_hits = hits["overlap"]
+        for key in order:
+            i = key & 0xFFFFFFFF
+            if overlapping[i]:
+                overlap_hits.append(i)
+            else:
+                readable[i] = 1
+                extent = max(extent, (key >> 32) + rows[i][2])
+        if strict and overlap_hits:
+            raise self.error("overlap", min(overlap_hits))
+        self.hits["overlap"] = array("L", sorted(overlap_hits))
+        self.extent = extent
         not_x509 = hits["not-x509"]
         for i in x509_candidates:
-            if i in readable:
+            if readable[i]:
                 _, offset, length = rows[i]
                 cert = view[offset : offset + length]
                 if not (is_x509_der(cert) or (is_pem(cert) and _pem_is_cert(cert))):
@@ -494,13 +588,7 @@ def cert_names(
     return _names(rows, blob, names)
 
 
-def subject_common_name(der_or_pem: bytes) -> str | None:
-    """The subject CN of an X.509 certificate, or None if it cannot be read."""
-    try:
-        from cryptography import x509
-        from cryptography.x509.oid import NameOID
-    except ImportError:  # pragma: no cover - cryptography is a dependency
-        return None
+def _load_x509(der_or_pem: bytes) -> x509.Certificate | None:
     data = pem_to_der(der_or_pem) if is_pem(der_or_pem) else der_or_pem
     if data is None or not is_x509_der(data):
         return None
@@ -508,19 +596,40 @@ def subject_common_name(der_or_pem: bytes) -> str | None:
         # Real AMD VCEKs have non-positive serial numbers, which cryptography warns about.
         warnings.simplefilter("ignore")
         try:
-            cert = x509.load_der_x509_certificate(data)
-            attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        except Exception:
+            return x509.load_der_x509_certificate(data)
+        except Exception:  # hostile bytes: ValueError, InvalidVersion, ... mean "unreadable"
             return None
+
+
+def subject_common_name(der_or_pem: bytes) -> str | None:
+    """The subject CN of an X.509 certificate (DER or PEM), or None if it cannot be read."""
+    cert = _load_x509(der_or_pem)
+    if cert is None:
+        return None
+    try:
+        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
     value = attrs[0].value if attrs else None
     return value if isinstance(value, str) else None
+
+
+def subject_text(der_or_pem: bytes) -> str | None:
+    """The subject of an X.509 certificate as an RFC 4514 string, or None."""
+    cert = _load_x509(der_or_pem)
+    if cert is None:
+        return None
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
 # Public parse / check / build
 # ---------------------------------------------------------------------------------------------
 def parse_cert_table(
-    data: bytes | bytearray | memoryview, *, strict: bool = True
+    data: bytes | bytearray | memoryview, *, strict: bool = True, backend: Backend = "struct"
 ) -> list[CertEntry]:
     """The certificates of a table, in table order, each with its data sliced from ``data``.
 
@@ -540,17 +649,25 @@ def parse_cert_table(
         CertTableError: (strict) the first error, with its ``rule`` and ``offset``.
         InputTypeError: ``data`` is not bytes-like.
     """
+    return [entry for _, entry in located_entries(data, strict=strict, backend=backend)]
+
+
+def located_entries(
+    data: bytes | bytearray | memoryview, *, strict: bool = True, backend: Backend = "struct"
+) -> list[tuple[CertIndexEntry, CertEntry]]:
+    """As :func:`parse_cert_table`, each certificate with its entry header (index, offset,
+    length) — for listings that must say where each certificate was."""
     view = _bytes_like(data)
-    walk = _Walk(view, strict=strict)
-    readable = walk.readable
-    out: list[CertEntry] = []
-    append = out.append
-    for i, (guid, offset, length) in enumerate(walk.rows):
-        if i in readable:
+    walk = _Walk(view, strict=strict, backend=backend)
+    out: list[tuple[CertIndexEntry, CertEntry]] = []
+    for i, ((guid, offset, length), readable) in enumerate(
+        zip(walk.rows, walk.readable, strict=False)
+    ):
+        if readable:
             entry = _new_entry(CertEntry)
             _set_guid(entry, guid)
             _set_data(entry, view[offset : offset + length].tobytes())
-            append(entry)
+            out.append((CertIndexEntry(i, uuid.UUID(bytes=guid), offset, length), entry))
     return out
 
 
@@ -560,6 +677,7 @@ def check_cert_table(
     max_size: int = SEV_FW_BLOB_MAX_SIZE,
     extra_names: Mapping[uuid.UUID, str] | None = None,
     limit_per_code: int | None = 16,
+    backend: Backend = "struct",
 ) -> list[Violation]:
     """Every rule the table breaks, in one pass (see the module's table of codes).
 
@@ -574,14 +692,15 @@ def check_cert_table(
         limit_per_code: list at most this many findings per code, then one summary finding
             (with ``offset`` None) giving how many more there were; None lists all. Hostile
             tables can break a rule once per entry.
+        backend: as for :func:`parse_cert_table`.
 
     Raises:
         InputTypeError: ``data`` is not bytes-like.
     """
     view = _bytes_like(data)
     known = frozenset(g.bytes for g in {**EXTRA_GUID_NAMES, **(extra_names or {})})
-    walk = _Walk(view, strict=False, known=known | {_ZERO_GUID})
-    rows, readable, hits, extent = walk.rows, walk.readable, walk.hits, walk.extent
+    walk = _Walk(view, strict=False, known=known | {_ZERO_GUID}, backend=backend)
+    rows, hits, extent = walk.rows, walk.hits, walk.extent
     out: list[Violation] = []
     if not walk.terminated:
         err = walk.missing_terminator()
@@ -626,7 +745,7 @@ def check_cert_table(
                 message=f"the table spans {extent} bytes, more than the reader's {max_size}",
             )
         )
-    trailing = _trailing(_as_bytes(view), rows, header_end)
+    trailing = _trailing(walk.raw, walk.reach, header_end)
     if trailing is not None:
         out.append(
             Violation(
@@ -645,12 +764,13 @@ def _pem_is_cert(view: memoryview) -> bool:
     return der is not None and is_x509_der(der)
 
 
-def _trailing(raw: bytes, rows: Sequence[tuple[bytes, int, int]], header_end: int) -> int | None:
+def _trailing(raw: bytes, reach: Mapping[int, int], header_end: int) -> int | None:
     """Offset of the first non-zero byte outside the header and every entry's named range
-    (valid or not: bytes an invalid entry names are reported by that entry's rule)."""
-    spans = sorted((o, o + n) for _, o, n in rows if n and o < len(raw))
-    pos = min(header_end, len(raw))
-    for start, end in [*spans, (len(raw), len(raw))]:
+    (valid or not: bytes an invalid entry names are reported by that entry's rule).
+    ``reach`` maps each named start to the furthest in-bounds end named from it."""
+    size = len(raw)
+    pos = min(header_end, size)
+    for start, end in [*sorted(reach.items()), (size, size)]:
         if start > pos:
             hit = _NONZERO.search(raw, pos, start)
             if hit is not None:
@@ -660,10 +780,14 @@ def _trailing(raw: bytes, rows: Sequence[tuple[bytes, int, int]], header_end: in
 
 
 def _normalise(entry: CertEntry) -> bytes:
-    """PEM certificates/CRLs become DER; anything else is kept as it is."""
+    """PEM certificates/CRLs become DER; other payloads are kept as they are. A certificate
+    GUID (VCEK, VLEK, ASK, ARK, CRL) whose data looks like PEM but is not one valid block is
+    refused; under other GUIDs such bytes are opaque payload."""
     data = entry.data
     if is_pem(data):
         der = pem_to_der(data)
+        if der is None and entry.kind is None:
+            return data
         if der is None:
             raise CertTableError(
                 f"{entry!r}: PEM data that is not a single certificate or CRL",

@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
+import uuid
 from typing import TYPE_CHECKING, Final, TextIO
 
 from ghcb import __version__
+from ghcb.certs import (
+    SEV_FW_BLOB_MAX_SIZE,
+    CertEntry,
+    CertGuid,
+    build_cert_table,
+    cert_names,
+    cert_table_index,
+    check_cert_table,
+    located_entries,
+    pages_needed,
+    sha256_hex,
+    subject_common_name,
+    subject_text,
+)
 from ghcb.check import check_page
 from ghcb.errors import GhcbError, Severity, Violation
 from ghcb.exitinfo import unpack_guest_error
@@ -165,6 +181,126 @@ def _cmd_msr_decode(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# -- certs ---------------------------------------------------------------------------------
+def _index_json(data: bytes) -> list[dict[str, object]]:
+    index = cert_table_index(data)
+    names = _index_names(data)
+    return [
+        {"guid": str(e.guid), "name": name, "offset": e.offset, "length": e.length}
+        for e, name in zip(index, names, strict=True)
+    ]
+
+
+def _index_names(data: bytes) -> list[str | None]:
+    """Names for the index rows (ASK/ASVK told apart where the data is in bounds)."""
+    entries = []
+    for e in cert_table_index(data):
+        payload = data[e.offset : e.offset + e.length] if e.offset + e.length <= len(data) else b""
+        entries.append(CertEntry(e.guid, payload))
+    return cert_names(entries)
+
+
+def _cmd_certs_check(args: argparse.Namespace, out: TextIO) -> int:
+    data = _read(args.file)
+    violations = check_cert_table(data, max_size=args.max_size)
+    return _report(violations, {"entries": _index_json(data)}, args, out)
+
+
+def _cmd_certs_parse(args: argparse.Namespace, out: TextIO) -> int:
+    data = _read(args.file)
+    located = located_entries(data, strict=not args.lenient)
+    entries = [entry for _, entry in located]
+    names = cert_names(entries)
+    rows = []
+    for (where, entry), name in zip(located, names, strict=True):
+        rows.append(
+            {
+                "guid": str(entry.guid),
+                "name": name,
+                "offset": where.offset,
+                "length": where.length,
+                "sha256": sha256_hex(entry.data),
+                "subject": subject_text(entry.data),
+            }
+        )
+    if args.extract:
+        _extract(entries, names, args.extract)
+    if args.json:
+        _emit({"entries": rows, "size": len(data), "pages": pages_needed(len(data))}, out)
+    else:
+        print(f"certificate table {args.file}: {len(rows)} entries, {len(data)} bytes", file=out)
+        for row in rows:
+            print(
+                f"  {row['name'] or '(unknown)':<8} {row['guid']}  offset {row['offset']:#06x}"
+                f"  length {row['length']:>5}  sha256 {row['sha256']}",
+                file=out,
+            )
+            print(f"           subject: {row['subject'] or '(not X.509)'}", file=out)
+    return EXIT_OK
+
+
+def _extract(entries: list[CertEntry], names: list[str | None], folder: str) -> None:
+    target = pathlib.Path(folder)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for i, (entry, name) in enumerate(zip(entries, names, strict=True)):
+            suffix = "der" if subject_common_name(entry.data) is not None else "bin"
+            (target / f"{i}-{(name or str(entry.guid)).lower()}.{suffix}").write_bytes(entry.data)
+    except OSError as e:
+        raise _Usage(f"cannot write to {folder}: {e.strerror}") from e
+
+
+_BUILD_ORDER: Final = (
+    ("ark", CertGuid.ARK),
+    ("ask", CertGuid.ASK),
+    ("asvk", CertGuid.ASK),  # the ASVK is stored under the ASK GUID
+    ("vcek", CertGuid.VCEK),
+    ("vlek", CertGuid.VLEK),
+    ("crl", CertGuid.CRL),
+)
+
+
+def _cmd_certs_build(args: argparse.Namespace, out: TextIO) -> int:
+    if args.ask and args.asvk:
+        raise _Usage("--ask and --asvk share the ASK GUID: give one of them")
+    entries = [
+        CertEntry(guid.value, _read(getattr(args, option)))
+        for option, guid in _BUILD_ORDER
+        if getattr(args, option)
+    ]
+    for spec in args.extra:
+        guid_text, sep, path = spec.partition("=")
+        try:
+            guid = uuid.UUID(guid_text)
+        except ValueError:
+            raise _Usage(f"--extra wants GUID=FILE, got {spec!r}") from None
+        if not sep or not path:
+            raise _Usage(f"--extra wants GUID=FILE, got {spec!r}")
+        entries.append(CertEntry(guid, _read(path)))
+    if not entries:
+        raise _Usage("give at least one certificate (--ark, --ask, --vcek, ...)")
+    blob = build_cert_table(entries, pad_to_page=args.pad)
+    try:
+        pathlib.Path(args.output).write_bytes(blob)
+    except OSError as e:
+        raise _Usage(f"cannot write {args.output}: {e.strerror}") from e
+    doc = {
+        "output": args.output,
+        "size": len(blob),
+        "pages": pages_needed(len(blob)),
+        "entries": _index_json(blob),
+    }
+    if args.json:
+        _emit(doc, out)
+    else:
+        print(f"wrote {args.output}: {len(blob)} bytes, {doc['pages']} page(s)", file=out)
+        for row in _index_json(blob):
+            print(
+                f"  {row['name']:<8} offset {row['offset']:#06x} length {row['length']}", file=out
+            )
+    return EXIT_OK
+
+
 def _emit(doc: dict[str, object], out: TextIO) -> None:
     json.dump(doc, out, sort_keys=False)
     out.write("\n")
@@ -212,6 +348,40 @@ def _parser() -> argparse.ArgumentParser:
     command(msr, "decode", "decode a GHCB MSR value", _cmd_msr_decode).add_argument(
         "value", help="u64, decimal or 0x hex"
     )
+    certs = groups.add_parser("certs", help="extended guest request certificate tables")
+    certs_cmds = certs.add_subparsers(dest="command", required=True, metavar="ACTION")
+    check = command(certs_cmds, "check", "report every rule a table breaks", _cmd_certs_check)
+    check.add_argument("file", help="table file (e.g. an auxblob or a guest's pages), or -")
+    check.add_argument(
+        "--max-size",
+        type=int,
+        default=SEV_FW_BLOB_MAX_SIZE,
+        help="reader's buffer size (default: Linux's 16 KiB)",
+    )
+    parse = command(certs_cmds, "parse", "list a table's certificates", _cmd_certs_parse)
+    parse.add_argument("file", help="table file, or -")
+    parse.add_argument("--extract", metavar="DIR", help="write each certificate to DIR")
+    parse.add_argument(
+        "--lenient", action="store_true", help="drop broken entries instead of failing"
+    )
+    build = command(
+        certs_cmds, "build", "write a canonical table (QEMU certs-path, snphost)", _cmd_certs_build
+    )
+    for option, guid in _BUILD_ORDER:
+        build.add_argument(
+            f"--{option}",
+            metavar="FILE",
+            help=f"{option.upper()} certificate (DER or PEM; GUID {guid.value})",
+        )
+    build.add_argument(
+        "--extra",
+        metavar="GUID=FILE",
+        action="append",
+        default=[],
+        help="another entry (repeatable)",
+    )
+    build.add_argument("--pad", action="store_true", help="zero-pad to a multiple of 4096")
+    build.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
     return parser
 
 

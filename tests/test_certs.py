@@ -1,0 +1,373 @@
+"""Certificate table: registry, strict/lenient parse, checker, builder, page sizing, interop."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import tracemalloc
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ghcb import GhcbError
+from ghcb._fast import flat_fields
+from ghcb.certs import (
+    EXTRA_GUID_NAMES,
+    SEV_FW_BLOB_MAX_SIZE,
+    CertEntry,
+    CertGuid,
+    build_cert_table,
+    cert_names,
+    cert_table_index,
+    check_cert_table,
+    located_entries,
+    pages_needed,
+    parse_cert_table,
+)
+from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity
+from ghcb.schemas.certs import CERT_ENTRY_SIZE, snp_msg_cert_entry
+from ghcb.schemas.page import PAGE_SIZE
+from tests.helpers import assert_roundtrip, load_table, load_vectors
+
+if TYPE_CHECKING:
+    from ghcb.page import Backend
+
+TABLE = load_table("certs")
+VECTORS = load_vectors("certs")["vectors"]
+
+
+def vector_bytes(vec: dict[str, Any]) -> bytes:
+    """Concatenate a vector's parts (the format spec/vectors/certs.json describes)."""
+    out = bytearray()
+    for part in vec["parts"]:
+        if "hex" in part:
+            out += bytes.fromhex(part["hex"])
+        elif "zeros" in part:
+            out += bytes(part["zeros"])
+        else:
+            out += bytes.fromhex(part["repeat"]) * part["count"]
+    return bytes(out)
+
+
+def _cert(common_name: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+class TestSpecTable:
+    def test_entry_layout(self) -> None:
+        """The schema's entry fields sit at the table's offsets; the terminator is 24 zeros."""
+        got = [(f.name, f.offset, f.size) for f in flat_fields(snp_msg_cert_entry)]
+        assert got == [(f["name"], f["offset"], f["size"]) for f in TABLE["entry"]["field"]]
+        assert TABLE["entry"]["size"] == CERT_ENTRY_SIZE
+        assert bytes.fromhex(TABLE["entry"]["terminator"]) == bytes(CERT_ENTRY_SIZE)
+
+    def test_limits(self) -> None:
+        """16 KiB guest buffer and 4 KiB pages."""
+        assert TABLE["limits"]["sev_fw_blob_max_size"] == SEV_FW_BLOB_MAX_SIZE
+        assert TABLE["limits"]["page_size"] == PAGE_SIZE
+
+    @pytest.mark.parametrize("row", TABLE["guid"], ids=[r["name"] for r in TABLE["guid"]])
+    def test_guids_rfc4122_order(self, row: dict[str, Any]) -> None:
+        """Each GUID is on the wire in RFC-4122 order (uuid bytes), not bytes_le."""
+        member = CertGuid[row["name"]]
+        assert member.value == uuid.UUID(row["guid"])
+        assert member.value.bytes.hex() == row["bytes"]
+        assert member.value.bytes_le.hex() == row["bytes_le"]
+        table = build_cert_table([CertEntry(member, b"x")])
+        assert table[:16].hex() == row["bytes"]
+
+    def test_registry_is_complete(self) -> None:
+        """CertGuid has exactly the table's GUIDs; extras are named, not registered."""
+        assert {m.name for m in CertGuid} == {r["name"] for r in TABLE["guid"]}
+        assert {str(g): n for g, n in EXTRA_GUID_NAMES.items()} == {
+            r["guid"]: r["name"] for r in TABLE["extra_guid"]
+        }
+
+    def test_schema_roundtrip(self) -> None:
+        """The construct entry schema and its compiled twin agree on an entry."""
+        raw = CertGuid.VCEK.value.bytes + bytes.fromhex("7800000019000000")
+        obj = {"guid": CertGuid.VCEK.value.bytes, "offset": 0x78, "length": 25}
+        assert_roundtrip(snp_msg_cert_entry, raw, obj)
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=[v["name"] for v in VECTORS])
+class TestVectors:
+    def test_size(self, vec: dict[str, Any]) -> None:
+        """The vector assembles to its stated size."""
+        assert len(vector_bytes(vec)) == vec["expect"]["size"]
+
+    def test_violations(self, vec: dict[str, Any], backend: Backend) -> None:
+        """check_cert_table reports exactly the vector's findings."""
+        found = check_cert_table(vector_bytes(vec), backend=backend)
+        want = vec["expect"]
+        if "violations" in want:
+            assert [[v.code, v.offset] for v in found] == want["violations"]
+        else:
+            assert sorted({v.code for v in found}) == want["violation_codes"]
+            counts: dict[str, int] = {}
+            for v in found:
+                counts[v.code] = counts.get(v.code, 0) + 1
+            for code, count in want.get("violation_counts", {}).items():
+                assert counts[code] == count, code
+
+    def test_strict_parse(self, vec: dict[str, Any], backend: Backend) -> None:
+        """A strict parse returns the listed entries, or raises the vector's first error."""
+        data, want = vector_bytes(vec), vec["expect"]
+        if want["strict_error"] is None:
+            located = located_entries(data, backend=backend)
+            entries = [e for _, e in located]
+            got = [
+                {"name": name, "offset": where.offset, "length": where.length}
+                | ({} if name else {"guid": str(where.guid)})
+                for (where, _), name in zip(located, cert_names(entries), strict=True)
+            ]
+            assert got == want["entries"]
+            for where, entry in located:
+                assert entry.data == data[where.offset : where.offset + where.length]
+        else:
+            with pytest.raises(CertTableError) as err:
+                parse_cert_table(data, backend=backend)
+            assert err.value.rule == want["strict_error"]
+            assert err.value.offset is not None
+
+    def test_lenient_parse(self, vec: dict[str, Any], backend: Backend) -> None:
+        """A lenient parse keeps the vector's count of entries and never raises."""
+        data, want = vector_bytes(vec), vec["expect"]
+        entries = parse_cert_table(data, strict=False, backend=backend)
+        assert len(entries) == want.get("entries_lenient", len(want.get("entries", [])))
+        assert sum(len(e.data) for e in entries) <= len(data)
+
+    def test_strict_error_is_an_error_finding(self, vec: dict[str, Any]) -> None:
+        """Strict parsing fails exactly when the checker reports an error."""
+        data = vector_bytes(vec)
+        errors = [v for v in check_cert_table(data) if v.severity is Severity.ERROR]
+        assert bool(errors) == (vec["expect"]["strict_error"] is not None)
+
+
+class TestParse:
+    def test_empty_table(self) -> None:
+        """24 zero bytes is the empty table."""
+        assert parse_cert_table(bytes(24)) == []
+        assert check_cert_table(bytes(24)) == []
+
+    @pytest.mark.parametrize("size", [0, 1, 23])
+    def test_too_short(self, size: int) -> None:
+        """Less than one entry is a missing terminator."""
+        with pytest.raises(CertTableError) as err:
+            parse_cert_table(bytes(size))
+        assert err.value.rule == "missing-terminator"
+
+    def test_terminator_only_at_entry_boundaries(self) -> None:
+        """24 zero bytes straddling two entries do not end the table."""
+        entry = CertGuid.CRL.value.bytes + (72).to_bytes(4, "little") + (4).to_bytes(4, "little")
+        # Zero bytes spanning the end of entry 0 and the start of entry 1 are not a terminator.
+        table = entry[:-4] + bytes(4) + bytes(24) + b"\x01\x02\x03\x04"
+        located_entries(table, strict=False)
+        assert cert_table_index(table)[0].length == 0
+
+    def test_input_types(self) -> None:
+        """Non-bytes input is an InputTypeError; bytearray and memoryview work."""
+        with pytest.raises(InputTypeError):
+            parse_cert_table("table")  # type: ignore[arg-type]
+        data = build_cert_table([CertEntry(CertGuid.VCEK, b"v")])
+        assert parse_cert_table(bytearray(data)) == parse_cert_table(memoryview(data))
+
+    def test_memoryview_slice(self) -> None:
+        """A memoryview into a larger buffer is read from its own start."""
+        data = build_cert_table([CertEntry(CertGuid.VCEK, b"vcek")])
+        outer = b"\xff" * 10 + data
+        assert parse_cert_table(memoryview(outer)[10:]) == [CertEntry(CertGuid.VCEK, b"vcek")]
+        assert check_cert_table(memoryview(outer)[10:]) == check_cert_table(data)
+
+    def test_guid_is_lazy_uuid(self) -> None:
+        """Entries keep raw GUID bytes and give a uuid.UUID on request."""
+        (entry,) = parse_cert_table(build_cert_table([CertEntry(CertGuid.ARK, b"a")]))
+        assert entry.guid_bytes == CertGuid.ARK.value.bytes
+        assert entry.guid == CertGuid.ARK.value
+        assert entry.kind is CertGuid.ARK
+
+
+@given(st.binary(max_size=600))
+def test_any_bytes_result_or_ghcb_error(data: bytes) -> None:
+    """Parse (both modes) and check return or raise GhcbError, nothing else."""
+    with contextlib.suppress(GhcbError):
+        parse_cert_table(data)
+    entries = parse_cert_table(data, strict=False)
+    assert sum(len(e.data) for e in entries) <= len(data)
+    check_cert_table(data)
+
+
+@st.composite
+def entry_lists(draw: st.DrawFn) -> list[CertEntry]:
+    """Distinct-GUID entries with non-empty payloads."""
+    guids = draw(
+        st.lists(st.uuids(), unique=True, max_size=8).filter(lambda gs: uuid.UUID(int=0) not in gs)
+    )
+    return [CertEntry(g, draw(st.binary(min_size=1, max_size=64))) for g in guids]
+
+
+@given(entry_lists(), st.booleans())
+def test_parse_build_roundtrip(entries: list[CertEntry], pad: bool) -> None:
+    """parse(build(x)) == x, and check finds no error in anything build produced."""
+    table = build_cert_table(entries, pad_to_page=pad)
+    assert parse_cert_table(table) == entries
+    assert parse_cert_table(table, backend="construct") == entries
+    assert not [v for v in check_cert_table(table) if v.severity is Severity.ERROR]
+    if pad:
+        assert len(table) % PAGE_SIZE == 0
+
+
+class TestBuild:
+    def test_canonical_layout(self) -> None:
+        """Entries, terminator, then data back to back from 24 * (n + 1)."""
+        table = build_cert_table([CertEntry(CertGuid.ARK, b"ark"), CertEntry(CertGuid.ASK, b"ask")])
+        assert table.hex() == (
+            "c0b406a4a803495297433fb6014cd0ae"
+            "48000000"
+            "03000000"
+            "4ab7b379bbac4fe4a02f05aef327c782"
+            "4b000000"
+            "03000000" + "00" * 24 + b"arkask".hex()
+        )
+
+    def test_matches_go_sev_guest_vector(self) -> None:
+        """Building go-sev-guest's entries reproduces its 163-byte table."""
+        vec = next(v for v in VECTORS if v["name"] == "go_sev_guest_raw_cert_table")
+        data = vector_bytes(vec)
+        assert build_cert_table(parse_cert_table(data)) == data
+
+    def test_pem_becomes_der(self) -> None:
+        """A PEM certificate is stored as its DER bytes."""
+        der = _cert("SEV-Milan")
+        pem = x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+        assert build_cert_table([CertEntry(CertGuid.ASK, pem)]) == build_cert_table(
+            [CertEntry(CertGuid.ASK, der)]
+        )
+
+    @pytest.mark.parametrize(
+        ("entries", "rule"),
+        [
+            ([CertEntry(CertGuid.VCEK, b"a"), CertEntry(CertGuid.VCEK, b"b")], "duplicate-guid"),
+            ([CertEntry(CertGuid.VCEK, b"")], "zero-length"),
+            ([CertEntry(uuid.UUID(int=0), b"a")], "zero-guid-entry"),
+            ([CertEntry(CertGuid.VCEK, b"-----BEGIN CERTIFICATE-----\nnot base64!\n")], "bad-pem"),
+        ],
+    )
+    def test_refuses(self, entries: list[CertEntry], rule: str) -> None:
+        """What the checker calls an error cannot be built."""
+        with pytest.raises(CertTableError) as err:
+            build_cert_table(entries)
+        assert err.value.rule == rule
+
+    def test_refuses_non_entries(self) -> None:
+        """Only CertEntry items are accepted."""
+        with pytest.raises(InputTypeError):
+            build_cert_table([(CertGuid.VCEK, b"x")])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "pages"), [(0, 0), (1, 1), (24, 1), (4096, 1), (4097, 2), (4762, 2), (8192, 2)]
+)
+def test_pages_needed(nbytes: int, pages: int) -> None:
+    """ceil(n / 4096); 8192 is 2 pages (QEMU's RFC said 3)."""
+    assert pages_needed(nbytes) == pages
+
+
+def test_pages_needed_refuses_negative() -> None:
+    """Negative sizes raise."""
+    with pytest.raises(FieldValueError):
+        pages_needed(-1)
+
+
+class TestNames:
+    def test_asvk_by_subject(self) -> None:
+        """A certificate under the ASK GUID named SEV-VLEK-<product> is the ASVK."""
+        entries = [
+            CertEntry(CertGuid.ASK, _cert("SEV-VLEK-Milan")),
+            CertEntry(CertGuid.VLEK, _cert("SEV-VLEK")),
+        ]
+        assert cert_names(entries) == ["ASVK", "VLEK"]
+        entries = [CertEntry(CertGuid.ASK, _cert("SEV-Milan"))]
+        assert cert_names(entries) == ["ASK"]
+
+    def test_asvk_by_table_when_unreadable(self) -> None:
+        """Without a readable subject: VLEK and no VCEK make the ASK-GUID entry the ASVK."""
+        assert cert_names([CertEntry(CertGuid.ASK, b"?"), CertEntry(CertGuid.VLEK, b"v")]) == [
+            "ASVK",
+            "VLEK",
+        ]
+        assert cert_names([CertEntry(CertGuid.ASK, b"?"), CertEntry(CertGuid.VCEK, b"v")]) == [
+            "ASK",
+            "VCEK",
+        ]
+
+    def test_extra_names(self) -> None:
+        """Extra GUIDs get their names; unknown ones None."""
+        mine = uuid.UUID("12345678-1234-5678-1234-567812345678")
+        entries = [CertEntry(mine, b"x"), CertEntry(uuid.uuid4(), b"y")]
+        assert cert_names(entries, extra_names={mine: "MINE"}) == ["MINE", None]
+        table = build_cert_table(entries)
+        codes = [v.code for v in check_cert_table(table, extra_names={mine: "MINE"})]
+        assert codes == ["unknown-guid"]
+
+
+class TestRealChain:
+    """The Milan ARK, ASK and VCEK that omne-attest ships."""
+
+    @pytest.fixture
+    def chain(self) -> list[CertEntry]:
+        vectors = pytest.importorskip("omne_attest.vectors")
+        return [
+            CertEntry(CertGuid.ARK, vectors.ark()),
+            CertEntry(CertGuid.ASK, vectors.ask()),
+            CertEntry(CertGuid.VCEK, vectors.vcek()),
+        ]
+
+    def test_table_is_4762_bytes_two_pages(self, chain: list[CertEntry]) -> None:
+        """4 * 24 + 1639 + 1677 + 1350 = 4762 bytes: 2 pages, so a 1-page buffer gets
+        INVALID_LEN."""
+        table = build_cert_table(chain)
+        assert len(table) == 4762
+        assert pages_needed(len(table)) == 2
+        assert check_cert_table(table) == []
+        assert parse_cert_table(table) == chain
+        assert cert_names(parse_cert_table(table)) == ["ARK", "ASK", "VCEK"]
+
+
+def test_amplification_blob_is_bounded() -> None:
+    """The 1 MiB dstack-shape blob: findings capped per code, memory within 4x the input."""
+    size = 1 << 20
+    unit = b"\x11" * 16 + (24).to_bytes(4, "little") + (size - 24).to_bytes(4, "little")
+    blob = unit * (size // 24)
+    blob += bytes(size - len(blob))
+    tracemalloc.start()
+    try:
+        found = check_cert_table(blob)
+        entries = parse_cert_table(blob, strict=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert entries == []
+    assert len(found) <= 5 * 17
+    assert peak < 4 * size
+    assert size > SEV_FW_BLOB_MAX_SIZE
