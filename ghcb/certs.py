@@ -434,7 +434,7 @@ class _Walk:
         # For trailing-data: the furthest in-bounds end named from each start (valid or not).
         self.reach: dict[int, int] = {}
         reach = self.reach
-        spans = array("Q")  # start << 32 | index, for the entries that pass the per-entry rules
+        spans: list[int] = []  # start << 64 | end << 32 | index: entries that pass the rules
         for i, (guid, offset, length) in enumerate(rows):
             end = offset + length  # Python ints: never wraps
             ok = True
@@ -469,32 +469,30 @@ class _Walk:
                     x509_candidates.append(i)
             if ok:
                 if length:
-                    spans.append(offset << 32 | i)
+                    spans.append(offset << 64 | end << 32 | i)
                 else:
                     readable[i] = 1
             elif strict:
                 raise self.entry_error(i)
         # Overlaps: sort by start, sweep keeping the furthest end seen (O(n log n)).
-        order = sorted(spans)
-        del spans
+        spans.sort()
         overlapping = bytearray(n)
         furthest, owner = -1, -1
-        for key in order:
-            start, i = key >> 32, key & 0xFFFFFFFF
-            end = start + rows[i][2]
+        for key in spans:
+            start, end, i = key >> 64, key >> 32 & 0xFFFFFFFF, key & 0xFFFFFFFF
             if start < furthest:
                 overlapping[i] = overlapping[owner] = 1
             if end > furthest:
                 furthest, owner = end, i
         extent = header_end
         overlap_hits = hits["overlap"]
-        for key in order:
+        for key in spans:
             i = key & 0xFFFFFFFF
             if overlapping[i]:
                 overlap_hits.append(i)
             else:
                 readable[i] = 1
-                extent = max(extent, (key >> 32) + rows[i][2])
+                extent = max(extent, key >> 32 & 0xFFFFFFFF)
         if strict and overlap_hits:
             raise self.error("overlap", min(overlap_hits))
         self.hits["overlap"] = array("L", sorted(overlap_hits))
@@ -649,7 +647,22 @@ def parse_cert_table(
         CertTableError: (strict) the first error, with its ``rule`` and ``offset``.
         InputTypeError: ``data`` is not bytes-like.
     """
-    return [entry for _, entry in located_entries(data, strict=strict, backend=backend)]
+    view = _bytes_like(data)
+    walk = _Walk(view, strict=strict, backend=backend)
+    return [entry for _, entry in _entries(view, walk)]
+
+
+def _entries(view: memoryview, walk: _Walk) -> Iterator[tuple[int, CertEntry]]:
+    """``(index, entry)`` for each readable entry, its data sliced once from ``view``."""
+    new, set_guid, set_data = _new_entry, _set_guid, _set_data
+    for i, ((guid, offset, length), readable) in enumerate(
+        zip(walk.rows, walk.readable, strict=True)
+    ):
+        if readable:
+            entry = new(CertEntry)
+            set_guid(entry, guid)
+            set_data(entry, view[offset : offset + length].tobytes())
+            yield i, entry
 
 
 def located_entries(

@@ -31,6 +31,20 @@ def vector_bytes(relpath: str) -> bytes:
     return (SPEC / "vectors" / relpath).read_bytes()
 
 
+def assemble(parts: list[dict[str, Any]]) -> bytes:
+    """The bytes of a certs.json vector: its parts concatenated ({'hex'}, {'zeros'},
+    {'repeat', 'count'})."""
+    out = bytearray()
+    for part in parts:
+        if "hex" in part:
+            out += bytes.fromhex(part["hex"])
+        elif "zeros" in part:
+            out += bytes(part["zeros"])
+        else:
+            out += bytes.fromhex(part["repeat"]) * part["count"]
+    return bytes(out)
+
+
 def assert_roundtrip(schema: cs.Construct[Any, Any], data: bytes, obj: dict[str, Any]) -> None:
     """``schema`` parses ``data`` to ``obj`` and builds ``obj`` back to ``data``; its compiled
     twin agrees (construct's own ``common()`` pattern)."""

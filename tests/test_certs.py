@@ -34,7 +34,7 @@ from ghcb.certs import (
 from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity
 from ghcb.schemas.certs import CERT_ENTRY_SIZE, snp_msg_cert_entry
 from ghcb.schemas.page import PAGE_SIZE
-from tests.helpers import assert_roundtrip, load_table, load_vectors
+from tests.helpers import assemble, assert_roundtrip, load_table, load_vectors
 
 if TYPE_CHECKING:
     from ghcb.page import Backend
@@ -44,16 +44,8 @@ VECTORS = load_vectors("certs")["vectors"]
 
 
 def vector_bytes(vec: dict[str, Any]) -> bytes:
-    """Concatenate a vector's parts (the format spec/vectors/certs.json describes)."""
-    out = bytearray()
-    for part in vec["parts"]:
-        if "hex" in part:
-            out += bytes.fromhex(part["hex"])
-        elif "zeros" in part:
-            out += bytes(part["zeros"])
-        else:
-            out += bytes.fromhex(part["repeat"]) * part["count"]
-    return bytes(out)
+    """The bytes of a certs.json vector."""
+    return assemble(vec["parts"])
 
 
 def _cert(common_name: str) -> bytes:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ghcb.cli import main
-from tests.helpers import SPEC, load_vectors
+from tests.helpers import SPEC, assemble, load_vectors
 
 if TYPE_CHECKING:
     import pathlib
@@ -141,3 +141,144 @@ def test_python_dash_m() -> None:
     )
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["vmm_error"]["name"] == "INVALID_LEN"
+
+
+class TestCerts:
+    @pytest.fixture
+    def milan(self, tmp_path: pathlib.Path) -> dict[str, pathlib.Path]:
+        vectors = pytest.importorskip("omne_attest.vectors")
+        files = {}
+        for name in ("ark", "ask", "vcek"):
+            files[name] = tmp_path / f"{name}.der"
+            files[name].write_bytes(getattr(vectors, name)())
+        return files
+
+    def test_build_parse_real_milan_chain(
+        self, milan: dict[str, pathlib.Path], tmp_path: pathlib.Path
+    ) -> None:
+        """build writes the 4,762-byte table; parse lists the right subjects."""
+        out = tmp_path / "table.bin"
+        status, doc = run_json(
+            "certs",
+            "build",
+            "--ark",
+            str(milan["ark"]),
+            "--ask",
+            str(milan["ask"]),
+            "--vcek",
+            str(milan["vcek"]),
+            "-o",
+            str(out),
+        )
+        assert status == 0
+        assert (doc["size"], doc["pages"]) == (4762, 2)
+        assert out.stat().st_size == 4762
+        status, doc = run_json("certs", "parse", str(out), "--extract", str(tmp_path / "x"))
+        assert status == 0
+        subjects = [(e["name"], e["subject"].split(",")[0]) for e in doc["entries"]]
+        assert subjects == [
+            ("ARK", "CN=ARK-Milan"),
+            ("ASK", "CN=SEV-Milan"),
+            ("VCEK", "CN=SEV-VCEK"),
+        ]
+        assert [e["offset"] for e in doc["entries"]] == [96, 96 + 1639, 96 + 1639 + 1677]
+        assert (tmp_path / "x" / "2-vcek.der").read_bytes() == milan["vcek"].read_bytes()
+        status, doc = run_json("certs", "check", str(out))
+        assert status == 0
+        assert doc == {
+            "ok": True,
+            "violations": [],
+            "entries": [
+                {
+                    "guid": "c0b406a4-a803-4952-9743-3fb6014cd0ae",
+                    "name": "ARK",
+                    "offset": 96,
+                    "length": 1639,
+                },
+                {
+                    "guid": "4ab7b379-bbac-4fe4-a02f-05aef327c782",
+                    "name": "ASK",
+                    "offset": 1735,
+                    "length": 1677,
+                },
+                {
+                    "guid": "63da758d-e664-4564-adc5-f4b93be8accd",
+                    "name": "VCEK",
+                    "offset": 3412,
+                    "length": 1350,
+                },
+            ],
+        }
+
+    def test_build_pad_and_extra(self, tmp_path: pathlib.Path) -> None:
+        """--pad fills whole pages; --extra adds an entry under any GUID."""
+        payload = tmp_path / "p.bin"
+        payload.write_bytes(b"platform")
+        out = tmp_path / "t.bin"
+        guid = "ecae0c0f-9502-43b1-afa2-0ae2e0d565b6"
+        status, doc = run_json(
+            "certs", "build", "--extra", f"{guid}={payload}", "--pad", "-o", str(out)
+        )
+        assert status == 0
+        assert doc["size"] == 4096
+        assert doc["entries"] == [
+            {"guid": guid, "name": "GOOGLE_EXTRA_PLATFORM_INFO", "offset": 48, "length": 8}
+        ]
+
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["--ask", "a", "--asvk", "b"],
+            ["--extra", "not-a-guid=x"],
+            ["--extra", "ecae0c0f-9502-43b1-afa2-0ae2e0d565b6"],
+            [],
+            ["--vcek", "/nonexistent"],
+        ],
+    )
+    def test_build_usage_errors(self, argv: list[str], tmp_path: pathlib.Path) -> None:
+        """Unusable build arguments exit 2."""
+        status, doc = run_json("certs", "build", *argv, "-o", str(tmp_path / "o"))
+        assert status == 2
+        assert doc["ok"] is False
+
+    def test_build_refuses_duplicates(self, tmp_path: pathlib.Path) -> None:
+        """A table that would break a rule is not written (status 1)."""
+        empty = tmp_path / "empty.der"
+        empty.write_bytes(b"")
+        status, doc = run_json("certs", "build", "--vcek", str(empty), "-o", str(tmp_path / "o"))
+        assert status == 1
+        assert doc["error"]["code"] == "zero-length"
+        assert not (tmp_path / "o").exists()
+
+    @pytest.mark.parametrize("vec", load_vectors("certs")["vectors"], ids=lambda v: v["name"])
+    def test_check_vectors(self, vec: dict[str, Any], tmp_path: pathlib.Path) -> None:
+        """certs check: contract keys, status 1 exactly when there are errors."""
+        path = tmp_path / "t.bin"
+        path.write_bytes(assemble(vec["parts"]))
+        status, doc = run_json("certs", "check", str(path))
+        assert set(doc) == {"ok", "violations", "entries"}
+        assert doc["ok"] is (vec["expect"]["strict_error"] is None)
+        assert status == (0 if doc["ok"] else 1)
+        for row in doc["entries"]:
+            assert set(row) == {"guid", "name", "offset", "length"}
+
+    def test_parse_strict_error_status_1(self, tmp_path: pathlib.Path) -> None:
+        """A broken table: parse fails with status 1, --lenient lists what is sound."""
+        path = tmp_path / "t.bin"
+        path.write_bytes(bytes(10))
+        status, doc = run_json("certs", "parse", str(path))
+        assert status == 1
+        assert doc["error"]["code"] == "missing-terminator"
+        status, doc = run_json("certs", "parse", str(path), "--lenient")
+        assert status == 0
+        assert doc["entries"] == []
+
+    def test_parse_text(self, tmp_path: pathlib.Path) -> None:
+        """The readable listing shows names, offsets and 'not X.509' for filler payloads."""
+        vec = next(v for v in load_vectors("certs")["vectors"] if v["name"].startswith("virtee"))
+        path = tmp_path / "t.bin"
+        path.write_bytes(assemble(vec["parts"]))
+        status, text = run("certs", "parse", str(path))
+        assert status == 0
+        assert "ARK      c0b406a4-a803-4952-9743-3fb6014cd0ae  offset 0x0078  length    25" in text
+        assert "(not X.509)" in text
