@@ -10,6 +10,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ghcb.certs import (
+    CertEntry,
+    CertGuid,
+    build_cert_table,
+    cert_names,
+    check_cert_table,
+    pages_needed,
+    parse_cert_table,
+)
 from ghcb.check import check_page
 from ghcb.codes import (
     ApCreationOp,
@@ -29,6 +38,7 @@ from ghcb.codes import (
     VmmError,
 )
 from ghcb.errors import (
+    CertTableError,
     FieldValueError,
     GhcbError,
     InputTypeError,
@@ -54,6 +64,9 @@ from ghcb.page import GhcbPage, build_page, parse_page, required_inputs
 __all__ = [
     "ApCreationOp",
     "ApJumpTableOp",
+    "CertEntry",
+    "CertGuid",
+    "CertTableError",
     "EventInjection",
     "EventType",
     "ExitCode",
@@ -84,12 +97,17 @@ __all__ = [
     "Violation",
     "VmmError",
     "__version__",
+    "build_cert_table",
     "build_page",
+    "cert_names",
+    "check_cert_table",
     "check_page",
     "decode_exit_info",
     "decode_msr",
     "encode_msr",
     "pack_guest_error",
+    "pages_needed",
+    "parse_cert_table",
     "parse_page",
     "required_inputs",
     "unpack_guest_error",

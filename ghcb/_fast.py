@@ -18,7 +18,11 @@ from typing import Any, Literal
 
 import construct as cs
 
-__all__ = ["BitField", "FlatField", "bit_fields", "flat_fields", "struct_format"]
+__all__ = ["Backend", "BitField", "FlatField", "bit_fields", "flat_fields", "struct_format"]
+
+#: Which codec runs: the precompiled ``struct`` (fast path) or the interpreted ``construct``
+#: schema (the reference). Every codec test runs on both.
+Backend = Literal["struct", "construct"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ from ghcb.schemas.page import PAGE_SIZE
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-    from ghcb.page import Backend
+    from ghcb._fast import Backend
 
 __all__ = [
     "GOOGLE_EXTRA_PLATFORM_INFO",

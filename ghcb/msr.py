@@ -22,7 +22,7 @@ from ghcb.errors import FieldValueError, InputTypeError, UnknownFieldError
 from ghcb.schemas.msr import GHCB_MSR_INFO_BITS, MSR_SCHEMAS
 
 if TYPE_CHECKING:
-    from ghcb.page import Backend
+    from ghcb._fast import Backend
 
 __all__ = [
     "GHCB_MSR",

@@ -21,11 +21,11 @@ from __future__ import annotations
 import operator
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, Self, cast, final
+from typing import TYPE_CHECKING, Final, Self, cast, final
 
 import construct as cs
 
-from ghcb._fast import FlatField, flat_fields, struct_format
+from ghcb._fast import Backend, FlatField, flat_fields, struct_format
 from ghcb.codes import ExitCode
 from ghcb.errors import (
     FieldValueError,
@@ -67,7 +67,6 @@ GHCB_PROTOCOL_MAX: Final = 2
 #: ``GHCB_DEFAULT_USAGE`` (asm/sev.h): the only ``ghcb_usage`` KVM accepts.
 GHCB_DEFAULT_USAGE: Final = 0
 
-Backend = Literal["struct", "construct"]
 
 #: Every leaf field of the page, in order, derived from the schema.
 FIELDS: Final[tuple[FlatField, ...]] = flat_fields(schema.ghcb)
