@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import construct as cs
 
-__all__ = ["Backend", "BitField", "FlatField", "bit_fields", "flat_fields", "struct_format"]
+from ghcb.errors import FieldValueError, InputTypeError
+
+__all__ = [
+    "Backend",
+    "BitField",
+    "FlatField",
+    "U64Record",
+    "bit_fields",
+    "check_int",
+    "flat_fields",
+    "struct_format",
+]
 
 #: Which codec runs: the precompiled ``struct`` (fast path) or the interpreted ``construct``
 #: schema (the reference). Every codec test runs on both.
@@ -127,3 +138,69 @@ def bit_fields(schema: cs.Construct[Any, Any]) -> tuple[BitField, ...]:
     if used != total:
         raise ValueError(f"bit schema covers {used} of {total} bits")
     return tuple(out)
+
+
+def check_int(value: object, maximum: int, what: str, spec: str) -> int:
+    """``value`` if it is an int in ``0..maximum``, else a typed error naming ``what``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InputTypeError(
+            f"{what} must be an int, not {type(value).__name__}", rule="input-type", spec=spec
+        )
+    if not 0 <= value <= maximum:
+        raise FieldValueError(
+            f"{what} = {value:#x} is outside 0..{maximum:#x}",
+            rule="field-range",
+            spec=spec,
+            field=what,
+        )
+    return int(value)
+
+
+_U64_MAX = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class U64Record:
+    """Base of the records of one 64-bit value described by a bit schema.
+
+    A subclass declares its fields (named as the schema's members) and sets ``FIELDS`` (from
+    :func:`bit_fields`) and ``SPEC``; construction checks every field's width, ``encode``
+    packs, ``decode`` splits any u64 (reserved bits kept, so decode/encode round-trips).
+    """
+
+    FIELDS: ClassVar[tuple[BitField, ...]]
+    SPEC: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for f in self.FIELDS:
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= f.mask:
+                raise FieldValueError(
+                    f"{type(self).__name__}.{f.name} = {value!r} does not fit in {f.width} "
+                    f"bit(s) [{f.shift + f.width - 1}:{f.shift}]",
+                    rule="field-range",
+                    spec=self.SPEC,
+                    field=f.name,
+                )
+
+    def encode(self) -> int:
+        """The 64-bit value."""
+        value = 0
+        for f in self.FIELDS:
+            value |= getattr(self, f.name) << f.shift
+        return value
+
+    @classmethod
+    def decode(cls, value: int) -> Self:
+        """Split a 64-bit value into the record's fields (reserved bits kept).
+
+        Raises:
+            FieldValueError: ``value`` is not a u64.
+            InputTypeError: ``value`` is not an int.
+        """
+        value = check_int(value, _U64_MAX, cls.__name__, cls.SPEC)
+        return cls(**{f.name: value >> f.shift & f.mask for f in cls.FIELDS})
+
+    def fields(self) -> dict[str, int]:
+        """The record's fields (reserved ranges included) by name."""
+        return {f.name: getattr(self, f.name) for f in self.FIELDS}

@@ -673,14 +673,9 @@ def located_entries(
     view = _bytes_like(data)
     walk = _Walk(view, strict=strict, backend=backend)
     out: list[tuple[CertIndexEntry, CertEntry]] = []
-    for i, ((guid, offset, length), readable) in enumerate(
-        zip(walk.rows, walk.readable, strict=False)
-    ):
-        if readable:
-            entry = _new_entry(CertEntry)
-            _set_guid(entry, guid)
-            _set_data(entry, view[offset : offset + length].tobytes())
-            out.append((CertIndexEntry(i, uuid.UUID(bytes=guid), offset, length), entry))
+    for i, entry in _entries(view, walk):
+        _, offset, length = walk.rows[i]
+        out.append((CertIndexEntry(i, entry.guid, offset, length), entry))
     return out
 
 

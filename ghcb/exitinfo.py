@@ -18,11 +18,10 @@ Worked values (peers.md §4.5)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Self
+from typing import ClassVar, Final, NamedTuple, Self
 
-from ghcb._fast import BitField, bit_fields, flat_fields
+from ghcb._fast import BitField, U64Record, bit_fields, check_int, flat_fields
 from ghcb.codes import EventType, FirmwareStatus, GhcbErr, HvResp, VmmError
-from ghcb.errors import FieldValueError, InputTypeError
 from ghcb.schemas import exitinfo as schema
 
 __all__ = [
@@ -38,6 +37,8 @@ __all__ = [
 
 SPEC_GUEST_ERR: Final = "Linux uapi sev-guest.h SNP_GUEST_ERR"
 SPEC_RESPONSE: Final = "GHCB spec §4.1 SW_EXITINFO1/SW_EXITINFO2"
+SPEC_TERM: Final = "Linux sev-common.h / vc-shared.c SVM_VMGEXIT_TERM_REQUEST"
+SPEC_IOIO: Final = "AMD APM vol. 2 IOIO intercept EXITINFO1 / Linux vc-shared.c IOIO_*"
 
 _U64_MAX: Final = (1 << 64) - 1
 # Field widths and the VMM-error shift (SNP_GUEST_VMM_ERR_SHIFT = 32) come from the schema.
@@ -45,24 +46,6 @@ _FW, _VMM = flat_fields(schema.snp_guest_error)
 _U32_MAX: Final = _FW.max_value
 VMM_ERR_SHIFT: Final = 8 * _VMM.offset
 _RESP_MASK: Final = _U32_MAX  # the response code is SW_EXITINFO1[31:0]
-_EVENT_FIELDS: Final[tuple[BitField, ...]] = bit_fields(schema.event_injection)
-_TERM_FIELDS: Final[tuple[BitField, ...]] = bit_fields(schema.term_request_info1)
-_IOIO_FIELDS: Final[tuple[BitField, ...]] = bit_fields(schema.ioio_info1)
-
-
-def _check_int(value: object, maximum: int, what: str, spec: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InputTypeError(
-            f"{what} must be an int, not {type(value).__name__}", rule="input-type", spec=spec
-        )
-    if not 0 <= value <= maximum:
-        raise FieldValueError(
-            f"{what} = {value:#x} is outside 0..{maximum:#x}",
-            rule="field-range",
-            spec=spec,
-            field=what,
-        )
-    return int(value)
 
 
 class GuestError(NamedTuple):
@@ -81,8 +64,8 @@ def pack_guest_error(vmm: int, fw: int) -> int:
         FieldValueError: either half is negative or wider than 32 bits (never wraps).
         InputTypeError: either is not an int.
     """
-    vmm = _check_int(vmm, _U32_MAX, "vmm_error", SPEC_GUEST_ERR)
-    fw = _check_int(fw, _U32_MAX, "fw_error", SPEC_GUEST_ERR)
+    vmm = check_int(vmm, _U32_MAX, "vmm_error", SPEC_GUEST_ERR)
+    fw = check_int(fw, _U32_MAX, "fw_error", SPEC_GUEST_ERR)
     return vmm << VMM_ERR_SHIFT | fw
 
 
@@ -93,15 +76,18 @@ def unpack_guest_error(value: int) -> GuestError:
         FieldValueError: ``value`` is not a u64.
         InputTypeError: ``value`` is not an int.
     """
-    value = _check_int(value, _U64_MAX, "exitinfo2", SPEC_GUEST_ERR)
+    value = check_int(value, _U64_MAX, "exitinfo2", SPEC_GUEST_ERR)
     return GuestError(
         VmmError.from_int(value >> VMM_ERR_SHIFT), FirmwareStatus.from_int(value & _U32_MAX)
     )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EventInjection:
+class EventInjection(U64Record):
     """The event-injection format of SW_EXITINFO2 when SW_EXITINFO1[31:0] = 1 (GHCB §4.1)."""
+
+    FIELDS: ClassVar[tuple[BitField, ...]] = bit_fields(schema.event_injection)
+    SPEC: ClassVar[str] = SPEC_RESPONSE
 
     vector: int = 0
     """Bits 7:0: the exception vector (the Linux guest accepts only #GP 13 and #UD 6)."""
@@ -116,18 +102,6 @@ class EventInjection:
     error_code: int = 0
     """Bits 63:32: the error code."""
 
-    def __post_init__(self) -> None:
-        _check_bits(self, _EVENT_FIELDS, SPEC_RESPONSE)
-
-    def encode(self) -> int:
-        """The 64-bit SW_EXITINFO2 value."""
-        return _encode_bits(self, _EVENT_FIELDS)
-
-    @classmethod
-    def decode(cls, value: int) -> Self:
-        """Split a 64-bit SW_EXITINFO2 value into its fields (reserved bits kept)."""
-        return cls(**_decode_bits(value, _EVENT_FIELDS, SPEC_RESPONSE))
-
 
 @dataclass(frozen=True, slots=True)
 class HvResponse:
@@ -137,8 +111,8 @@ class HvResponse:
     info2: int
 
     def __post_init__(self) -> None:
-        _check_int(self.info1, _U64_MAX, "sw_exit_info_1", SPEC_RESPONSE)
-        _check_int(self.info2, _U64_MAX, "sw_exit_info_2", SPEC_RESPONSE)
+        check_int(self.info1, _U64_MAX, "sw_exit_info_1", SPEC_RESPONSE)
+        check_int(self.info2, _U64_MAX, "sw_exit_info_2", SPEC_RESPONSE)
 
     @property
     def response(self) -> HvResp | int:
@@ -194,30 +168,12 @@ def decode_exit_info(info1: int, info2: int) -> HvResponse:
     return HvResponse(info1, info2)
 
 
-def _encode_bits(record: object, fields: tuple[BitField, ...]) -> int:
-    value = 0
-    for f in fields:
-        value |= getattr(record, f.name) << f.shift
-    return value
-
-
-def _decode_bits(value: int, fields: tuple[BitField, ...], spec: str) -> dict[str, int]:
-    value = _check_int(value, _U64_MAX, "sw_exit_info_1", spec)
-    return {f.name: value >> f.shift & f.mask for f in fields}
-
-
-def _check_bits(record: object, fields: tuple[BitField, ...], spec: str) -> None:
-    for f in fields:
-        _check_int(getattr(record, f.name), f.mask, f.name, spec)
-
-
-SPEC_TERM: Final = "Linux sev-common.h / vc-shared.c SVM_VMGEXIT_TERM_REQUEST"
-SPEC_IOIO: Final = "AMD APM vol. 2 IOIO intercept EXITINFO1 / Linux vc-shared.c IOIO_*"
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TermRequestInfo:
+class TermRequestInfo(U64Record):
     """SW_EXITINFO1 of a TERM_REQUEST VMGEXIT: set [3:0], code [11:4] (GHCB form)."""
+
+    FIELDS: ClassVar[tuple[BitField, ...]] = bit_fields(schema.term_request_info1)
+    SPEC: ClassVar[str] = SPEC_TERM
 
     reason_set: int = 0
     """:class:`~ghcb.codes.TermReasonSet`."""
@@ -225,22 +181,13 @@ class TermRequestInfo:
     """The code within the set (:class:`~ghcb.codes.GenTermReason`, ...)."""
     reserved_63_12: int = 0
 
-    def __post_init__(self) -> None:
-        _check_bits(self, _TERM_FIELDS, SPEC_TERM)
-
-    def encode(self) -> int:
-        """The 64-bit SW_EXITINFO1 value."""
-        return _encode_bits(self, _TERM_FIELDS)
-
-    @classmethod
-    def decode(cls, value: int) -> Self:
-        """Split SW_EXITINFO1 (reserved bits kept)."""
-        return cls(**_decode_bits(value, _TERM_FIELDS, SPEC_TERM))
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class IoioInfo:
+class IoioInfo(U64Record):
     """SW_EXITINFO1 of an IOIO NAE event (the SVM IOIO intercept format)."""
+
+    FIELDS: ClassVar[tuple[BitField, ...]] = bit_fields(schema.ioio_info1)
+    SPEC: ClassVar[str] = SPEC_IOIO
 
     type_in: int = 0
     """Bit 0: 1 = IN, 0 = OUT."""
@@ -263,15 +210,3 @@ class IoioInfo:
     port: int = 0
     """Bits 31:16: the I/O port."""
     reserved_63_32: int = 0
-
-    def __post_init__(self) -> None:
-        _check_bits(self, _IOIO_FIELDS, SPEC_IOIO)
-
-    def encode(self) -> int:
-        """The 64-bit SW_EXITINFO1 value."""
-        return _encode_bits(self, _IOIO_FIELDS)
-
-    @classmethod
-    def decode(cls, value: int) -> Self:
-        """Split SW_EXITINFO1 (reserved bits kept)."""
-        return cls(**_decode_bits(value, _IOIO_FIELDS, SPEC_IOIO))

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from ghcb._fast import BitField, bit_fields
+from ghcb._fast import BitField, U64Record, bit_fields, check_int
 from ghcb.codes import MsrCode
 from ghcb.errors import FieldValueError, InputTypeError, UnknownFieldError
 from ghcb.schemas.msr import GHCB_MSR_INFO_BITS, MSR_SCHEMAS
@@ -74,42 +74,26 @@ class CpuidRegister(enum.IntEnum):
     EDX = 3
 
 
-def _check_u64(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InputTypeError(f"{what} must be an int", rule="input-type", spec=SPEC)
-    if not 0 <= value <= _U64_MAX:
-        raise FieldValueError(
-            f"{what} {value:#x} is not a 64-bit unsigned value", rule="u64-range", spec=SPEC
-        )
-    return value
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MsrMessage:
-    """Base of the GHCB MSR records; each subclass is one GHCBInfo code."""
+class MsrMessage(U64Record):
+    """Base of the GHCB MSR records; each subclass is one GHCBInfo code, whose fields are its
+    schema's (``FIELDS`` is set from ``CODE`` when the subclass is made)."""
 
     CODE: ClassVar[MsrCode]
+    SPEC: ClassVar[str] = SPEC
 
-    def __post_init__(self) -> None:
-        for f in _LAYOUT[self.CODE]:
-            value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= f.mask:
-                raise FieldValueError(
-                    f"{type(self).__name__}.{f.name} = {value!r} does not fit in "
-                    f"{f.width} bits [{f.shift + f.width - 1}:{f.shift}]",
-                    rule="msr-field-range",
-                    spec=SPEC,
-                    field=f.name,
-                )
+    def __init_subclass__(cls) -> None:
+        # (no zero-argument super(): slots dataclasses are re-created classes)
+        cls.FIELDS = _LAYOUT[cls.CODE]
 
     @property
     def code(self) -> MsrCode:
         """The GHCBInfo code, bits [11:0]."""
         return self.CODE
 
-    def fields(self) -> dict[str, int]:
-        """The record's fields (reserved ranges included) by name."""
-        return {f.name: getattr(self, f.name) for f in _LAYOUT[self.CODE]}
+    def encode(self) -> int:
+        """The 64-bit GHCB MSR value: the fields and GHCBInfo."""
+        return U64Record.encode(self) | self.CODE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,7 +281,7 @@ def decode_msr(value: int, *, backend: Backend = "struct") -> MsrMessage | Unkno
         InputTypeError: ``value`` is not an int.
         FieldValueError: ``value`` is outside 0..2**64-1.
     """
-    value = _check_u64(value, "GHCB MSR value")
+    value = check_int(value, _U64_MAX, "GHCB MSR value", SPEC)
     info = value & _INFO_MASK
     cls = _RECORDS.get(info)
     if cls is None:
@@ -332,12 +316,8 @@ def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct")
             rule="input-type",
             spec=SPEC,
         )
-    layout = _LAYOUT[message.CODE]
     if backend == "struct":
-        value = int(message.CODE)
-        for f in layout:
-            value |= getattr(message, f.name) << f.shift
-        return value
+        return message.encode()
     if backend == "construct":
         built = MSR_SCHEMAS[message.CODE].build(message.fields())
         return int.from_bytes(built, "little")
