@@ -25,6 +25,7 @@ __all__ = [
     "BitField",
     "FlatField",
     "U64Record",
+    "backend_error",
     "bit_fields",
     "check_int",
     "flat_fields",
@@ -138,6 +139,15 @@ def bit_fields(schema: cs.Construct[Any, Any]) -> tuple[BitField, ...]:
     if used != total:
         raise ValueError(f"bit schema covers {used} of {total} bits")
     return tuple(out)
+
+
+def backend_error(backend: object) -> InputTypeError:
+    """The error for a backend name that is not one of :data:`Backend`."""
+    return InputTypeError(
+        f"unknown backend {backend!r} (expected 'struct' or 'construct')",
+        rule="backend",
+        spec="ghcb API",
+    )
 
 
 def check_int(value: object, maximum: int, what: str, spec: str) -> int:

@@ -55,7 +55,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from ghcb._der import is_pem, is_x509_der, pem_to_der
-from ghcb._fast import flat_fields, struct_format
+from ghcb._fast import backend_error, flat_fields, struct_format
 from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity, Violation
 from ghcb.schemas.certs import CERT_ENTRY_SIZE, cert_table, snp_msg_cert_entry
 from ghcb.schemas.page import PAGE_SIZE
@@ -281,11 +281,7 @@ class _Rows:
             self._list, self.terminated = _rows_construct(raw)
             self.n = len(self._list)
         else:
-            raise InputTypeError(
-                f"unknown backend {backend!r} (expected 'struct' or 'construct')",
-                rule="backend",
-                spec="ghcb API",
-            )
+            raise backend_error(backend)
 
     def __len__(self) -> int:
         return self.n

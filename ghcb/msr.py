@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from ghcb._fast import BitField, U64Record, bit_fields, check_int
+from ghcb._fast import BitField, U64Record, backend_error, bit_fields, check_int
 from ghcb.codes import MsrCode
 from ghcb.errors import FieldValueError, InputTypeError, UnknownFieldError
 from ghcb.schemas.msr import GHCB_MSR_INFO_BITS, MSR_SCHEMAS
@@ -291,7 +291,7 @@ def decode_msr(value: int, *, backend: Backend = "struct") -> MsrMessage | Unkno
     if backend == "construct":
         parsed = MSR_SCHEMAS[cls.CODE].parse(value.to_bytes(8, "little"))
         return cls(**{f.name: parsed[f.name] for f in _LAYOUT[cls.CODE]})
-    raise InputTypeError(f"unknown backend {backend!r}", rule="backend", spec="ghcb API")
+    raise backend_error(backend)
 
 
 def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct") -> int:
@@ -306,7 +306,7 @@ def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct")
         if not 0 <= message.info <= _INFO_MASK or not 0 <= message.data < 1 << data_bits:
             raise FieldValueError(
                 "UnknownMsr info must fit 12 bits and data 52 bits",
-                rule="msr-field-range",
+                rule="field-range",
                 spec=SPEC,
             )
         return message.data << GHCB_MSR_INFO_BITS | message.info
@@ -321,7 +321,7 @@ def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct")
     if backend == "construct":
         built = MSR_SCHEMAS[message.CODE].build(message.fields())
         return int.from_bytes(built, "little")
-    raise InputTypeError(f"unknown backend {backend!r}", rule="backend", spec="ghcb API")
+    raise backend_error(backend)
 
 
 def msr_record(code: MsrCode, **fields: int) -> MsrMessage:

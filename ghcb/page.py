@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final, Self, cast, final
 
 import construct as cs
 
-from ghcb._fast import Backend, FlatField, flat_fields, struct_format
+from ghcb._fast import Backend, FlatField, backend_error, flat_fields, struct_format
 from ghcb.codes import ExitCode
 from ghcb.errors import (
     FieldValueError,
@@ -449,7 +449,7 @@ def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "stru
             raise LengthError(str(e), rule="page-length", spec=SPEC_LAYOUT) from e
         flat = {**parsed["save"], **parsed}
         return GhcbPage._from_values(tuple(flat[name] for name in FIELD_NAMES))
-    raise _bad_backend(backend)
+    raise backend_error(backend)
 
 
 def build_page(page: GhcbPage, *, backend: Backend = "struct") -> bytes:
@@ -475,7 +475,7 @@ def build_page(page: GhcbPage, *, backend: Backend = "struct") -> bytes:
         save = {name: values[name] for name in _SAVE_NAMES}
         out: bytes = schema.ghcb.build({**values, "save": save})
         return out
-    raise _bad_backend(backend)
+    raise backend_error(backend)
 
 
 def _culprit(values: tuple[object, ...]) -> FieldValueError | LengthError:
@@ -486,14 +486,6 @@ def _culprit(values: tuple[object, ...]) -> FieldValueError | LengthError:
         except (FieldValueError, LengthError) as e:
             return e
     return FieldValueError("page does not encode", rule="field-range", spec=SPEC_LAYOUT)
-
-
-def _bad_backend(backend: object) -> InputTypeError:
-    return InputTypeError(
-        f"unknown backend {backend!r} (expected 'struct' or 'construct')",
-        rule="backend",
-        spec="ghcb API",
-    )
 
 
 #: The all-zero page (``GhcbPage()`` and ``GhcbPage.empty()`` return it).
