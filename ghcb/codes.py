@@ -25,6 +25,7 @@ __all__ = [
     "PROPOSED_EXIT_CODES",
     "ApCreationOp",
     "ApJumpTableOp",
+    "Errno",
     "EventType",
     "ExitCode",
     "FirmwareStatus",
@@ -32,6 +33,7 @@ __all__ = [
     "GhcbErr",
     "HvFeature",
     "HvResp",
+    "KvmExit",
     "LinuxTermReason",
     "MsgType",
     "MsrCode",
@@ -408,3 +410,28 @@ class ApJumpTableOp(_Code):
 
     SET = 0
     GET = 1
+
+
+class Errno(_Code):
+    """Linux errno values that cross the KVM ABI (asm-generic/errno-base.h), fixed here so
+    the wire values do not depend on the host's ``errno`` module."""
+
+    EINTR = 4
+    EIO = 5
+    EAGAIN = 11
+    EFAULT = 14
+    EINVAL = 22
+    ENOSPC = 28
+
+
+class KvmExit(_Code):
+    """``kvm_run.exit_reason`` values used here (uapi/linux/kvm.h).
+
+    ``SNP_REQ_CERTS`` is mainline's 43 (the v7 patch proposed 42; earlier drafts used 40);
+    ``VMGEXIT`` is the v15 seed patch's 40, never merged. Both are configurable in the
+    hypervisor because they moved between revisions.
+    """
+
+    SYSTEM_EVENT = 24
+    VMGEXIT = 40
+    SNP_REQ_CERTS = 43

@@ -1,0 +1,59 @@
+"""The reference hypervisor: KVM's handling of SNP (Extended) Guest Requests, sans IO.
+
+* :mod:`~ghcb.hypervisor.memory` — guest memory with private and shared pages.
+* :mod:`~ghcb.hypervisor.vcpu` — the vCPU: validation, guest requests, both certificate-exit
+  ABIs (the v15 seed patch's and the merged ``KVM_EXIT_SNP_REQ_CERTS``).
+* :mod:`~ghcb.hypervisor.vmm` — the VMM side: certificate store with file locks, rate
+  limiting, the KVM_RUN loop.
+* :mod:`~ghcb.hypervisor.firmware` — the firmware protocol and a recording test double.
+"""
+
+from __future__ import annotations
+
+from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
+from ghcb.hypervisor.locking import LockError
+from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
+from ghcb.hypervisor.vcpu import (
+    KVM_RUN_SIZE,
+    CertsExit,
+    HypervisorUsageError,
+    Interrupted,
+    MergedAbi,
+    Resumed,
+    RunFailed,
+    RunResult,
+    Unhandled,
+    V15Abi,
+    Vcpu,
+    Vm,
+    decode_kvm_run,
+    encode_kvm_run,
+)
+from ghcb.hypervisor.vmm import CertificateStore, Lease, TokenBucket, Vmm
+
+__all__ = [
+    "KVM_RUN_SIZE",
+    "CertificateStore",
+    "CertsExit",
+    "Firmware",
+    "FirmwareFailure",
+    "GuestMemory",
+    "GuestMemoryError",
+    "HypervisorUsageError",
+    "Interrupted",
+    "Lease",
+    "LockError",
+    "MergedAbi",
+    "RecordingFirmware",
+    "Resumed",
+    "RunFailed",
+    "RunResult",
+    "TokenBucket",
+    "Unhandled",
+    "V15Abi",
+    "Vcpu",
+    "Vm",
+    "Vmm",
+    "decode_kvm_run",
+    "encode_kvm_run",
+]

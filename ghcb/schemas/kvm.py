@@ -1,0 +1,72 @@
+"""KVM userspace-exit structures: the ``struct kvm_run`` prefix and both certificate exits.
+
+Sources: Linux ``include/uapi/linux/kvm.h`` (``struct kvm_run``: the exit union starts at
+offset 32 and is 256 bytes); the v15 seed patch "KVM: SEV: Provide support for
+SNP_EXTENDED_GUEST_REQUEST NAE event" (May 2024: ``KVM_EXIT_VMGEXIT`` 40,
+``struct kvm_user_vmgexit``); the merged series (kvm-x86 ``fa9893fadbc2``, 2026:
+``KVM_EXIT_SNP_REQ_CERTS``, ``struct kvm_exit_snp_req_certs``); ghcb-facts.md §5.6.
+C alignment padding is explicit (``reserved_0x<offset>``).
+"""
+
+from __future__ import annotations
+
+from construct import Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+
+__all__ = [
+    "KVM_RUN_EXIT_UNION_OFFSET",
+    "KVM_RUN_EXIT_UNION_SIZE",
+    "KVM_USER_VMGEXIT_REQ_CERTS",
+    "REQ_CERTS_FLAGS_NOTIFY_DONE",
+    "REQ_CERTS_STATUS_DONE",
+    "REQ_CERTS_STATUS_PENDING",
+    "kvm_exit_snp_req_certs",
+    "kvm_run_prefix",
+    "kvm_user_vmgexit",
+]
+
+#: Size of the exit union in ``struct kvm_run`` (``char padding[256]``).
+KVM_RUN_EXIT_UNION_SIZE = 256
+
+# struct kvm_run, up to the exit union (uapi/linux/kvm.h).
+kvm_run_prefix = Struct(
+    "request_interrupt_window" / Int8ul,
+    "immediate_exit" / Int8ul,  # immediate_exit__unsafe in recent headers
+    "reserved_0x2" / Bytes(6),  # padding1[6]
+    "exit_reason" / Int32ul,
+    "ready_for_interrupt_injection" / Int8ul,
+    "if_flag" / Int8ul,
+    "flags" / Int16ul,
+    "cr8" / Int64ul,
+    "apic_base" / Int64ul,
+)
+
+#: Offset of the exit union in ``struct kvm_run``.
+KVM_RUN_EXIT_UNION_OFFSET: int = kvm_run_prefix.sizeof()
+
+# Merged ABI: struct kvm_exit_snp_req_certs { __u64 gpa; __u64 npages; __u64 ret; }.
+kvm_exit_snp_req_certs = Struct(
+    "gpa" / Int64ul,
+    "npages" / Int64ul,
+    "ret" / Int64ul,
+)
+
+# v15 seed patch constants (its include/uapi/linux/kvm.h). The v15 ``ret`` values 1, 2 and
+# 1 << 31 are the VMM errors INVALID_LEN, BUSY and GENERIC_V15 (ghcb.codes.VmmError).
+KVM_USER_VMGEXIT_REQ_CERTS = 1  # kvm_user_vmgexit.type
+REQ_CERTS_FLAGS_NOTIFY_DONE = 1 << 0  # KVM_USER_VMGEXIT_REQ_CERTS_FLAGS_NOTIFY_DONE
+REQ_CERTS_STATUS_PENDING = 0  # KVM_USER_VMGEXIT_REQ_CERTS_STATUS_PENDING
+REQ_CERTS_STATUS_DONE = 1  # KVM_USER_VMGEXIT_REQ_CERTS_STATUS_DONE
+
+# v15 ABI: struct kvm_user_vmgexit { __u32 type; union { struct { __u64 data_gpa;
+# __u64 data_npages; __u32 ret; __u8 flags; __u8 status; } req_certs; }; } — the union is
+# 8-byte aligned, so 4 bytes of padding follow type, and 2 end the struct.
+kvm_user_vmgexit = Struct(
+    "type" / Int32ul,
+    "reserved_0x4" / Bytes(4),
+    "data_gpa" / Int64ul,
+    "data_npages" / Int64ul,
+    "ret" / Int32ul,
+    "flags" / Int8ul,
+    "status" / Int8ul,
+    "reserved_0x1e" / Bytes(2),
+)
