@@ -42,13 +42,12 @@ failure without status fails KVM_RUN with -EIO.
 from __future__ import annotations
 
 import enum
+import struct
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-import construct as cs
-
-from ghcb._fast import flat_fields
+from ghcb._fast import FlatField, flat_fields, struct_format
 from ghcb.codes import Errno, ExitCode, GhcbErr, HvResp, KvmExit, MsgType, VmmError
 from ghcb.errors import GhcbError
 from ghcb.exitinfo import pack_guest_error
@@ -126,32 +125,37 @@ class V15Abi:
 CertAbi = MergedAbi | V15Abi
 
 
+_PREFIX_FIELDS: Final = flat_fields(kvm_run_prefix)
+_PREFIX: Final = struct_format(_PREFIX_FIELDS)
+_BODY_FIELDS: Final = {
+    MergedAbi: flat_fields(kvm_exit_snp_req_certs),
+    V15Abi: flat_fields(kvm_user_vmgexit),
+}
+_BODY: Final = {abi: struct_format(fields) for abi, fields in _BODY_FIELDS.items()}
+
+
+def _pack(fmt: struct.Struct, fields: tuple[FlatField, ...], values: Mapping[str, int]) -> bytes:
+    args = [values.get(f.name, 0) if f.kind == "int" else bytes(f.size) for f in fields]
+    try:
+        return fmt.pack(*args)
+    except struct.error as e:
+        raise HypervisorUsageError(
+            f"kvm_run value out of range: {e}", rule="field-range", spec="Linux uapi/linux/kvm.h"
+        ) from e
+
+
 def encode_kvm_run(abi: CertAbi, fields: Mapping[str, int], *, immediate_exit: int = 0) -> bytes:
-    """The ``kvm_run`` bytes (prefix + exit union) of a certificate exit."""
-    prefix = kvm_run_prefix.build(
-        {
-            "request_interrupt_window": 0,
-            "immediate_exit": immediate_exit,
-            "reserved_0x2": bytes(6),
-            "exit_reason": abi.exit_reason,
-            "ready_for_interrupt_injection": 0,
-            "if_flag": 0,
-            "flags": 0,
-            "cr8": 0,
-            "apic_base": 0,
-        }
+    """The ``kvm_run`` bytes (prefix + exit union) of a certificate exit (struct codecs
+    derived from :mod:`ghcb.schemas.kvm`)."""
+    prefix = _pack(
+        _PREFIX, _PREFIX_FIELDS, {"immediate_exit": immediate_exit, "exit_reason": abi.exit_reason}
     )
-    if isinstance(abi, MergedAbi):
-        body = kvm_exit_snp_req_certs.build(dict(fields))
-    else:
-        body = kvm_user_vmgexit.build(
-            {"reserved_0x4": bytes(4), "reserved_0x1e": bytes(2), **fields}
-        )
+    body = _pack(_BODY[type(abi)], _BODY_FIELDS[type(abi)], fields)
     return prefix + body + bytes(KVM_RUN_EXIT_UNION_SIZE - len(body))
 
 
 def decode_kvm_run(abi: CertAbi, data: bytes) -> tuple[dict[str, int], dict[str, int]]:
-    """``(prefix fields, exit fields)`` of ``kvm_run`` bytes for ``abi``.
+    """``(prefix fields, exit fields)`` of ``kvm_run`` bytes for ``abi`` (integers only).
 
     Raises:
         HypervisorUsageError: not ``KVM_RUN_SIZE`` bytes.
@@ -162,14 +166,13 @@ def decode_kvm_run(abi: CertAbi, data: bytes) -> tuple[dict[str, int], dict[str,
             rule="kvm-run-size",
             spec="Linux uapi/linux/kvm.h struct kvm_run",
         )
-    schema = kvm_exit_snp_req_certs if isinstance(abi, MergedAbi) else kvm_user_vmgexit
-    try:
-        prefix = kvm_run_prefix.parse(bytes(data[:KVM_RUN_EXIT_UNION_OFFSET]))
-        body = schema.parse(bytes(data[KVM_RUN_EXIT_UNION_OFFSET:]))
-    except cs.ConstructError as e:  # pragma: no cover - sizes are fixed and checked above
-        raise HypervisorUsageError(str(e), rule="kvm-run", spec="uapi/linux/kvm.h") from e
-    plain = {k: v for k, v in prefix.items() if isinstance(v, int)}
-    return plain, {k: v for k, v in body.items() if isinstance(v, int)}
+    fields = _BODY_FIELDS[type(abi)]
+    prefix = _PREFIX.unpack_from(data, 0)
+    body = _BODY[type(abi)].unpack_from(data, KVM_RUN_EXIT_UNION_OFFSET)
+    return (
+        {f.name: v for f, v in zip(_PREFIX_FIELDS, prefix, strict=True) if f.kind == "int"},
+        {f.name: v for f, v in zip(fields, body, strict=True) if f.kind == "int"},
+    )
 
 
 # -- results ----------------------------------------------------------------------------------
