@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -592,3 +594,51 @@ def test_token_bucket_refuses_bad_settings() -> None:
         TokenBucket(rate=-1, burst=1)
     with pytest.raises(HypervisorUsageError):
         TokenBucket(rate=1, burst=0)
+
+
+def test_stray_valid_bits_are_ignored() -> None:
+    """Bits for reserved qwords (or the bitmap itself) do not change KVM's answer."""
+    guest = Guest()
+    page = guest.request(ExitCode.SNP_GUEST_REQUEST)
+    stray = page.valid_bits | 1 << 0 | 1 << 127 | 1 << 64
+    guest.memory.guest_write(
+        GHCB, build_page(page.replace(valid_bitmap=stray.to_bytes(16, "little")))
+    )
+    assert isinstance(vcpu_for(guest, None).run(), Resumed)
+    out = guest.ghcb()
+    assert (out.sw_exit_info_1, out.sw_exit_info_2) == (0, 0)
+    assert out.valid_fields == RESPONSE_REGS
+    assert out.undefined_valid_bits == ()
+
+
+def test_firmware_requests_serialised_per_vm() -> None:
+    """Two vCPUs of one VM never have the firmware busy twice at once (KVM's per-VM mutex)."""
+    busy = threading.Lock()
+    overlaps = []
+
+    def slow(request: bytes) -> tuple[bytes, int]:
+        if not busy.acquire(blocking=False):
+            overlaps.append(1)
+            return request, 0
+        time.sleep(0.001)
+        busy.release()
+        return request, 0
+
+    vm = Vm(RecordingFirmware(respond=slow))
+    guests = [Guest(), Guest()]
+    vcpus = [Vcpu(vm, g.memory, GHCB) for g in guests]
+
+    def work(guest: Guest, vcpu: Vcpu) -> None:
+        for _ in range(20):
+            guest.request(ExitCode.SNP_GUEST_REQUEST)
+            assert isinstance(vcpu.run(), Resumed)
+
+    threads = [
+        threading.Thread(target=work, args=pair) for pair in zip(guests, vcpus, strict=False)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == []
+    assert len(vm.firmware.requests) == 40  # type: ignore[attr-defined]
