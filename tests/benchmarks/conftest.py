@@ -20,6 +20,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     groups: dict[str, list[Any]] = {}
     for bench in session.benchmarks:
         groups.setdefault(bench.group or "", []).append(bench)
+    rates = [b for b in session.benchmarks if "requests_per_second" in b.extra_info]
+    if rates:
+        terminalreporter.section("throughput")
+        for bench in rates:
+            rate = 1 / bench.stats.median
+            terminalreporter.write_line(f"{bench.name:<48} {rate:10.0f} requests/s")
     terminalreporter.section("ratios: median / baseline median")
     for group, benches in sorted(groups.items()):
         bases = [b for b in benches if b.name.startswith("test_baseline")]
