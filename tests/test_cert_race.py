@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ghcb import CertEntry, CertGuid, ExitCode, GhcbPage, MsgType, build_cert_table, build_page
+from ghcb import CertEntry, CertGuid, build_cert_table
 from ghcb.certs import parse_cert_table
-from ghcb.hypervisor import CertificateStore, GuestMemory, MergedAbi, V15Abi, Vcpu, Vm, Vmm
+from ghcb.hypervisor import CertificateStore, MergedAbi, V15Abi, Vcpu, Vm, Vmm
 from ghcb.schemas.page import PAGE_SIZE
+from tests.helpers import CERTS, GHCB, RESP, report_request_guest
 
 if TYPE_CHECKING:
     import pathlib
     from multiprocessing.queues import Queue
 
-GHCB, REQ, RESP, CERTS = 0x1000, 0x7F000, 0x7E000, 0x80000
 DELAY = 0.002  # the firmware's work, and the updater's pause between TCB and blob
 REQUESTERS, REQUESTS, UPDATES = 3, 30, 30
 
@@ -62,30 +62,13 @@ def write_tcb(path: str, tcb: int) -> None:
 def requester(
     blob_path: str, tcb_path: str, locking: bool, v15: bool, out: Queue[tuple[int, list[int]]]
 ) -> None:
-    memory = GuestMemory()
-    for gpa in (GHCB, REQ, RESP):
-        memory.map(gpa)
-    memory.map(CERTS, 4)
-    request = bytearray(PAGE_SIZE)
-    request[0x34] = MsgType.REPORT_REQ
-    memory.guest_write(REQ, bytes(request))
+    memory, ghcb = report_request_guest()
     vm = Vm(TcbFirmware(tcb_path), cert_abi=V15Abi() if v15 else MergedAbi())
     vcpu = Vcpu(vm, memory, GHCB)
     vmm = Vmm(memory, CertificateStore(blob_path, locking=locking))
-    page = (
-        GhcbPage.empty()
-        .with_fields(
-            sw_exit_code=ExitCode.SNP_EXT_GUEST_REQUEST,
-            sw_exit_info_1=REQ,
-            sw_exit_info_2=RESP,
-            rax=CERTS,
-            rbx=4,
-        )
-        .replace(protocol_version=2)
-    )
     mismatches, seen = 0, []
     for _ in range(REQUESTS):
-        memory.guest_write(GHCB, build_page(page))
+        memory.guest_write(GHCB, ghcb)
         memory.guest_write(CERTS, bytes(4 * PAGE_SIZE))
         vmm.run(vcpu)
         fw_tcb = int.from_bytes(memory.guest_read(RESP, 8), "little")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ghcb import CertEntry, CertGuid, ExitCode, GhcbPage, MsgType, build_cert_table, build_page
+from ghcb import CertEntry, CertGuid, build_cert_table
 from ghcb.hypervisor import (
     CertificateStore,
     GuestMemory,
@@ -17,14 +17,13 @@ from ghcb.hypervisor import (
     Vm,
     Vmm,
 )
-from ghcb.schemas.page import PAGE_SIZE
+from tests.helpers import GHCB, report_request_guest
 
 if TYPE_CHECKING:
     import pathlib
 
 pytestmark = pytest.mark.benchmark
 
-GHCB, REQ, RESP, CERTS = 0x1000, 0x7F000, 0x7E000, 0x80000
 ENTRIES = [
     CertEntry(CertGuid.ARK, b"\x01" * 1639),
     CertEntry(CertGuid.ASK, b"\x02" * 1677),
@@ -33,29 +32,12 @@ ENTRIES = [
 
 
 def _setup(tmp_path: pathlib.Path, abi: Any) -> tuple[Vmm, Vcpu, bytes, GuestMemory]:
-    memory = GuestMemory()
-    for gpa in (GHCB, REQ, RESP):
-        memory.map(gpa)
-    memory.map(CERTS, 4)
-    request = bytearray(PAGE_SIZE)
-    request[0x34] = MsgType.REPORT_REQ
-    memory.guest_write(REQ, bytes(request))
+    memory, ghcb = report_request_guest()
     store = CertificateStore(tmp_path / "certs.blob")
     store.update(build_cert_table(ENTRIES))
     firmware = RecordingFirmware(respond=lambda r: (r, 0))
     vcpu = Vcpu(Vm(firmware, cert_abi=abi), memory, GHCB)
-    page = (
-        GhcbPage.empty()
-        .with_fields(
-            sw_exit_code=ExitCode.SNP_EXT_GUEST_REQUEST,
-            sw_exit_info_1=REQ,
-            sw_exit_info_2=RESP,
-            rax=CERTS,
-            rbx=4,
-        )
-        .replace(protocol_version=2)
-    )
-    return Vmm(memory, store), vcpu, build_page(page), memory
+    return Vmm(memory, store), vcpu, ghcb, memory
 
 
 @pytest.mark.parametrize("abi", [MergedAbi(), V15Abi()], ids=["merged", "v15"])
