@@ -432,6 +432,5 @@ class KvmExit(_Code):
     hypervisor because they moved between revisions.
     """
 
-    SYSTEM_EVENT = 24
     VMGEXIT = 40
     SNP_REQ_CERTS = 43
