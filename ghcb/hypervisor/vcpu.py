@@ -366,21 +366,22 @@ class Vcpu:
         return None
 
     # -- guest requests -------------------------------------------------------------------
-    def _firmware(self, page: GhcbPage) -> tuple[GhcbPage | None, int | None]:
-        """Run the firmware request of ``page``: ``(page, fw_status)``, or ``(None, None)``
-        when KVM_RUN must fail (unreadable pages, firmware failure without status)."""
+    def _firmware(self) -> int | None:
+        """Run the guest request (request page → firmware → response page): the firmware
+        status, or None when KVM_RUN must fail (unreachable pages, firmware failure without
+        status)."""
         with self.vm.lock:  # requests are serialised per VM (KVM: sev->guest_req_mutex)
             try:
                 request = self.memory.host_read(self._request_gpa, PAGE_SIZE)
                 response, status = self.vm.firmware.guest_request(request)
                 self.memory.host_write(self._response_gpa, response)
             except (GuestMemoryError, FirmwareFailure):
-                return None, None
-        return page, status
+                return None
+        return status
 
     def _plain_request(self, page: GhcbPage) -> RunResult:
-        done, status = self._firmware(page)
-        if done is None or status is None:
+        status = self._firmware()
+        if status is None:
             return RunFailed(Errno.EIO, "guest request pages unreachable or firmware failed")
         return self._resume(page.with_fields(sw_exit_info_2=pack_guest_error(0, status)))
 
@@ -414,8 +415,8 @@ class Vcpu:
         gpa, npages = self.regs["rax"], self.regs["rbx"]
         if gpa & _PAGE_MASK:
             # Seed patch: "if (!IS_ALIGNED(data_gpa, PAGE_SIZE)) goto abort_request;" where
-            # abort_request packs SNP_GUEST_ERR(vmm_ret, fw_err) with fw_err uninitialised
-            # (review thread, May 2024). The sound value is fw_err = 0.
+            # abort_request packs SNP_GUEST_ERR(vmm_ret, fw_err) with fw_err never
+            # initialised (seed patch, snp_begin_ext_guest_req). The sound value is fw_err = 0.
             return self._resume(
                 page.with_fields(sw_exit_info_2=pack_guest_error(VmmError.GENERIC_V15, 0))
             )
@@ -456,8 +457,8 @@ class Vcpu:
         ret = body["ret"]
         if ret == 0:
             # "ret 0 → issue the firmware request normally"
-            done, status = self._firmware(page)
-            if done is None or status is None:
+            status = self._firmware()
+            if status is None:
                 return RunFailed(Errno.EIO, "guest request pages unreachable or firmware failed")
             page = page.with_fields(sw_exit_info_2=pack_guest_error(0, status))
         elif ret == Errno.ENOSPC:
@@ -483,8 +484,8 @@ class Vcpu:
                 self.regs["rbx"] = body["data_npages"]
             page = page.with_fields(sw_exit_info_2=pack_guest_error(ret, 0))
         else:
-            done, status = self._firmware(page)
-            if done is None or status is None:
+            status = self._firmware()
+            if status is None:
                 page = page.with_fields(sw_exit_info_2=pack_guest_error(VmmError.GENERIC_V15, 0))
             elif status:
                 # __snp_handle_guest_req fails when the firmware status is non-zero:
