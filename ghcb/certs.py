@@ -86,10 +86,11 @@ __all__ = [
 SPEC: Final = "GHCB spec §4.1.8.1 cert_table"
 #: ``SEV_FW_BLOB_MAX_SIZE`` (Linux sev-guest): the guest's certificate buffer, 16 KiB.
 SEV_FW_BLOB_MAX_SIZE: Final = 0x4000
-_U32_MAX: Final = (1 << 32) - 1
-_ZERO_GUID: Final = bytes(16)
+_ENTRY_FIELDS: Final = {f.name: f for f in flat_fields(snp_msg_cert_entry)}
+_U32_MAX: Final = _ENTRY_FIELDS["offset"].max_value  # offsets and lengths are u32
+_ZERO_GUID: Final = bytes(_ENTRY_FIELDS["guid"].size)
 _TERMINATOR: Final = bytes(CERT_ENTRY_SIZE)
-_ENTRY: Final = struct_format(flat_fields(snp_msg_cert_entry))
+_ENTRY: Final = struct_format(tuple(_ENTRY_FIELDS.values()))
 _NONZERO: Final = re.compile(rb"[^\x00]")
 
 

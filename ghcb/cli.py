@@ -34,6 +34,7 @@ from ghcb.errors import GhcbError, Severity, Violation
 from ghcb.exitinfo import unpack_guest_error
 from ghcb.msr import UnknownMsr, decode_msr
 from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
+from ghcb.schemas.page import GHCB_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -96,7 +97,7 @@ def _page_json(page: GhcbPage) -> dict[str, object]:
 def _page_text(page: GhcbPage, path: str, out: TextIO) -> None:
     code = page.exit_code
     valid = page.valid_fields
-    print(f"GHCB page {path} (4096 bytes)", file=out)
+    print(f"GHCB page {path} ({GHCB_SIZE} bytes)", file=out)
     print(f"  exit code         {page.sw_exit_code:#x} {_enum_name(code) or '(unknown)'}", file=out)
     print(f"  protocol_version  {page.protocol_version}", file=out)
     print(f"  ghcb_usage        {page.ghcb_usage}", file=out)
