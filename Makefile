@@ -24,8 +24,8 @@ demo: $(VENV)/.runtime
 	$(BIN)/ghcb page check $(DEMO_PAGE)
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check ghcb tests
-	$(BIN)/ruff format --check ghcb tests
+	$(BIN)/ruff check ghcb tests fuzz
+	$(BIN)/ruff format --check ghcb tests fuzz
 
 types: $(VENV)/.dev
 	$(BIN)/mypy
