@@ -363,3 +363,24 @@ def test_amplification_blob_is_bounded() -> None:
     assert len(found) <= 5 * 17
     assert peak < 4 * size
     assert size > SEV_FW_BLOB_MAX_SIZE
+
+
+def test_sixteen_mib_of_ff() -> None:
+    """16 MiB of 0xFF: strict parse stops at the missing terminator, lenient keeps nothing,
+    the checker reports each rule once per code (capped), all in linear time."""
+    blob = b"\xff" * (16 << 20)
+    with pytest.raises(CertTableError) as err:
+        parse_cert_table(blob)
+    assert (err.value.rule, err.value.offset) == ("missing-terminator", len(blob) - 16)
+    assert parse_cert_table(blob, strict=False) == []
+    found = check_cert_table(blob)
+    assert sorted({v.code for v in found}) == [
+        "duplicate-guid",
+        "missing-terminator",
+        "out-of-bounds",
+        "too-large",
+        "too-many-entries",
+        "u32-wrap",
+        "unknown-guid",
+    ]
+    assert len(found) <= 4 * 17 + 3
