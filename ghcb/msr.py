@@ -49,6 +49,7 @@ __all__ = [
     "VmplResp",
     "decode_msr",
     "encode_msr",
+    "msr_layout",
     "msr_record",
 ]
 
@@ -322,6 +323,12 @@ def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct")
         built = MSR_SCHEMAS[message.CODE].build(message.fields())
         return int.from_bytes(built, "little")
     raise backend_error(backend)
+
+
+def msr_layout(code: MsrCode) -> tuple[BitField, ...]:
+    """The fields of ``code``'s value (reserved ranges included, GHCBInfo excluded), MSB
+    first, with their shifts and widths (derived from :mod:`ghcb.schemas.msr`)."""
+    return _LAYOUT[code]
 
 
 def msr_record(code: MsrCode, **fields: int) -> MsrMessage:
