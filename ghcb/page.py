@@ -196,9 +196,10 @@ class GhcbPage:
     fields are ``int``, byte regions (``shared_buffer``, ``valid_bitmap``, the
     ``reserved_0x<offset>`` gaps) are ``bytes`` of their exact length, so any 4096 bytes parse
     and build back unchanged. It is immutable and hashable; two pages are equal when their
-    4096 bytes are. A page holds its exact bytes beside a tuple of the decoded non-reserved
-    fields, so ``build_page`` is free, reserved gaps are sliced on access, and parsing costs one
-    ``struct`` unpack (a 43-field frozen dataclass ``__init__`` alone costs ~5 us, 8x that).
+    4096 bytes are. A page holds its exact bytes beside a tuple of its decoded integer fields,
+    so ``build_page`` is free, byte fields are sliced from the bytes on access, and parsing
+    costs one ``struct`` unpack (a 43-field frozen dataclass ``__init__`` alone costs ~5 us,
+    8x that).
 
     Construct with keywords (unset fields are zero)::
 
