@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 import struct
+import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Self, cast, final
 
@@ -37,7 +38,7 @@ from ghcb.errors import (
 from ghcb.schemas import page as schema
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 __all__ = [
     "ALWAYS_REQUIRED",
@@ -188,6 +189,18 @@ def _bit(name: str) -> int:
         ) from None
 
 
+class _from_empty_on_class:
+    """Method decorator: on an instance, an ordinary method; on the class, the same method
+    bound to the all-zero page, so ``GhcbPage.with_fields(rax=1)`` builds a new page."""
+
+    def __init__(self, func: Callable[..., GhcbPage]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: GhcbPage | None, cls: type[GhcbPage]) -> Callable[..., GhcbPage]:
+        return types.MethodType(self.func, _EMPTY if obj is None else obj)
+
+
 @final
 class GhcbPage:
     """An immutable GHCB page: every field of Linux ``struct ghcb``, reserved bytes included.
@@ -326,14 +339,19 @@ class GhcbPage:
         return zip(FIELD_NAMES, self.values, strict=True)
 
     # -- editing --------------------------------------------------------------------------
+    @_from_empty_on_class
     def replace(self, **values: object) -> Self:
-        """A copy with ``values`` set; the valid bitmap is left as it is."""
+        """A copy with ``values`` set; the valid bitmap is left as it is (on the class: from
+        the all-zero page)."""
         return self._edit(values, set_bits=False)
 
+    @_from_empty_on_class
     def with_fields(self, **values: object) -> Self:
         """A copy with ``values`` set and, for each field that has one, its valid bit set.
 
-        This is Linux's ``ghcb_set_<field>()``. Fields without a bit (``shared_buffer``,
+        This is Linux's ``ghcb_set_<field>()``. Called on the class
+        (``GhcbPage.with_fields(...)``) it starts from the all-zero page. Fields without a bit
+        (``shared_buffer``,
         ``protocol_version``, ``ghcb_usage``, ``x87_state_gpa``, reserved gaps) are set without
         touching the bitmap; an explicit ``valid_bitmap`` is written as given.
         """

@@ -366,3 +366,14 @@ def test_parse_and_check_raise_only_ghcb_errors(data: object) -> None:
     for call in (parse_page, check_page):
         with contextlib.suppress(GhcbError):
             call(data)  # type: ignore[arg-type]
+
+
+def test_with_fields_on_the_class() -> None:
+    """GhcbPage.with_fields(...) (the issue's spelling) starts from the all-zero page."""
+    page = GhcbPage.with_fields(sw_exit_code=ExitCode.SNP_EXT_GUEST_REQUEST, rax=0x80000, rbx=2)
+    assert page == GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.SNP_EXT_GUEST_REQUEST, rax=0x80000, rbx=2
+    )
+    assert page.valid_fields == {"sw_exit_code", "rax", "rbx"}
+    assert GhcbPage.replace(rax=5) == GhcbPage(rax=5)
+    assert "ghcb_set_" in (GhcbPage.with_fields.__doc__ or "")
