@@ -113,6 +113,15 @@ def with_ret(
     return encode_kvm_run(abi, {**body, **fields}, immediate_exit=immediate_exit)
 
 
+def start_exit(guest: Guest, abi: MergedAbi | V15Abi, **fields: int) -> tuple[Vcpu, CertsExit]:
+    """Write an extended request and run until the certificate exit."""
+    guest.request(**fields)
+    vcpu = vcpu_for(guest, abi)
+    exit_ = vcpu.run()
+    assert isinstance(exit_, CertsExit)
+    return vcpu, exit_
+
+
 ABIS = [None, MergedAbi(), V15Abi()]
 ABI_IDS = ["disabled", "merged", "v15"]
 
@@ -257,11 +266,7 @@ class TestMerged:
     abi = MergedAbi()
 
     def start(self, guest: Guest, **fields: int) -> tuple[Vcpu, CertsExit]:
-        guest.request(**fields)
-        vcpu = vcpu_for(guest, self.abi)
-        exit_ = vcpu.run()
-        assert isinstance(exit_, CertsExit)
-        return vcpu, exit_
+        return start_exit(guest, self.abi, **fields)
 
     def test_exit_bytes(self) -> None:
         """exit_reason 43 at offset 8; gpa@32, npages@40, ret@48 = 0."""
@@ -357,11 +362,7 @@ class TestV15:
     abi = V15Abi()
 
     def start(self, guest: Guest, **fields: int) -> tuple[Vcpu, CertsExit]:
-        guest.request(**fields)
-        vcpu = vcpu_for(guest, self.abi)
-        exit_ = vcpu.run()
-        assert isinstance(exit_, CertsExit)
-        return vcpu, exit_
+        return start_exit(guest, self.abi, **fields)
 
     def test_exit_bytes(self) -> None:
         """exit_reason 40; type 1 @32, data_gpa @40, data_npages @48, ret @56, flags @60,
