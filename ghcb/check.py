@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Final
 
 from ghcb.codes import ExitCode
-from ghcb.errors import LengthError, Severity, Violation
+from ghcb.errors import InputTypeError, LengthError, Severity, Violation
 from ghcb.page import (
     FIELDS,
     GHCB_DEFAULT_USAGE,
@@ -42,7 +42,7 @@ from ghcb.page import (
 )
 from ghcb.schemas.page import PAGE_SIZE
 
-__all__ = ["check_page"]
+__all__ = ["check_page", "check_page_record"]
 
 _OFFSET: Final = {f.name: f.offset for f in FIELDS}
 _PAGE_ALIGN: Final = PAGE_SIZE - 1  # KVM: PAGE_ALIGNED(exit_info_1) && PAGE_ALIGNED(exit_info_2)
@@ -70,7 +70,17 @@ def _v(code: str, severity: Severity, offset: int | None, message: str, spec: st
 
 
 def check_page_record(page: GhcbPage) -> list[Violation]:
-    """As :func:`check_page`, on an already parsed page."""
+    """As :func:`check_page`, on an already parsed page.
+
+    Raises:
+        InputTypeError: ``page`` is not a :class:`GhcbPage`.
+    """
+    if not isinstance(page, GhcbPage):
+        raise InputTypeError(
+            f"check_page_record needs a GhcbPage, not {type(page).__name__}",
+            rule="input-type",
+            spec=SPEC_LAYOUT,
+        )
     out: list[Violation] = []
     err, warn = Severity.ERROR, Severity.WARNING
     # "ghcb_usage must be 0 else INVALID_USAGE" (checked first by KVM)

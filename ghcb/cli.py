@@ -12,7 +12,7 @@ import json
 import pathlib
 import sys
 import uuid
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, Final, NoReturn, TextIO
 
 from ghcb import __version__
 from ghcb.certs import (
@@ -307,15 +307,33 @@ def _emit(doc: dict[str, object], out: TextIO) -> None:
     out.write("\n")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports unusable arguments as :class:`_Usage` (exit 2, JSON with --json)
+    instead of printing and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _Usage(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ghcb", description="Decode and check AMD SEV-ES/SEV-SNP GHCB wire formats."
     )
     parser.add_argument("--version", action="version", version=f"ghcb {__version__}")
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     def command(
-        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        group: argparse._SubParsersAction[_Parser],
         name: str,
         helptext: str,
         func: Callable[[argparse.Namespace, TextIO], int],
@@ -355,7 +373,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file", help="table file (e.g. an auxblob or a guest's pages), or -")
     check.add_argument(
         "--max-size",
-        type=int,
+        type=_positive_int,
         default=SEV_FW_BLOB_MAX_SIZE,
         help="reader's buffer size (default: Linux's 16 KiB)",
     )
@@ -387,20 +405,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the CLI; returns the exit status."""
+    """Run the CLI; returns the exit status (``--help``/``--version`` exit 0 as argparse does)."""
     out = sys.stdout if out is None else out
+    words = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(words)
+    except _Usage as e:
+        return _fail("--json" in words, out, "usage", str(e), EXIT_USAGE)
+    json_mode = bool(getattr(args, "json", False))
     try:
         return int(args.func(args, out))
     except _Usage as e:
-        return _fail(args, out, "usage", str(e), EXIT_USAGE)
+        return _fail(json_mode, out, "usage", str(e), EXIT_USAGE)
     except GhcbError as e:
-        return _fail(args, out, e.rule, str(e), EXIT_FINDINGS)
+        return _fail(json_mode, out, e.rule, str(e), EXIT_FINDINGS)
 
 
-def _fail(args: argparse.Namespace, out: TextIO, code: str, message: str, status: int) -> int:
-    if getattr(args, "json", False):
+def _fail(json_mode: bool, out: TextIO, code: str, message: str, status: int) -> int:
+    if json_mode:
         _emit({"ok": False, "error": {"code": code, "message": message}}, out)
     print(f"ghcb: {message}", file=sys.stderr)
     return status

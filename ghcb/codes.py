@@ -20,6 +20,9 @@ from __future__ import annotations
 import enum
 from typing import Self
 
+from ghcb._fast import check_int
+from ghcb.errors import InputTypeError
+
 __all__ = [
     "KVM_HV_FEATURES",
     "PROPOSED_EXIT_CODES",
@@ -43,16 +46,30 @@ __all__ = [
 ]
 
 
+def _not_int(cls: type, value: object) -> InputTypeError:
+    return InputTypeError(
+        f"{cls.__name__}.from_int takes an int, not {type(value).__name__}",
+        rule="input-type",
+        spec="ghcb API",
+    )
+
+
 class _Code(enum.IntEnum):
     """An ``IntEnum`` whose ``from_int`` keeps unknown values as plain ``int``."""
 
     @classmethod
     def from_int(cls, value: int) -> Self | int:
-        """The member for ``value``, or ``value`` itself when no member has it."""
+        """The member for ``value``, or ``value`` itself when no member has it.
+
+        Raises:
+            InputTypeError: ``value`` is not an int (bools are refused too).
+        """
+        if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise _not_int(cls, value)
         try:
             return cls(value)
         except ValueError:
-            return value
+            return int(value)
 
 
 class ExitCode(_Code):
@@ -222,8 +239,13 @@ class HvFeature(enum.IntFlag, boundary=enum.KEEP):
 
     @classmethod
     def from_int(cls, value: int) -> HvFeature:
-        """The flag set for ``value`` (unknown bits kept)."""
-        return cls(value)
+        """The flag set for ``value`` (unknown bits kept).
+
+        Raises:
+            InputTypeError: ``value`` is not an int.
+            FieldValueError: ``value`` is negative or wider than 64 bits.
+        """
+        return cls(check_int(value, (1 << 64) - 1, cls.__name__, "GHCB spec HV features"))
 
 
 class TermReasonSet(_Code):

@@ -22,6 +22,7 @@ from typing import ClassVar, Final, NamedTuple, Self
 
 from ghcb._fast import BitField, U64Record, bit_fields, check_int, flat_fields
 from ghcb.codes import EventType, FirmwareStatus, GhcbErr, HvResp, VmmError
+from ghcb.errors import InputTypeError
 from ghcb.schemas import exitinfo as schema
 
 __all__ = [
@@ -151,11 +152,19 @@ class HvResponse:
     @classmethod
     def malformed(cls, reason: GhcbErr | int) -> Self:
         """EXITINFO1 = 2, EXITINFO2 = the GHCB_ERR_* reason (what KVM's validator writes)."""
-        return cls(int(HvResp.MALFORMED_INPUT), int(reason))
+        return cls(
+            int(HvResp.MALFORMED_INPUT), check_int(reason, _U64_MAX, "reason", SPEC_RESPONSE)
+        )
 
     @classmethod
     def exception(cls, event: EventInjection) -> Self:
         """EXITINFO1 = 1, EXITINFO2 = the event-injection value."""
+        if not isinstance(event, EventInjection):
+            raise InputTypeError(
+                f"exception() needs an EventInjection, not {type(event).__name__}",
+                rule="input-type",
+                spec=SPEC_RESPONSE,
+            )
         return cls(int(HvResp.ISSUE_EXCEPTION), event.encode())
 
 
@@ -164,6 +173,7 @@ def decode_exit_info(info1: int, info2: int) -> HvResponse:
 
     Raises:
         FieldValueError: either value is not a u64.
+        InputTypeError: either value is not an int.
     """
     return HvResponse(info1, info2)
 

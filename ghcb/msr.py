@@ -257,6 +257,19 @@ class UnknownMsr:
     data: int
     """Bits [63:12], shifted down."""
 
+    def __post_init__(self) -> None:
+        check_int(self.info, _INFO_MASK, "info", SPEC)
+        check_int(self.data, _U64_MAX >> GHCB_MSR_INFO_BITS, "data", SPEC)
+        if self.info in _RECORDS:
+            # it would decode as that code's record: the round trip would not hold
+            raise FieldValueError(
+                f"GHCBInfo {self.info:#x} is a known code ({MsrCode(self.info).name}); "
+                "use its record",
+                rule="known-code",
+                spec=SPEC,
+                field="info",
+            )
+
     @property
     def code(self) -> int:
         """The unknown GHCBInfo value."""
@@ -282,6 +295,8 @@ def decode_msr(value: int, *, backend: Backend = "struct") -> MsrMessage | Unkno
         InputTypeError: ``value`` is not an int.
         FieldValueError: ``value`` is outside 0..2**64-1.
     """
+    if backend not in ("struct", "construct"):
+        raise backend_error(backend)
     value = check_int(value, _U64_MAX, "GHCB MSR value", SPEC)
     info = value & _INFO_MASK
     cls = _RECORDS.get(info)
@@ -300,16 +315,10 @@ def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct")
 
     Raises:
         InputTypeError: ``message`` is not an MSR record.
-        FieldValueError: an :class:`UnknownMsr` whose info or data does not fit.
     """
+    if backend not in ("struct", "construct"):
+        raise backend_error(backend)
     if isinstance(message, UnknownMsr):
-        data_bits = 64 - GHCB_MSR_INFO_BITS
-        if not 0 <= message.info <= _INFO_MASK or not 0 <= message.data < 1 << data_bits:
-            raise FieldValueError(
-                "UnknownMsr info must fit 12 bits and data 52 bits",
-                rule="field-range",
-                spec=SPEC,
-            )
         return message.data << GHCB_MSR_INFO_BITS | message.info
     if not isinstance(message, MsrMessage):
         raise InputTypeError(
@@ -325,10 +334,20 @@ def encode_msr(message: MsrMessage | UnknownMsr, *, backend: Backend = "struct")
     raise backend_error(backend)
 
 
+def _known(code: object) -> MsrCode:
+    if isinstance(code, int) and not isinstance(code, bool) and code in _RECORDS:
+        return MsrCode(code)
+    raise FieldValueError(f"{code!r} is not a GHCB MSR code", rule="unknown-code", spec=SPEC)
+
+
 def msr_layout(code: MsrCode) -> tuple[BitField, ...]:
     """The fields of ``code``'s value (reserved ranges included, GHCBInfo excluded), MSB
-    first, with their shifts and widths (derived from :mod:`ghcb.schemas.msr`)."""
-    return _LAYOUT[code]
+    first, with their shifts and widths (derived from :mod:`ghcb.schemas.msr`).
+
+    Raises:
+        FieldValueError: ``code`` is not a known GHCBInfo code.
+    """
+    return _LAYOUT[_known(code)]
 
 
 def msr_record(code: MsrCode, **fields: int) -> MsrMessage:
@@ -336,7 +355,9 @@ def msr_record(code: MsrCode, **fields: int) -> MsrMessage:
 
     Raises:
         UnknownFieldError: a field the code's layout does not have.
+        FieldValueError: ``code`` is not a known GHCBInfo code, or a field does not fit.
     """
+    code = _known(code)
     cls = _RECORDS[code]
     names = {f.name for f in _LAYOUT[code]}
     for name in fields:

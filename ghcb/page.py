@@ -164,7 +164,7 @@ def _check_value(field: FlatField, value: object) -> int | bytes:
 def _field(name: str) -> FlatField:
     try:
         return _BY_NAME[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise UnknownFieldError(
             f"the GHCB page has no field {name!r}", rule="unknown-field", spec=SPEC_LAYOUT
         ) from None
@@ -211,7 +211,7 @@ class GhcbPage:
     and build back unchanged. It is immutable and hashable; two pages are equal when their
     4096 bytes are. A page holds its exact bytes beside a tuple of its decoded integer fields,
     so ``build_page`` is free, byte fields are sliced from the bytes on access, and parsing
-    costs one ``struct`` unpack (a 43-field frozen dataclass ``__init__`` alone costs ~5 us,
+    costs one ``struct`` unpack (a 42-field frozen dataclass ``__init__`` alone costs ~5 us,
     8x that).
 
     Construct with keywords (unset fields are zero)::
@@ -423,14 +423,23 @@ del _f
 _PACK_INTO: Final = {f.name: struct.Struct("<" + f.fmt).pack_into for f in FIELDS}
 
 
-def _require_bytes(data: object, what: str) -> bytes | bytearray | memoryview:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise InputTypeError(
-            f"{what} must be bytes-like, not {type(data).__name__}",
-            rule="input-type",
-            spec=SPEC_LAYOUT,
-        )
-    return data
+def _as_byte_view(data: object, what: str) -> bytes | bytearray | memoryview:
+    """``data`` as something whose ``len`` counts bytes (a memoryview of wider items or more
+    dimensions is cast to bytes), or an InputTypeError."""
+    if isinstance(data, bytes | bytearray):
+        return data
+    if isinstance(data, memoryview):
+        try:
+            return data if data.format in ("B", "b", "c") and data.ndim == 1 else data.cast("B")
+        except TypeError as e:  # non-contiguous views cannot be cast
+            raise InputTypeError(
+                f"{what} must be contiguous bytes: {e}", rule="input-type", spec=SPEC_LAYOUT
+            ) from e
+    raise InputTypeError(
+        f"{what} must be bytes-like, not {type(data).__name__}",
+        rule="input-type",
+        spec=SPEC_LAYOUT,
+    )
 
 
 def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "struct") -> GhcbPage:
@@ -450,7 +459,7 @@ def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "stru
         _set_bytes(page, data)
         _set_decoded(page, _decode(data))
         return page
-    view = _require_bytes(data, "a GHCB page")
+    view = _as_byte_view(data, "a GHCB page")
     if len(view) != _PAGE_SIZE:
         raise LengthError(
             f"a GHCB page is {_PAGE_SIZE} bytes, got {len(view)}",
@@ -608,6 +617,12 @@ KVM_EXIT_RULES: Final[Mapping[ExitCode, ExitRule]] = {
 def required_inputs(page: GhcbPage) -> frozenset[str] | None:
     """The fields KVM requires to be valid for ``page``'s exit, or ``None`` if the exit code
     is not one KVM accepts (it would answer GHCB_ERR_INVALID_EVENT)."""
+    if not isinstance(page, GhcbPage):
+        raise InputTypeError(
+            f"required_inputs needs a GhcbPage, not {type(page).__name__}",
+            rule="input-type",
+            spec=SPEC_KVM_VALIDATE,
+        )
     rule = KVM_EXIT_RULES.get(cast("ExitCode", page.exit_code))
     if rule is None:
         return None
