@@ -136,9 +136,18 @@ class TestValidation:
             (lambda g: g.request().replace(valid_bitmap=bytes(16)), GhcbErr.MISSING_INPUT),
             (lambda g: g.request(0x8000_1234), GhcbErr.INVALID_EVENT),
             (lambda g: g.request(ExitCode.SNP_RUN_VMPL), GhcbErr.INVALID_EVENT),
-            (lambda g: g.request(sw_exit_info_1=REQ + 8), GhcbErr.MISSING_INPUT),
-            (lambda g: g.request(sw_exit_info_2=RESP + 1), GhcbErr.MISSING_INPUT),
-            (lambda g: g.request(sw_exit_info_2=REQ), GhcbErr.MISSING_INPUT),
+            (
+                lambda g: g.request(ExitCode.SNP_GUEST_REQUEST, sw_exit_info_1=REQ + 8),
+                GhcbErr.MISSING_INPUT,
+            ),
+            (
+                lambda g: g.request(ExitCode.SNP_GUEST_REQUEST, sw_exit_info_2=RESP + 1),
+                GhcbErr.MISSING_INPUT,
+            ),
+            (
+                lambda g: g.request(ExitCode.SNP_GUEST_REQUEST, sw_exit_info_2=REQ),
+                GhcbErr.MISSING_INPUT,
+            ),
             (lambda g: g.request(ExitCode.CPUID, rax=0xD), GhcbErr.MISSING_INPUT),
         ],
         ids=[
@@ -164,6 +173,23 @@ class TestValidation:
         assert out.valid_fields == RESPONSE_REGS
         assert out.sw_exit_code == page.sw_exit_code
         assert result.page == out
+
+    @pytest.mark.parametrize(
+        "fields",
+        [{"sw_exit_info_1": REQ + 8}, {"sw_exit_info_2": RESP + 1}, {"sw_exit_info_2": REQ}],
+        ids=["info1-unaligned", "info2-unaligned", "same-page"],
+    )
+    def test_extended_request_pages(self, abi: Any, fields: dict[str, int]) -> None:
+        """Current KVM checks the request pages of an extended request (MISSING_INPUT); the
+        seed's validator does not, so under v15 the request goes to userspace."""
+        guest = Guest()
+        guest.request(**fields)
+        result = vcpu_for(guest, abi).run()
+        if isinstance(abi, V15Abi):
+            assert isinstance(result, CertsExit)
+        else:
+            out = guest.ghcb()
+            assert (out.sw_exit_info_1, out.sw_exit_info_2) == (2, GhcbErr.MISSING_INPUT)
 
     def test_guest_request_needs_snp(self, abi: Any) -> None:
         """Guest requests from a non-SNP guest: MISSING_INPUT."""
@@ -235,6 +261,18 @@ class TestGuestRequest:
         assert isinstance(result, RunFailed)
         assert result.errno == Errno.EIO
         assert guest.ghcb() == before
+
+    def test_oversized_response_fails_run(self, abi: Any) -> None:
+        """A firmware answer that is not one page fails KVM_RUN; nothing past the response
+        page is written."""
+        firmware = RecordingFirmware(respond=lambda r: (b"\xee" * (2 * PAGE_SIZE), 0))
+        guest = Guest()
+        guest.request(ExitCode.SNP_GUEST_REQUEST)
+        request = guest.memory.guest_read(REQ, PAGE_SIZE)
+        result = vcpu_for(guest, abi, firmware=firmware).run()
+        assert isinstance(result, RunFailed)
+        assert result.errno == Errno.EIO
+        assert guest.memory.guest_read(REQ, PAGE_SIZE) == request
 
     def test_firmware_failure_fails_run(self, abi: Any) -> None:
         """A firmware failure without status fails KVM_RUN with -EIO."""
@@ -643,3 +681,54 @@ def test_firmware_requests_serialised_per_vm() -> None:
         t.join()
     assert overlaps == []
     assert len(vm.firmware.requests) == 40  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("abi", [MergedAbi(), V15Abi()], ids=["merged", "v15"])
+class TestVmmFailures:
+    def test_missing_blob_is_generic(self, abi: Any, tmp_path: pathlib.Path) -> None:
+        """The blob file vanished: the guest gets GENERIC and the vCPU keeps working."""
+        store = CertificateStore(tmp_path / "certs.blob")
+        os.remove(store.path)
+        guest = Guest()
+        guest.request(rbx=2)
+        vcpu = vcpu_for(guest, abi)
+        vmm = Vmm(guest.memory, store)
+        assert isinstance(vmm.run(vcpu), Resumed)
+        generic = 0xFFFFFFFF00000000 if isinstance(abi, MergedAbi) else 0x8000000000000000
+        assert guest.ghcb().sw_exit_info_2 == generic
+        store.update(blob_of())
+        guest.request(rbx=2)
+        vmm.run(vcpu)
+        assert guest.ghcb().sw_exit_info_2 == 0
+
+    @pytest.mark.parametrize(("rbx", "written"), [(0, False), (1, True)])
+    def test_empty_store(self, abi: Any, tmp_path: pathlib.Path, rbx: int, written: bool) -> None:
+        """No certificates: with no buffer nothing is written and the request proceeds; with a
+        buffer the empty table (24 zero bytes) is written."""
+        store = CertificateStore(tmp_path / "empty.blob")
+        guest = Guest()
+        guest.request(rbx=rbx)
+        Vmm(guest.memory, store).run(vcpu_for(guest, abi))
+        assert guest.ghcb().sw_exit_info_2 == 0
+        head = bytes(24) if written else bytes([FILL]) * 24
+        assert guest.certs(24) == head
+
+    def test_lock_released_when_writing_fails_unexpectedly(
+        self, abi: Any, store: CertificateStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unexpected exception while supplying certificates still drops the lock."""
+        guest = Guest()
+        guest.request(rbx=2)
+        vcpu = vcpu_for(guest, abi)
+        exit_ = vcpu.run()
+        assert isinstance(exit_, CertsExit)
+        vmm = Vmm(guest.memory, store)
+
+        def boom(gpa: int, data: bytes) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(guest.memory, "host_write", boom)
+        with pytest.raises(KeyboardInterrupt):
+            vmm.service(abi, exit_)
+        assert not vmm.holding_lock
+        assert exclusive_lock_free(store)

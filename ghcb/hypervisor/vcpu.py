@@ -30,7 +30,8 @@ Certificate-fetching ABIs (``Vm.cert_abi``):
   userspace exit ``{gpa, npages, ret}``; ``ret`` 0 / ENOSPC / EAGAIN / EIO, anything else
   fails KVM_RUN with -EINVAL; ``immediate_exit`` gives the -EINTR exit after completion.
 * :class:`V15Abi` — the seed patch's ``KVM_EXIT_VMGEXIT`` (40): its validator requires RAX
-  and RBX valid for every Extended Guest Request (MISSING_INPUT), every one goes to
+  and RBX valid for every Extended Guest Request (MISSING_INPUT) and, unlike current KVM,
+  does not check the request/response page alignment for it; every one goes to
   userspace (no ``msg_type`` check), an unaligned RAX aborts with GENERIC; ``ret`` is packed
   as the VMM error as given; ``NOTIFY_DONE`` produces a second exit with status DONE.
 
@@ -353,15 +354,17 @@ class Vcpu:
         rule = KVM_EXIT_RULES[ExitCode(page.sw_exit_code)]
         if rule.snp_only and not self.vm.snp:
             return GhcbErr.MISSING_INPUT
-        if rule.request_pages:
+        v15 = isinstance(self.vm.cert_abi, V15Abi)
+        v15_ext = v15 and page.exit_code == ExitCode.SNP_EXT_GUEST_REQUEST
+        if rule.request_pages and not v15_ext:
+            # (the seed's validator has no page checks for the extended request: see below)
             info1, info2 = page.sw_exit_info_1, page.sw_exit_info_2
             # "EXITINFO1 and EXITINFO2 both 4 KiB aligned; EXITINFO1 != EXITINFO2"
             if info1 & _PAGE_MASK or info2 & _PAGE_MASK or info1 == info2:
                 return GhcbErr.MISSING_INPUT
         # v15: "case SVM_VMGEXIT_EXT_GUEST_REQUEST: if (!sev_snp_guest(vcpu->kvm) ||
         # !kvm_ghcb_rax_is_valid(svm) || !kvm_ghcb_rbx_is_valid(svm)) goto vmgexit_err;"
-        v15 = isinstance(self.vm.cert_abi, V15Abi)
-        if v15 and page.exit_code == ExitCode.SNP_EXT_GUEST_REQUEST and not {"rax", "rbx"} <= valid:
+        if v15_ext and not {"rax", "rbx"} <= valid:
             return GhcbErr.MISSING_INPUT
         return None
 
@@ -374,6 +377,8 @@ class Vcpu:
             try:
                 request = self.memory.host_read(self._request_gpa, PAGE_SIZE)
                 response, status = self.vm.firmware.guest_request(request)
+                if len(response) != PAGE_SIZE:
+                    return None  # KVM copies exactly one page back; anything else is broken
                 self.memory.host_write(self._response_gpa, response)
             except (GuestMemoryError, FirmwareFailure):
                 return None

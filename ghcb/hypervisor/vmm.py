@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from ghcb.certs import pages_needed
 from ghcb.codes import Errno, VmmError
+from ghcb.errors import GhcbError
 from ghcb.hypervisor.locking import OfdLock
 from ghcb.hypervisor.memory import GuestMemoryError
 from ghcb.hypervisor.vcpu import (
@@ -124,7 +125,7 @@ class CertificateStore:
     def update(self, blob: bytes, *, with_firmware: Callable[[], None] | None = None) -> None:
         """Replace the blob under an exclusive lock, running ``with_firmware`` (e.g. the TCB
         or VLEK change the blob must match) inside the same lock."""
-        fd = os.open(self.path, os.O_RDWR)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if self.locking:
                 OfdLock(fd).exclusive()
@@ -196,29 +197,42 @@ class Vmm:
         if self.limiter is not None and not self.limiter.take():
             fields["ret"] = Errno.EAGAIN if merged else VmmError.BUSY
         else:
-            lease = self.store.lease()
-            blob = lease.data or _EMPTY_TABLE
+            fields["ret"] = self._supply(exit_, merged, fields)
+            if self._lease is not None:  # certificates supplied: learn when firmware is done
+                if self.notify and merged:
+                    immediate_exit = 1
+                elif self.notify:
+                    fields["flags"] = body["flags"] | REQ_CERTS_FLAGS_NOTIFY_DONE
+                else:
+                    self.release()
+        return encode_kvm_run(abi, fields, immediate_exit=immediate_exit)
+
+    def _supply(self, exit_: CertsExit, merged: bool, fields: dict[str, int]) -> int:
+        """Write the blob for ``exit_`` and return ``ret``; on success the shared lock stays
+        held in ``self._lease``. Every failure releases it."""
+        generic = Errno.EIO if merged else VmmError.GENERIC_V15
+        try:
+            self._lease = self.store.lease()
+        except (OSError, GhcbError):  # missing blob, lock failure: the guest gets GENERIC
+            return generic
+        try:
+            blob = self._lease.data
+            if not blob and not exit_.npages:
+                return 0  # no certificates and no buffer: nothing to write (as KVM's own mode)
+            blob = blob or _EMPTY_TABLE
             need = pages_needed(len(blob))
             if need > exit_.npages:
-                lease.release()
-                fields["ret"] = Errno.ENOSPC if merged else VmmError.INVALID_LEN
                 fields["npages" if merged else "data_npages"] = need
-            else:
-                try:
-                    self.memory.host_write(exit_.gpa, blob)
-                except GuestMemoryError:
-                    lease.release()
-                    fields["ret"] = Errno.EIO if merged else VmmError.GENERIC_V15
-                else:
-                    fields["ret"] = 0
-                    self._lease = lease
-                    if self.notify and merged:
-                        immediate_exit = 1
-                    elif self.notify:
-                        fields["flags"] = body["flags"] | REQ_CERTS_FLAGS_NOTIFY_DONE
-                    else:
-                        self.release()
-        return encode_kvm_run(abi, fields, immediate_exit=immediate_exit)
+                self.release()
+                return Errno.ENOSPC if merged else VmmError.INVALID_LEN
+            self.memory.host_write(exit_.gpa, blob)
+        except GuestMemoryError:
+            self.release()
+            return generic
+        except BaseException:
+            self.release()
+            raise
+        return 0
 
     def release(self) -> None:
         """Drop the blob's lock if one is held."""
