@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ghcb import GhcbError
+from ghcb import strategies as gst
 from ghcb._fast import flat_fields
 from ghcb.certs import (
     EXTRA_GUID_NAMES,
@@ -209,16 +210,10 @@ def test_any_bytes_result_or_ghcb_error(data: bytes) -> None:
     check_cert_table(data)
 
 
-@st.composite
-def entry_lists(draw: st.DrawFn) -> list[CertEntry]:
-    """Distinct-GUID entries with non-empty payloads."""
-    guids = draw(
-        st.lists(st.uuids(), unique=True, max_size=8).filter(lambda gs: uuid.UUID(int=0) not in gs)
-    )
-    return [CertEntry(g, draw(st.binary(min_size=1, max_size=64))) for g in guids]
-
-
-@given(entry_lists(), st.booleans())
+@given(
+    st.lists(gst.cert_entries(max_data=64), max_size=8, unique_by=lambda e: e.guid_bytes),
+    st.booleans(),
+)
 def test_parse_build_roundtrip(entries: list[CertEntry], pad: bool) -> None:
     """parse(build(x)) == x, and check finds no error in anything build produced."""
     table = build_cert_table(entries, pad_to_page=pad)
