@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Final
 
 from ghcb.codes import ExitCode
-from ghcb.errors import InputTypeError, LengthError, Severity, Violation
+from ghcb.errors import LengthError, Severity, Violation
 from ghcb.page import (
     FIELDS,
     GHCB_DEFAULT_USAGE,
@@ -38,6 +38,7 @@ from ghcb.page import (
     SPEC_LAYOUT,
     GhcbPage,
     parse_page,
+    require_page,
     required_inputs,
 )
 from ghcb.schemas.page import PAGE_SIZE
@@ -75,12 +76,7 @@ def check_page_record(page: GhcbPage) -> list[Violation]:
     Raises:
         InputTypeError: ``page`` is not a :class:`GhcbPage`.
     """
-    if not isinstance(page, GhcbPage):
-        raise InputTypeError(
-            f"check_page_record needs a GhcbPage, not {type(page).__name__}",
-            rule="input-type",
-            spec=SPEC_LAYOUT,
-        )
+    require_page(page, "check_page_record")
     out: list[Violation] = []
     err, warn = Severity.ERROR, Severity.WARNING
     # "ghcb_usage must be 0 else INVALID_USAGE" (checked first by KVM)

@@ -442,6 +442,16 @@ def _as_byte_view(data: object, what: str) -> bytes | bytearray | memoryview:
     )
 
 
+def require_page(page: object, caller: str) -> None:
+    """Raise InputTypeError unless ``page`` is a :class:`GhcbPage` (``caller`` names the API)."""
+    if not isinstance(page, GhcbPage):
+        raise InputTypeError(
+            f"{caller} needs a GhcbPage, not {type(page).__name__}",
+            rule="input-type",
+            spec=SPEC_LAYOUT,
+        )
+
+
 def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "struct") -> GhcbPage:
     """Decode exactly 4096 bytes into a :class:`GhcbPage`.
 
@@ -490,12 +500,7 @@ def build_page(page: GhcbPage, *, backend: Backend = "struct") -> bytes:
     Raises:
         InputTypeError: ``page`` is not a :class:`GhcbPage`.
     """
-    if not isinstance(page, GhcbPage):
-        raise InputTypeError(
-            f"build_page needs a GhcbPage, not {type(page).__name__}",
-            rule="input-type",
-            spec=SPEC_LAYOUT,
-        )
+    require_page(page, "build_page")
     if backend == "struct":
         return page._b
     if backend == "construct":
@@ -617,12 +622,7 @@ KVM_EXIT_RULES: Final[Mapping[ExitCode, ExitRule]] = {
 def required_inputs(page: GhcbPage) -> frozenset[str] | None:
     """The fields KVM requires to be valid for ``page``'s exit, or ``None`` if the exit code
     is not one KVM accepts (it would answer GHCB_ERR_INVALID_EVENT)."""
-    if not isinstance(page, GhcbPage):
-        raise InputTypeError(
-            f"required_inputs needs a GhcbPage, not {type(page).__name__}",
-            rule="input-type",
-            spec=SPEC_KVM_VALIDATE,
-        )
+    require_page(page, "required_inputs")
     rule = KVM_EXIT_RULES.get(cast("ExitCode", page.exit_code))
     if rule is None:
         return None
