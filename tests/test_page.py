@@ -19,6 +19,7 @@ from ghcb import (
     LengthError,
     NoValidBitError,
     UnknownFieldError,
+    Violation,
     build_page,
     check_page,
     parse_page,
@@ -362,10 +363,19 @@ class TestRequiredInputs:
     )
 )
 def test_parse_and_check_raise_only_ghcb_errors(data: object) -> None:
-    """Whatever the input: a page (or findings), or a GhcbError, never another exception."""
-    for call in (parse_page, check_page):
-        with contextlib.suppress(GhcbError):
-            call(data)  # type: ignore[arg-type]
+    """Whatever the input: a page (or findings), or a GhcbError, never another exception;
+    a page is exactly the input's bytes, and findings are Violations."""
+    try:
+        page = parse_page(data)  # type: ignore[arg-type]
+    except GhcbError:
+        page = None
+    if page is not None:
+        assert isinstance(data, bytes | bytearray)
+        assert build_page(page) == bytes(data)
+    with contextlib.suppress(GhcbError):
+        found = check_page(data)  # type: ignore[arg-type]
+        assert all(isinstance(v, Violation) for v in found)
+        assert (page is None) == any(v.code == "page-length" for v in found)
 
 
 def test_with_fields_on_the_class() -> None:

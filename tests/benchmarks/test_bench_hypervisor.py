@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ghcb import CertEntry, CertGuid, build_cert_table
+from ghcb import CertEntry, CertGuid, build_cert_table, parse_page
 from ghcb.hypervisor import (
     CertificateStore,
     GuestMemory,
@@ -53,6 +53,8 @@ def test_ext_guest_request(benchmark: Any, tmp_path: pathlib.Path, abi: Any) -> 
 
     benchmark.extra_info["requests_per_second"] = True  # printed by the conftest summary
     benchmark(one)
+    answered = parse_page(memory.guest_read(GHCB, 4096))
+    assert (answered.sw_exit_info_1, answered.sw_exit_info_2) == (0, 0)
 
 
 def test_baseline_cert_table_build(benchmark: Any) -> None:
