@@ -13,6 +13,7 @@ from __future__ import annotations
 from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
 from ghcb.hypervisor.locking import LockError
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
+from ghcb.hypervisor.store import CertificateStore, Lease
 from ghcb.hypervisor.vcpu import (
     KVM_RUN_SIZE,
     CertsExit,
@@ -29,7 +30,7 @@ from ghcb.hypervisor.vcpu import (
     decode_kvm_run,
     encode_kvm_run,
 )
-from ghcb.hypervisor.vmm import CertificateStore, Lease, TokenBucket, Vmm
+from ghcb.hypervisor.vmm import TokenBucket, Vmm
 
 __all__ = [
     "KVM_RUN_SIZE",

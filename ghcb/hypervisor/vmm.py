@@ -14,7 +14,6 @@ only into shared guest pages (else it answers GENERIC / EIO).
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING, Final
 from ghcb.certs import pages_needed
 from ghcb.codes import Errno, VmmError
 from ghcb.errors import GhcbError
-from ghcb.hypervisor.locking import OfdLock
 from ghcb.hypervisor.memory import GuestMemoryError
 from ghcb.hypervisor.vcpu import (
     CertsExit,
@@ -41,8 +39,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ghcb.hypervisor.memory import GuestMemory
+    from ghcb.hypervisor.store import CertificateStore, Lease
 
-__all__ = ["CertificateStore", "Lease", "TokenBucket", "Vmm"]
+__all__ = ["TokenBucket", "Vmm"]
 
 _EMPTY_TABLE: Final = bytes(CERT_ENTRY_SIZE)
 
@@ -74,76 +73,6 @@ class TokenBucket:
             self.tokens -= 1
             return True
         return False
-
-
-class Lease:
-    """A certificate blob read under a shared lock, held until :meth:`release`."""
-
-    def __init__(self, fd: int | None, data: bytes) -> None:
-        self._fd = fd
-        self.data = data
-
-    def release(self) -> None:
-        """Drop the lock (closing the file drops the OFD lock)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    @property
-    def held(self) -> bool:
-        """Whether the lock is still held."""
-        return self._fd is not None
-
-
-class CertificateStore:
-    """The host's certificate blob file (the table the VMM hands to guests).
-
-    Args:
-        path: the blob file (created empty if missing).
-        locking: take the KVM-documented locks (turn off only to show the race they prevent).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, locking: bool = True) -> None:
-        self.path = os.fspath(path)
-        self.locking = locking
-        if not os.path.exists(self.path):
-            with open(self.path, "wb"):
-                pass
-
-    def lease(self) -> Lease:
-        """Open the blob, take a shared lock, read it; the lock lasts until released."""
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            if self.locking:
-                OfdLock(fd).shared()
-            data = _read_all(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        return Lease(fd, data)
-
-    def update(self, blob: bytes, *, with_firmware: Callable[[], None] | None = None) -> None:
-        """Replace the blob under an exclusive lock, running ``with_firmware`` (e.g. the TCB
-        or VLEK change the blob must match) inside the same lock."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if self.locking:
-                OfdLock(fd).exclusive()
-            if with_firmware is not None:
-                with_firmware()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, blob, 0)
-        finally:
-            os.close(fd)  # drops the lock
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    offset = 0
-    while chunk := os.pread(fd, 1 << 16, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
 
 
 class Vmm:
