@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from ghcb.hypervisor.errors import HostError, HypervisorBug, HypervisorUsageError
 from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
 from ghcb.hypervisor.locking import LockError
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
@@ -17,7 +18,6 @@ from ghcb.hypervisor.store import CertificateStore, Lease
 from ghcb.hypervisor.vcpu import (
     KVM_RUN_SIZE,
     CertsExit,
-    HypervisorUsageError,
     Interrupted,
     MergedAbi,
     Resumed,
@@ -40,6 +40,8 @@ __all__ = [
     "FirmwareFailure",
     "GuestMemory",
     "GuestMemoryError",
+    "HostError",
+    "HypervisorBug",
     "HypervisorUsageError",
     "Interrupted",
     "Lease",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from ghcb.codes import FirmwareStatus
-from ghcb.errors import GhcbError
+from ghcb.hypervisor.errors import HostError
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["Firmware", "FirmwareFailure", "RecordingFirmware"]
 
 
-class FirmwareFailure(GhcbError):
+class FirmwareFailure(HostError):
     """The firmware command failed without a firmware status (e.g. the PSP is dead): KVM
     makes KVM_RUN fail instead of answering the guest."""
 

@@ -16,7 +16,7 @@ import os
 import struct
 from typing import Final
 
-from ghcb.errors import GhcbError
+from ghcb.hypervisor.errors import HostError
 
 __all__ = ["LockError", "OfdLock"]
 
@@ -27,7 +27,7 @@ _FLOCK: Final = struct.Struct("@hhxxxxqqi4x")
 _SETLKW: Final = getattr(fcntl, "F_OFD_SETLKW", None)
 
 
-class LockError(GhcbError):
+class LockError(HostError):
     """A certificate-blob lock could not be taken or released."""
 
 

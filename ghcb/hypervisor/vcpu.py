@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Final
 
 from ghcb._fast import FlatField, flat_fields, struct_format
 from ghcb.codes import Errno, ExitCode, GhcbErr, HvResp, KvmExit, MsgType, VmmError
-from ghcb.errors import GhcbError
 from ghcb.exitinfo import pack_guest_error
+from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.hypervisor.firmware import Firmware, FirmwareFailure
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
 from ghcb.page import KVM_EXIT_RULES, GhcbPage, build_page, parse_page, required_inputs
@@ -102,10 +102,6 @@ _PAGE_MASK: Final = PAGE_SIZE - 1
 _U64_MAX: Final = (1 << 64) - 1
 _WRITTEN_BACK: Final = ("rax", "rbx", "rcx", "rdx")  # sev_es_sync_to_ghcb
 _COPIED_IN: Final = ("rax", "rbx", "rcx", "rdx", "rsi", "cpl")  # sev_es_sync_from_ghcb
-
-
-class HypervisorUsageError(GhcbError):
-    """The caller drove the vCPU or the VMM out of protocol (h11's LocalProtocolError)."""
 
 
 # -- ABIs -------------------------------------------------------------------------------------

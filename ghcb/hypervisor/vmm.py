@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Final
 from ghcb.certs import pages_needed
 from ghcb.codes import Errno, VmmError
 from ghcb.errors import GhcbError
+from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.hypervisor.memory import GuestMemoryError
 from ghcb.hypervisor.vcpu import (
     CertsExit,
-    HypervisorUsageError,
     MergedAbi,
     RunResult,
     V15Abi,
