@@ -111,13 +111,7 @@ class CertGuid(enum.Enum):
     ARK = uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae")
     CRL = uuid.UUID("92f81bc3-5811-4d3d-97ff-d19f88dc67ea")
 
-    @classmethod
-    def from_uuid(cls, guid: uuid.UUID) -> CertGuid | None:
-        """The registry member for ``guid``, or None."""
-        return _BY_UUID.get(guid)
 
-
-_BY_UUID: Final[dict[uuid.UUID, CertGuid]] = {m.value: m for m in CertGuid}
 _BY_RAW: Final[dict[bytes, CertGuid]] = {m.value.bytes: m for m in CertGuid}
 _X509_KINDS: Final = frozenset({CertGuid.VCEK, CertGuid.VLEK, CertGuid.ASK, CertGuid.ARK})
 
@@ -224,11 +218,6 @@ class CertIndexEntry:
     guid: uuid.UUID
     offset: int
     length: int
-
-    @property
-    def header_offset(self) -> int:
-        """Byte offset of this 24-byte entry within the table."""
-        return self.index * CERT_ENTRY_SIZE
 
 
 # ---------------------------------------------------------------------------------------------

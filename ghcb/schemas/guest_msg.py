@@ -1,4 +1,4 @@
-"""SNP guest messages: ``struct snp_guest_msg_hdr`` and the one-page ``struct snp_guest_msg``.
+"""SNP guest messages: ``struct snp_guest_msg_hdr``, the header of a guest request page.
 
 Source: Linux ``arch/x86/include/asm/sev.h`` (packed, 96-byte header; ghcb-facts.md §8.1);
 SEV-SNP firmware ABI "guest messages". KVM reads only ``msg_type`` (at 0x34) of a request to
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from construct import Bytes, Int8ul, Int16ul, Int64ul, Struct
 
-from ghcb.schemas.page import PAGE_SIZE
-
-__all__ = ["SNP_GUEST_MSG_HDR_SIZE", "snp_guest_msg", "snp_guest_msg_hdr"]
+__all__ = ["snp_guest_msg_hdr"]
 
 snp_guest_msg_hdr = Struct(
     "authtag" / Bytes(32),  # MAX_AUTHTAG_LEN; AES-256-GCM uses the first 16
@@ -26,13 +24,4 @@ snp_guest_msg_hdr = Struct(
     "reserved_0x38" / Bytes(4),  # rsvd2
     "msg_vmpck" / Int8ul,
     "reserved_0x3d" / Bytes(35),  # rsvd3
-)
-
-#: ``sizeof(struct snp_guest_msg_hdr)`` = 96.
-SNP_GUEST_MSG_HDR_SIZE: int = snp_guest_msg_hdr.sizeof()
-
-# struct snp_guest_msg: the header and the (encrypted) payload fill one page.
-snp_guest_msg = Struct(
-    "hdr" / snp_guest_msg_hdr,
-    "payload" / Bytes(PAGE_SIZE - SNP_GUEST_MSG_HDR_SIZE),
 )
