@@ -14,7 +14,7 @@ import binascii
 import re
 from typing import Final
 
-__all__ = ["is_pem", "is_x509_der", "pem_to_der"]
+__all__ = ["is_pem", "is_x509", "is_x509_der", "pem_to_der"]
 
 _SEQUENCE: Final = 0x30
 _BIT_STRING: Final = 0x03
@@ -81,3 +81,13 @@ def pem_to_der(data: bytes) -> bytes | None:
         return base64.b64decode(b"".join(match["body"].split()), validate=True)
     except binascii.Error:
         return None
+
+
+def is_x509(data: bytes | memoryview) -> bool:
+    """Whether ``data`` is one X.509 certificate: DER, or one PEM block of DER (outer shape)."""
+    if is_x509_der(data):
+        return True
+    if not is_pem(data):
+        return False
+    der = pem_to_der(bytes(data))
+    return der is not None and is_x509_der(der)

@@ -15,9 +15,8 @@ Linux sizes the auxblob with u32 arithmetic, dstack allowed quadratic memory thr
 overlapping entries). Here: offsets are summed as Python ints, every rule is checked before any
 data is copied, overlapping entries are refused (strict) or dropped (lenient), so the
 certificate bytes a parse returns never exceed the input's size, its working memory is linear
-in the input (measured: the 1 MiB dstack amplification blob peaks at ~1.2x its size; a flood
-of 24-byte entries with distinct GUIDs, the worst case, at ~6x for a parse and ~11x for a
-check), and its time is O(n log n) in the entries.
+in the input and its time is O(n log n) in the entries (the walk and its measurements:
+:mod:`ghcb._certwalk`; subjects and PEM: :mod:`ghcb._x509`).
 
 Violation codes of :func:`check_cert_table` (errors make :func:`parse_cert_table` raise in
 strict mode):
@@ -46,30 +45,25 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import re
 import uuid
-import warnings
-from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
-import construct as cs
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
-from ghcb._der import is_pem, is_x509_der, pem_to_der
-from ghcb._fast import backend_error, flat_fields, struct_format
-from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity, Violation
-from ghcb.schemas.certs import CERT_ENTRY_SIZE, cert_table, snp_msg_cert_entry
+from ghcb._certwalk import ENTRY, SPEC, U32_MAX, ZERO_GUID, GuidRules, Rows, Walk, as_bytes
+from ghcb._x509 import ask_or_asvk, payload_der, subject_common_name, subject_text
+from ghcb.errors import CertTableError, FieldValueError, InputTypeError
+from ghcb.schemas.certs import CERT_ENTRY_SIZE
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
     from ghcb._fast import Backend
+    from ghcb.errors import Violation
 
 __all__ = [
+    "EXTRA_GUID_NAMES",
     "GOOGLE_EXTRA_PLATFORM_INFO",
     "SEV_FW_BLOB_MAX_SIZE",
     "CertEntry",
@@ -87,15 +81,8 @@ __all__ = [
     "subject_text",
 ]
 
-SPEC: Final = "GHCB spec §4.1.8.1 cert_table"
 #: ``SEV_FW_BLOB_MAX_SIZE`` (Linux sev-guest): the guest's certificate buffer, 16 KiB.
 SEV_FW_BLOB_MAX_SIZE: Final = 0x4000
-_ENTRY_FIELDS: Final = {f.name: f for f in flat_fields(snp_msg_cert_entry)}
-_U32_MAX: Final = _ENTRY_FIELDS["offset"].max_value  # offsets and lengths are u32
-_ZERO_GUID: Final = bytes(_ENTRY_FIELDS["guid"].size)
-_TERMINATOR: Final = bytes(CERT_ENTRY_SIZE)
-_ENTRY: Final = struct_format(tuple(_ENTRY_FIELDS.values()))
-_NONZERO: Final = re.compile(rb"[^\x00]")
 
 
 class CertGuid(enum.Enum):
@@ -113,7 +100,10 @@ class CertGuid(enum.Enum):
 
 
 _BY_RAW: Final[dict[bytes, CertGuid]] = {m.value.bytes: m for m in CertGuid}
-_X509_KINDS: Final = frozenset({CertGuid.VCEK, CertGuid.VLEK, CertGuid.ASK, CertGuid.ARK})
+#: The GUIDs whose data must be an X.509 certificate (``not-x509``), with their names.
+_X509_GUIDS: Final = {
+    m.value.bytes: m.name for m in (CertGuid.VCEK, CertGuid.VLEK, CertGuid.ASK, CertGuid.ARK)
+}
 
 #: go-sev-guest's ExtraPlatformInfo entry (not in the GHCB spec; payload u32 size, u32 CPUID).
 GOOGLE_EXTRA_PLATFORM_INFO: Final = uuid.UUID("ecae0c0f-9502-43b1-afa2-0ae2e0d565b6")
@@ -129,7 +119,7 @@ def _as_raw_guid(guid: object) -> bytes:
         return guid.bytes
     if isinstance(guid, CertGuid):
         return guid.value.bytes
-    if isinstance(guid, bytes | bytearray) and len(guid) == len(_ZERO_GUID):
+    if isinstance(guid, bytes | bytearray) and len(guid) == len(ZERO_GUID):
         return bytes(guid)
     raise InputTypeError(
         f"a certificate GUID must be a uuid.UUID, CertGuid or 16 bytes, not {guid!r}",
@@ -220,9 +210,6 @@ class CertIndexEntry:
     length: int
 
 
-# ---------------------------------------------------------------------------------------------
-# The walk: one pass over the entry array, shared by the parser and the checker.
-# ---------------------------------------------------------------------------------------------
 def _bytes_like(data: object) -> memoryview:
     """``data`` as a contiguous byte view (strided views are copied), or an InputTypeError."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -238,76 +225,6 @@ def _bytes_like(data: object) -> memoryview:
         raise InputTypeError(f"unreadable buffer: {e}", rule="input-type", spec=SPEC) from e
 
 
-def _as_bytes(view: memoryview) -> bytes:
-    base = view.obj
-    return base if isinstance(base, bytes) and len(base) == len(view) else view.tobytes()
-
-
-def _find_terminator(raw: bytes) -> tuple[int, bool]:
-    """Number of entries before the terminator, and whether there is one.
-
-    "an entry whose GUID is null and offset 0 and length 0" ends the table (Linux): the first
-    all-zero 24 bytes at an entry boundary, found with ``bytes.find`` (C speed) rather than a
-    Python loop over the entries. Without one, every complete entry counts.
-    """
-    usable = len(raw) - len(raw) % CERT_ENTRY_SIZE
-    pos = 0
-    while True:
-        k = raw.find(_TERMINATOR, pos, usable)
-        if k < 0:
-            return usable // CERT_ENTRY_SIZE, False
-        misalign = k % CERT_ENTRY_SIZE
-        if not misalign:
-            return k // CERT_ENTRY_SIZE, True
-        pos = k - misalign + CERT_ENTRY_SIZE  # the next entry boundary after k
-
-
-Row = tuple[bytes, int, int]
-
-
-class _Rows:
-    """The entry headers before the terminator: iterated in order or read one at a time,
-    without holding a Python object per entry (a hostile table has one per 24 bytes)."""
-
-    __slots__ = ("_list", "_view", "n", "terminated")
-
-    def __init__(self, view: memoryview, raw: bytes, backend: str) -> None:
-        self._view = view
-        self._list: list[Row] | None = None
-        if backend == "struct":
-            self.n, self.terminated = _find_terminator(raw)
-        elif backend == "construct":
-            self._list, self.terminated = _rows_construct(raw)
-            self.n = len(self._list)
-        else:
-            raise backend_error(backend)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[Row]:
-        if self._list is not None:
-            return iter(self._list)
-        return _ENTRY.iter_unpack(self._view[: self.n * CERT_ENTRY_SIZE])
-
-    def __getitem__(self, i: int) -> Row:
-        if self._list is not None:
-            return self._list[i]
-        row: Row = _ENTRY.unpack_from(self._view, i * CERT_ENTRY_SIZE)
-        return row
-
-
-def _rows_construct(raw: bytes) -> tuple[list[Row], bool]:
-    """The entries through the reference schema (``cert_table``: RepeatUntil)."""
-    try:
-        parsed = cert_table.parse(raw)
-    except cs.ConstructError:
-        # No terminator: every complete entry, as the fast walk reports them.
-        whole = cs.Array(len(raw) // CERT_ENTRY_SIZE, snp_msg_cert_entry).parse(raw)
-        return [(e.guid, e.offset, e.length) for e in whole], False
-    return [(e.guid, e.offset, e.length) for e in parsed[:-1]], True
-
-
 def cert_table_index(data: bytes | bytearray | memoryview) -> list[CertIndexEntry]:
     """The entry headers up to the terminator (or the end of the data), without their data.
 
@@ -315,307 +232,32 @@ def cert_table_index(data: bytes | bytearray | memoryview) -> list[CertIndexEntr
         InputTypeError: ``data`` is not bytes-like.
     """
     view = _bytes_like(data)
-    rows = _Rows(view, _as_bytes(view), "struct")
+    rows = Rows(view, as_bytes(view), "struct")
     return [CertIndexEntry(i, uuid.UUID(bytes=g), o, n) for i, (g, o, n) in enumerate(rows)]
-
-
-class _Guid:
-    """Formats 16 raw GUID bytes as a UUID string, only when a message is rendered."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def __format__(self, spec: str) -> str:
-        return str(uuid.UUID(bytes=self.raw))
-
-
-_ERR: Final = Severity.ERROR
-_WARN: Final = Severity.WARNING
-SPEC_WRAP: Final = "go-sev-guest PR #186; Linux auxblob sizing (u32 sums)"
-SPEC_OVERLAP: Final = "dstack PR #1248 (memory amplification through overlapping entries)"
-SPEC_LINUX_MAX: Final = "Linux sev-guest SEV_FW_BLOB_MAX_SIZE"
-
-
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    severity: Severity
-    spec: str
-    template: str  # str.format over: i, guid (_Guid), offset, end, length, size, header_end
-
-
-#: The per-entry rules, in the order they are checked (and reported for one entry).
-_ENTRY_RULES: Final[dict[str, _Rule]] = {
-    "zero-guid-entry": _Rule(
-        _ERR,
-        "Linux sev-guest stops only at an all-zero entry; virtee/sev stops at a null GUID",
-        "entry {i} has a null GUID but offset {offset:#x} and length {length}: readers that "
-        "stop at a null GUID lose every later entry",
-    ),
-    "u32-wrap": _Rule(
-        _ERR,
-        SPEC_WRAP,
-        "entry {i}: offset {offset:#x} + length {length:#x} = {end:#x} overflows 32 bits "
-        "(32-bit readers wrap around)",
-    ),
-    "out-of-bounds": _Rule(
-        _ERR, SPEC, "entry {i}: data [{offset:#x}, {end:#x}) ends past the {size}-byte table"
-    ),
-    "offset-in-header": _Rule(
-        _ERR,
-        SPEC,
-        "entry {i}: data at {offset:#x} overlaps the entry array, which ends at {header_end:#x}",
-    ),
-    "duplicate-guid": _Rule(_ERR, SPEC, "entry {i}: GUID {guid} already has an entry"),
-    "overlap": _Rule(
-        _ERR, SPEC_OVERLAP, "entry {i}: data [{offset:#x}, {end:#x}) overlaps another entry's data"
-    ),
-    "zero-length": _Rule(
-        _WARN, "Linux sev-guest (warns on empty entries)", "entry {i} has no data"
-    ),
-    "unknown-guid": _Rule(_WARN, SPEC, "entry {i}: GUID {guid} is not in the registry"),
-    "not-x509": _Rule(_WARN, SPEC, "entry {i} ({kind}) is not a DER or PEM X.509 certificate"),
-}
-
-
-class _Walk:
-    """The structural pass over a table: per rule, the entries that break it.
-
-    Per-rule findings and flags are kept in arrays (a few bytes per entry); what grows with
-    the *distinct* entries (the GUID set, the ranges to sort) stays linear in the input.
-    """
-
-    __slots__ = (
-        "extent",
-        "header_end",
-        "hits",
-        "raw",
-        "reach",
-        "readable",
-        "rows",
-        "size",
-        "terminated",
-    )
-
-    def __init__(
-        self,
-        view: memoryview,
-        *,
-        strict: bool,
-        known: frozenset[bytes] | None = None,
-        backend: str = "struct",
-    ) -> None:
-        """Walk ``view``; with ``known`` (the GUIDs not to warn about) also run the
-        warning-level rules of the checker."""
-        self.size = size = len(view)
-        self.raw = _as_bytes(view)
-        self.rows = rows = _Rows(view, self.raw, backend)
-        self.terminated = rows.terminated
-        n = len(rows)
-        if strict and not rows.terminated:
-            raise self.missing_terminator()
-        self.header_end = header_end = (n + 1) * CERT_ENTRY_SIZE
-        hits: dict[str, array[int]] = {code: array("L") for code in _ENTRY_RULES}
-        self.hits = hits
-        zero_guid, wraps, oob = hits["zero-guid-entry"], hits["u32-wrap"], hits["out-of-bounds"]
-        in_header, dups = hits["offset-in-header"], hits["duplicate-guid"]
-        zero_length, unknown = hits["zero-length"], hits["unknown-guid"]
-        x509_candidates = array("L")
-        full = known is not None
-        known_guids = known or frozenset()
-        self.readable = readable = bytearray(n)
-        seen: set[bytes] = set()
-        # For trailing-data: the furthest in-bounds end named from each start (valid or not).
-        self.reach: dict[int, int] = {}
-        reach = self.reach
-        spans: list[int] = []  # start << 64 | end << 32 | index: entries that pass the rules
-        for i, (guid, offset, length) in enumerate(rows):
-            end = offset + length  # Python ints: never wraps
-            ok = True
-            if guid == _ZERO_GUID:
-                zero_guid.append(i)
-                ok = False
-            if end > _U32_MAX:
-                wraps.append(i)
-                ok = False
-            if end > size:
-                oob.append(i)
-                ok = False
-            if length and offset < header_end:
-                in_header.append(i)
-                ok = False
-            if guid in seen:
-                dups.append(i)
-                ok = False
-            else:
-                seen.add(guid)
-            if full:
-                if length and offset < size:
-                    clipped = min(end, size)
-                    if reach.get(offset, -1) < clipped:
-                        reach[offset] = clipped
-                if not length and guid != _ZERO_GUID:
-                    zero_length.append(i)
-                if guid not in _BY_RAW:
-                    if guid not in known_guids:
-                        unknown.append(i)
-                elif length and _BY_RAW[guid] in _X509_KINDS:
-                    x509_candidates.append(i)
-            if ok:
-                if length:
-                    spans.append(offset << 64 | end << 32 | i)
-                else:
-                    readable[i] = 1
-            elif strict:
-                raise self.entry_error(i)
-        # Overlaps: sort by start, sweep keeping the furthest end seen (O(n log n)).
-        spans.sort()
-        overlapping = bytearray(n)
-        furthest, owner = -1, -1
-        for key in spans:
-            start, end, i = key >> 64, key >> 32 & 0xFFFFFFFF, key & 0xFFFFFFFF
-            if start < furthest:
-                overlapping[i] = overlapping[owner] = 1
-            if end > furthest:
-                furthest, owner = end, i
-        extent = header_end
-        overlap_hits = hits["overlap"]
-        for key in spans:
-            i = key & 0xFFFFFFFF
-            if overlapping[i]:
-                overlap_hits.append(i)
-            else:
-                readable[i] = 1
-                extent = max(extent, key >> 32 & 0xFFFFFFFF)
-        if strict and overlap_hits:
-            raise self.error("overlap", min(overlap_hits))
-        self.hits["overlap"] = array("L", sorted(overlap_hits))
-        self.extent = extent
-        not_x509 = hits["not-x509"]
-        for i in x509_candidates:
-            if readable[i]:
-                _, offset, length = rows[i]
-                cert = view[offset : offset + length]
-                if not (is_x509_der(cert) or (is_pem(cert) and _pem_is_cert(cert))):
-                    not_x509.append(i)
-
-    def missing_terminator(self) -> CertTableError:
-        n = len(self.rows)
-        return CertTableError(
-            f"no all-zero terminator entry: the data ends at {self.size} bytes after {n} entries",
-            rule="missing-terminator",
-            spec=SPEC,
-            offset=n * CERT_ENTRY_SIZE,
-        )
-
-    def entry_error(self, i: int) -> CertTableError:
-        code = next(c for c, found in self.hits.items() if found and found[-1] == i)
-        return self.error(code, i)
-
-    def error(self, code: str, i: int) -> CertTableError:
-        v = self.violation(code, i)
-        return CertTableError(v.message, rule=code, spec=v.spec, offset=v.offset)
-
-    def violation(self, code: str, i: int) -> Violation:
-        rule = _ENTRY_RULES[code]
-        guid, offset, length = self.rows[i]
-        kind = _BY_RAW.get(guid)
-        message = rule.template.format(
-            i=i,
-            guid=_Guid(guid),
-            offset=offset,
-            length=length,
-            end=offset + length,
-            size=self.size,
-            header_end=self.header_end,
-            kind=kind.name if kind else "?",
-        )
-        at = offset if code == "not-x509" else i * CERT_ENTRY_SIZE
-        return Violation(
-            code=code, severity=rule.severity, offset=at, message=message, spec=rule.spec
-        )
-
-
-def _names(
-    rows: Sequence[tuple[bytes, int, int]], view: memoryview, extra: Mapping[uuid.UUID, str]
-) -> list[str | None]:
-    has_vlek = any(g == CertGuid.VLEK.value.bytes for g, _, _ in rows)
-    has_vcek = any(g == CertGuid.VCEK.value.bytes for g, _, _ in rows)
-    out: list[str | None] = []
-    for guid, offset, length in rows:
-        kind = _BY_RAW.get(guid)
-        if kind is CertGuid.ASK:
-            out.append(_ask_or_asvk(view[offset : offset + length], has_vlek, has_vcek))
-        elif kind is not None:
-            out.append(kind.name)
-        else:
-            out.append(extra.get(uuid.UUID(bytes=guid)))
-    return out
-
-
-def _ask_or_asvk(data: memoryview, has_vlek: bool, has_vcek: bool) -> str:
-    """ASK or ASVK for a certificate under the ASK GUID.
-
-    1. By subject: AMD names the ASVK ``SEV-VLEK-<product>`` and the ASK ``SEV-<product>``.
-    2. Otherwise by the table: a VLEK and no VCEK means the ASK GUID holds the ASVK (which
-       signs VLEKs), as snphost/snpguest assume.
-    """
-    cn = subject_common_name(bytes(data)) if data else None
-    if cn is not None:
-        return "ASVK" if cn.startswith("SEV-VLEK-") else "ASK"
-    return "ASVK" if has_vlek and not has_vcek else "ASK"
 
 
 def cert_names(
     entries: Sequence[CertEntry], *, extra_names: Mapping[uuid.UUID, str] | None = None
 ) -> list[str | None]:
     """A display name per entry (``VCEK``, ``VLEK``, ``ASK``, ``ASVK``, ``ARK``, ``CRL``, an
-    extra name, or None for an unknown GUID), telling ASVK from ASK as :func:`_ask_or_asvk`."""
+    extra name, or None for an unknown GUID).
+
+    ASVK and ASK share a GUID: an entry under it is the ASVK when its subject says so
+    (``SEV-VLEK-<product>``), else when unreadable, when the table has a VLEK and no VCEK.
+    """
     names = {**EXTRA_GUID_NAMES, **(extra_names or {})}
-    blob = memoryview(b"".join(e.data for e in entries))
-    rows, pos = [], 0
+    has_vlek = any(e.kind is CertGuid.VLEK for e in entries)
+    has_vcek = any(e.kind is CertGuid.VCEK for e in entries)
+    out: list[str | None] = []
     for e in entries:
-        rows.append((e.guid_bytes, pos, len(e.data)))
-        pos += len(e.data)
-    return _names(rows, blob, names)
-
-
-def _load_x509(der_or_pem: bytes) -> x509.Certificate | None:
-    data = pem_to_der(der_or_pem) if is_pem(der_or_pem) else der_or_pem
-    if data is None or not is_x509_der(data):
-        return None
-    with warnings.catch_warnings():
-        # Real AMD VCEKs have non-positive serial numbers, which cryptography warns about.
-        warnings.simplefilter("ignore")
-        try:
-            return x509.load_der_x509_certificate(data)
-        except Exception:  # hostile bytes: ValueError, InvalidVersion, ... mean "unreadable"
-            return None
-
-
-def subject_common_name(der_or_pem: bytes) -> str | None:
-    """The subject CN of an X.509 certificate (DER or PEM), or None if it cannot be read."""
-    cert = _load_x509(der_or_pem)
-    if cert is None:
-        return None
-    try:
-        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError:
-        return None
-    value = attrs[0].value if attrs else None
-    return value if isinstance(value, str) else None
-
-
-def subject_text(der_or_pem: bytes) -> str | None:
-    """The subject of an X.509 certificate as an RFC 4514 string, or None."""
-    cert = _load_x509(der_or_pem)
-    if cert is None:
-        return None
-    try:
-        return cert.subject.rfc4514_string()
-    except ValueError:
-        return None
+        kind = e.kind
+        if kind is CertGuid.ASK:
+            out.append(ask_or_asvk(e.data, has_vlek=has_vlek, has_vcek=has_vcek))
+        elif kind is not None:
+            out.append(kind.name)
+        else:
+            out.append(names.get(e.guid))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,11 +285,11 @@ def parse_cert_table(
         InputTypeError: ``data`` is not bytes-like.
     """
     view = _bytes_like(data)
-    walk = _Walk(view, strict=strict, backend=backend)
+    walk = Walk(view, strict=strict, backend=backend)
     return [entry for _, entry in _entries(view, walk)]
 
 
-def _entries(view: memoryview, walk: _Walk) -> Iterator[tuple[int, CertEntry]]:
+def _entries(view: memoryview, walk: Walk) -> Iterator[tuple[int, CertEntry]]:
     """``(index, entry)`` for each readable entry, its data sliced once from ``view``."""
     new, set_guid, set_data = _new_entry, _set_guid, _set_data
     for i, ((guid, offset, length), readable) in enumerate(
@@ -666,7 +308,7 @@ def located_entries(
     """As :func:`parse_cert_table`, each certificate with its entry header (index, offset,
     length) — for listings that must say where each certificate was."""
     view = _bytes_like(data)
-    walk = _Walk(view, strict=strict, backend=backend)
+    walk = Walk(view, strict=strict, backend=backend)
     out: list[tuple[CertIndexEntry, CertEntry]] = []
     for i, entry in _entries(view, walk):
         _, offset, length = walk.rows[i]
@@ -702,65 +344,14 @@ def check_cert_table(
     """
     view = _bytes_like(data)
     _check_options(max_size, limit_per_code, extra_names)
-    known = frozenset(_as_raw_guid(g) for g in {**EXTRA_GUID_NAMES, **(extra_names or {})})
-    walk = _Walk(view, strict=False, known=known | {_ZERO_GUID}, backend=backend)
-    rows, hits, extent = walk.rows, walk.hits, walk.extent
-    out: list[Violation] = []
-    if not walk.terminated:
-        err = walk.missing_terminator()
-        out.append(
-            Violation(
-                code=err.rule, severity=_ERR, offset=err.offset, message=err.message, spec=err.spec
-            )
-        )
-    for code, found in hits.items():
-        shown = found if limit_per_code is None else found[:limit_per_code]
-        out.extend(walk.violation(code, i) for i in shown)
-        if len(found) > len(shown):
-            rule = _ENTRY_RULES[code]
-            out.append(
-                Violation(
-                    code=code,
-                    severity=rule.severity,
-                    offset=None,
-                    message=f"{len(found) - len(shown)} more entries break this rule (not listed)",
-                    spec=rule.spec,
-                )
-            )
-    header_end = walk.header_end
-    if header_end > max_size:
-        out.append(
-            Violation(
-                code="too-many-entries",
-                severity=_WARN,
-                offset=None,
-                spec=SPEC_LINUX_MAX,
-                message=f"{len(rows)} entries: the entry array alone ({header_end} bytes) exceeds "
-                f"the reader's {max_size}-byte buffer",
-            )
-        )
-    if extent > max_size:
-        out.append(
-            Violation(
-                code="too-large",
-                severity=_WARN,
-                offset=None,
-                spec=SPEC_LINUX_MAX,
-                message=f"the table spans {extent} bytes, more than the reader's {max_size}",
-            )
-        )
-    trailing = _trailing(walk.raw, walk.reach, header_end)
-    if trailing is not None:
-        out.append(
-            Violation(
-                code="trailing-data",
-                severity=_WARN,
-                offset=trailing,
-                spec=SPEC,
-                message=f"non-zero bytes at {trailing:#x} belong to no entry",
-            )
-        )
-    return out
+    extras = frozenset(_as_raw_guid(g) for g in {**EXTRA_GUID_NAMES, **(extra_names or {})})
+    guids = GuidRules(known=_REGISTERED | extras, x509=_X509_GUIDS)
+    walk = Walk(view, strict=False, guids=guids, backend=backend)
+    return walk.findings(max_size=max_size, limit_per_code=limit_per_code)
+
+
+#: GUIDs that are never ``unknown-guid``: the registry and the null GUID.
+_REGISTERED: Final = frozenset(_BY_RAW) | {ZERO_GUID}
 
 
 def _check_options(
@@ -786,45 +377,6 @@ def _check_options(
         )
 
 
-def _pem_is_cert(view: memoryview) -> bool:
-    der = pem_to_der(view.tobytes())
-    return der is not None and is_x509_der(der)
-
-
-def _trailing(raw: bytes, reach: Mapping[int, int], header_end: int) -> int | None:
-    """Offset of the first non-zero byte outside the header and every entry's named range
-    (valid or not: bytes an invalid entry names are reported by that entry's rule).
-    ``reach`` maps each named start to the furthest in-bounds end named from it."""
-    size = len(raw)
-    pos = min(header_end, size)
-    for start, end in [*sorted(reach.items()), (size, size)]:
-        if start > pos:
-            hit = _NONZERO.search(raw, pos, start)
-            if hit is not None:
-                return hit.start()
-        pos = max(pos, end)
-    return None
-
-
-def _normalise(entry: CertEntry) -> bytes:
-    """PEM certificates/CRLs become DER; other payloads are kept as they are. A certificate
-    GUID (VCEK, VLEK, ASK, ARK, CRL) whose data looks like PEM but is not one valid block is
-    refused; under other GUIDs such bytes are opaque payload."""
-    data = entry.data
-    if is_pem(data):
-        der = pem_to_der(data)
-        if der is None and entry.kind is None:
-            return data
-        if der is None:
-            raise CertTableError(
-                f"{entry!r}: PEM data that is not a single certificate or CRL",
-                rule="bad-pem",
-                spec="RFC 7468",
-            )
-        return der
-    return data
-
-
 def build_cert_table(entries: Iterable[CertEntry], *, pad_to_page: bool = False) -> bytes:
     """The canonical table: entries in the order given, the terminator, then each
     certificate back to back from ``24 * (len(entries) + 1)``.
@@ -835,7 +387,8 @@ def build_cert_table(entries: Iterable[CertEntry], *, pad_to_page: bool = False)
     Raises:
         CertTableError: what :func:`check_cert_table` would call an error: a duplicate or null
             GUID (``duplicate-guid``, ``zero-guid-entry``), empty data (``zero-length``), or a
-            table that does not fit 32-bit offsets (``u32-wrap``).
+            table that does not fit 32-bit offsets (``u32-wrap``); or PEM data under a
+            certificate GUID that is not one certificate or CRL (``bad-pem``).
         InputTypeError: an item is not a :class:`CertEntry`.
     """
     items = list(entries)
@@ -847,7 +400,7 @@ def build_cert_table(entries: Iterable[CertEntry], *, pad_to_page: bool = False)
                 f"entry {i} is not a CertEntry: {entry!r}", rule="input-type", spec=SPEC
             )
         at = i * CERT_ENTRY_SIZE
-        if entry.guid_bytes == _ZERO_GUID:
+        if entry.guid_bytes == ZERO_GUID:
             raise CertTableError(
                 f"entry {i} has the null GUID, which marks the terminator",
                 rule="zero-guid-entry",
@@ -862,7 +415,7 @@ def build_cert_table(entries: Iterable[CertEntry], *, pad_to_page: bool = False)
                 offset=at,
             )
         seen.add(entry.guid_bytes)
-        payload = _normalise(entry)
+        payload = payload_der(entry.data, certificate=entry.kind is not None, what=repr(entry))
         if not payload:
             raise CertTableError(
                 f"entry {i} ({entry!r}) has no data", rule="zero-length", spec=SPEC, offset=at
@@ -871,11 +424,11 @@ def build_cert_table(entries: Iterable[CertEntry], *, pad_to_page: bool = False)
     offset = (len(items) + 1) * CERT_ENTRY_SIZE
     header = bytearray()
     for entry, payload in zip(items, payloads, strict=True):
-        if offset + len(payload) > _U32_MAX:
+        if offset + len(payload) > U32_MAX:
             raise CertTableError(
                 "the table does not fit 32-bit offsets", rule="u32-wrap", spec=SPEC
             )
-        header += _ENTRY.pack(entry.guid_bytes, offset, len(payload))
+        header += ENTRY.pack(entry.guid_bytes, offset, len(payload))
         offset += len(payload)
     header += bytes(CERT_ENTRY_SIZE)
     out = bytes(header) + b"".join(payloads)

@@ -1,0 +1,101 @@
+"""X.509 helpers for certificate-table payloads: subjects, ASK vs ASVK, PEM to DER.
+
+Sources: RFC 5280 §4.1 (certificate), RFC 7468 (PEM); AMD's certificate naming (the ASK is
+``SEV-<product>``, the ASVK ``SEV-VLEK-<product>``, both under the GHCB spec §4.1.8.1 ASK
+GUID). Reading a subject uses ``cryptography``; telling certificate bytes from garbage uses
+only the outer-shape checks of :mod:`ghcb._der`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ghcb._der import is_pem, is_x509_der, pem_to_der
+from ghcb.errors import CertTableError
+
+__all__ = ["ask_or_asvk", "payload_der", "subject_common_name", "subject_text"]
+
+#: AMD names the ASVK ``SEV-VLEK-<product>`` (and the ASK ``SEV-<product>``).
+_ASVK_CN_PREFIX = "SEV-VLEK-"
+
+
+def _load_x509(der_or_pem: bytes) -> x509.Certificate | None:
+    data = pem_to_der(der_or_pem) if is_pem(der_or_pem) else der_or_pem
+    if data is None or not is_x509_der(data):
+        return None
+    with warnings.catch_warnings():
+        # Real AMD VCEKs have non-positive serial numbers, which cryptography warns about.
+        warnings.simplefilter("ignore")
+        try:
+            return x509.load_der_x509_certificate(data)
+        except Exception:  # hostile bytes: ValueError, InvalidVersion, ... mean "unreadable"
+            return None
+
+
+def subject_common_name(der_or_pem: bytes) -> str | None:
+    """The subject CN of an X.509 certificate (DER or PEM), or None if it cannot be read."""
+    cert = _load_x509(der_or_pem)
+    if cert is None:
+        return None
+    try:
+        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    value = attrs[0].value if attrs else None
+    return value if isinstance(value, str) else None
+
+
+def subject_text(der_or_pem: bytes) -> str | None:
+    """The subject of an X.509 certificate as an RFC 4514 string, or None."""
+    cert = _load_x509(der_or_pem)
+    if cert is None:
+        return None
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return None
+
+
+def ask_or_asvk(data: bytes, *, has_vlek: bool, has_vcek: bool) -> str:
+    """ASK or ASVK for a certificate under the ASK GUID.
+
+    1. By subject: AMD names the ASVK ``SEV-VLEK-<product>`` and the ASK ``SEV-<product>``.
+    2. Otherwise by the table: a VLEK and no VCEK means the ASK GUID holds the ASVK (which
+       signs VLEKs), as snphost/snpguest assume.
+    """
+    cn = subject_common_name(data) if data else None
+    if cn is not None:
+        return "ASVK" if cn.startswith(_ASVK_CN_PREFIX) else "ASK"
+    return "ASVK" if has_vlek and not has_vcek else "ASK"
+
+
+def payload_der(data: bytes, *, certificate: bool, what: str) -> bytes:
+    """The bytes to store for a payload: a PEM certificate/CRL becomes DER, anything else is
+    kept as it is.
+
+    Args:
+        data: the payload.
+        certificate: whether the payload sits under a certificate GUID (VCEK, VLEK, ASK, ARK,
+            CRL). There, data that looks like PEM but is not one valid block is refused;
+            under other GUIDs such bytes are opaque payload.
+        what: how to name the payload in an error.
+
+    Raises:
+        CertTableError: (``certificate``) PEM that is not one certificate or CRL block
+            (``bad-pem``).
+    """
+    if not is_pem(data):
+        return data
+    der = pem_to_der(data)
+    if der is not None:
+        return der
+    if not certificate:
+        return data
+    raise CertTableError(
+        f"{what}: PEM data that is not a single certificate or CRL",
+        rule="bad-pem",
+        spec="RFC 7468",
+    )
