@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 import construct as cs
 
+from ghcb._bytes import view_bytes
 from ghcb._der import is_x509
 from ghcb._fast import backend_error, flat_fields, struct_format
 from ghcb.errors import CertTableError, Severity, Violation
@@ -44,7 +45,6 @@ __all__ = [
     "Row",
     "Rows",
     "Walk",
-    "as_bytes",
 ]
 
 SPEC: Final = "GHCB spec §4.1.8.1 cert_table"
@@ -62,12 +62,6 @@ ENTRY: Final = struct_format(tuple(_ENTRY_FIELDS.values()))
 _NONZERO: Final = re.compile(rb"[^\x00]")
 
 Row = tuple[bytes, int, int]
-
-
-def as_bytes(view: memoryview) -> bytes:
-    """The bytes of a byte view, without a copy when it is a whole ``bytes`` object."""
-    base = view.obj
-    return base if isinstance(base, bytes) and len(base) == len(view) else view.tobytes()
 
 
 def _find_terminator(raw: bytes) -> tuple[int, bool]:
@@ -227,10 +221,11 @@ class Walk:
         guids: GuidRules | None = None,
         backend: str = "struct",
     ) -> None:
-        """Walk ``view`` (a byte view); with ``guids`` also run the warning-level rules of
-        the checker. In ``strict`` mode, raise the first error as a CertTableError."""
+        """Walk ``view`` (a 1-D byte view, see :func:`ghcb._bytes.byte_view`); with
+        ``guids`` also run the warning-level rules of the checker. In ``strict`` mode, raise
+        the first error as a CertTableError."""
         self.size = size = len(view)
-        self.raw = as_bytes(view)
+        self.raw = view_bytes(view)
         self.rows = rows = Rows(view, self.raw, backend)
         self.terminated = rows.terminated
         self.guids = guids

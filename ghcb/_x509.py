@@ -9,21 +9,30 @@ only the outer-shape checks of :mod:`ghcb._der`.
 from __future__ import annotations
 
 import warnings
+from typing import Final
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from ghcb._bytes import byte_string
 from ghcb._der import is_pem, is_x509_der, pem_to_der
 from ghcb.errors import CertTableError
 
 __all__ = ["ask_or_asvk", "payload_der", "subject_common_name", "subject_text"]
 
 #: AMD names the ASVK ``SEV-VLEK-<product>`` (and the ASK ``SEV-<product>``).
-_ASVK_CN_PREFIX = "SEV-VLEK-"
+_ASVK_CN_PREFIX: Final = "SEV-VLEK-"
+SPEC_X509: Final = "RFC 5280 §4.1 Certificate"
 
 
-def _load_x509(der_or_pem: bytes) -> x509.Certificate | None:
-    data = pem_to_der(der_or_pem) if is_pem(der_or_pem) else der_or_pem
+def _load_x509(der_or_pem: object) -> x509.Certificate | None:
+    """The certificate in ``der_or_pem`` (any buffer of bytes), or None if unreadable.
+
+    Raises:
+        InputTypeError: ``der_or_pem`` is not bytes-like.
+    """
+    raw = byte_string(der_or_pem, what="a certificate", spec=SPEC_X509)
+    data = pem_to_der(raw) if is_pem(raw) else raw
     if data is None or not is_x509_der(data):
         return None
     with warnings.catch_warnings():
@@ -35,8 +44,12 @@ def _load_x509(der_or_pem: bytes) -> x509.Certificate | None:
             return None
 
 
-def subject_common_name(der_or_pem: bytes) -> str | None:
-    """The subject CN of an X.509 certificate (DER or PEM), or None if it cannot be read."""
+def subject_common_name(der_or_pem: bytes | bytearray | memoryview) -> str | None:
+    """The subject CN of an X.509 certificate (DER or PEM), or None if it cannot be read.
+
+    Raises:
+        InputTypeError: ``der_or_pem`` is not bytes-like.
+    """
     cert = _load_x509(der_or_pem)
     if cert is None:
         return None
@@ -48,8 +61,12 @@ def subject_common_name(der_or_pem: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def subject_text(der_or_pem: bytes) -> str | None:
-    """The subject of an X.509 certificate as an RFC 4514 string, or None."""
+def subject_text(der_or_pem: bytes | bytearray | memoryview) -> str | None:
+    """The subject of an X.509 certificate as an RFC 4514 string, or None.
+
+    Raises:
+        InputTypeError: ``der_or_pem`` is not bytes-like.
+    """
     cert = _load_x509(der_or_pem)
     if cert is None:
         return None

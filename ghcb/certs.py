@@ -46,18 +46,19 @@ from __future__ import annotations
 import enum
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
-from ghcb._certwalk import ENTRY, SPEC, U32_MAX, ZERO_GUID, GuidRules, Rows, Walk, as_bytes
+from ghcb._bytes import byte_string, byte_view, view_bytes
+from ghcb._certwalk import ENTRY, SPEC, U32_MAX, ZERO_GUID, GuidRules, Rows, Walk
 from ghcb._x509 import ask_or_asvk, payload_der, subject_common_name, subject_text
 from ghcb.errors import CertTableError, FieldValueError, InputTypeError
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterator
 
     from ghcb._fast import Backend
     from ghcb.errors import Violation
@@ -119,8 +120,12 @@ def _as_raw_guid(guid: object) -> bytes:
         return guid.bytes
     if isinstance(guid, CertGuid):
         return guid.value.bytes
-    if isinstance(guid, bytes | bytearray) and len(guid) == len(ZERO_GUID):
-        return bytes(guid)
+    try:
+        raw = byte_string(guid, what="a certificate GUID", spec=SPEC)
+    except InputTypeError:
+        raw = b""
+    if len(raw) == len(ZERO_GUID):
+        return raw
     raise InputTypeError(
         f"a certificate GUID must be a uuid.UUID, CertGuid or 16 bytes, not {guid!r}",
         rule="input-type",
@@ -138,22 +143,22 @@ class CertEntry:
 
     Args:
         guid: a ``uuid.UUID``, a :class:`CertGuid`, or the 16 wire bytes.
-        data: the certificate (or CRL, or other payload) bytes.
+        data: the certificate (or CRL, or other payload) bytes: any buffer of bytes
+            (:mod:`ghcb._bytes`), copied.
+
+    Raises:
+        InputTypeError: ``guid`` or ``data`` is neither of those.
     """
 
     __slots__ = ("_data", "_guid")
     _guid: bytes
     _data: bytes
 
-    def __init__(self, guid: uuid.UUID | CertGuid | bytes, data: bytes) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InputTypeError(
-                f"certificate data must be bytes, not {type(data).__name__}",
-                rule="input-type",
-                spec=SPEC,
-            )
+    def __init__(
+        self, guid: uuid.UUID | CertGuid | bytes, data: bytes | bytearray | memoryview
+    ) -> None:
         _set_guid(self, _as_raw_guid(guid))
-        _set_data(self, bytes(data))
+        _set_data(self, byte_string(data, what="certificate data", spec=SPEC))
 
     @property
     def guid(self) -> uuid.UUID:
@@ -210,19 +215,51 @@ class CertIndexEntry:
     length: int
 
 
-def _bytes_like(data: object) -> memoryview:
-    """``data`` as a contiguous byte view (strided views are copied), or an InputTypeError."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+def _table_view(data: object) -> memoryview:
+    """The table argument as a byte view (:func:`ghcb._bytes.byte_view`)."""
+    return byte_view(data, what="a certificate table", spec=SPEC)
+
+
+def _entry_list(entries: object, caller: str) -> list[CertEntry]:
+    """The entries argument as a list, each item checked to be a :class:`CertEntry`."""
+    if not isinstance(entries, Iterable) or isinstance(entries, CertEntry):
         raise InputTypeError(
-            f"a certificate table must be bytes-like, not {type(data).__name__}",
+            f"{caller} takes an iterable of CertEntry, not {type(entries).__name__}",
             rule="input-type",
             spec=SPEC,
         )
-    try:
-        view = memoryview(data)
-        return (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
-    except (TypeError, ValueError) as e:  # released views, views that cannot be bytes
-        raise InputTypeError(f"unreadable buffer: {e}", rule="input-type", spec=SPEC) from e
+    items = list(entries)
+    for i, entry in enumerate(items):
+        if not isinstance(entry, CertEntry):
+            raise InputTypeError(
+                f"entry {i} is not a CertEntry: {entry!r}",
+                rule="input-type",
+                spec=SPEC,
+                offset=i * CERT_ENTRY_SIZE,
+            )
+    return items
+
+
+def _extra_guids(extra_names: object) -> dict[bytes, str]:
+    """The known extra GUIDs and ``extra_names`` (a mapping of GUID to name), by raw GUID."""
+    if extra_names is None:
+        extra_names = {}
+    if not isinstance(extra_names, Mapping):
+        raise InputTypeError(
+            f"extra_names must map GUIDs to names, not {type(extra_names).__name__}",
+            rule="input-type",
+            spec="ghcb API",
+        )
+    out = {}
+    for guid, name in {**EXTRA_GUID_NAMES, **extra_names}.items():
+        if not isinstance(name, str):
+            raise InputTypeError(
+                f"extra_names[{guid!r}] must be a str, not {type(name).__name__}",
+                rule="input-type",
+                spec="ghcb API",
+            )
+        out[_as_raw_guid(guid)] = name
+    return out
 
 
 def cert_table_index(data: bytes | bytearray | memoryview) -> list[CertIndexEntry]:
@@ -231,21 +268,26 @@ def cert_table_index(data: bytes | bytearray | memoryview) -> list[CertIndexEntr
     Raises:
         InputTypeError: ``data`` is not bytes-like.
     """
-    view = _bytes_like(data)
-    rows = Rows(view, as_bytes(view), "struct")
+    view = _table_view(data)
+    rows = Rows(view, view_bytes(view), "struct")
     return [CertIndexEntry(i, uuid.UUID(bytes=g), o, n) for i, (g, o, n) in enumerate(rows)]
 
 
 def cert_names(
-    entries: Sequence[CertEntry], *, extra_names: Mapping[uuid.UUID, str] | None = None
+    entries: Iterable[CertEntry], *, extra_names: Mapping[uuid.UUID, str] | None = None
 ) -> list[str | None]:
     """A display name per entry (``VCEK``, ``VLEK``, ``ASK``, ``ASVK``, ``ARK``, ``CRL``, an
     extra name, or None for an unknown GUID).
 
     ASVK and ASK share a GUID: an entry under it is the ASVK when its subject says so
     (``SEV-VLEK-<product>``), else when unreadable, when the table has a VLEK and no VCEK.
+
+    Raises:
+        InputTypeError: ``entries`` is not an iterable of :class:`CertEntry`, or
+            ``extra_names`` is not a mapping of GUIDs to str.
     """
-    names = {**EXTRA_GUID_NAMES, **(extra_names or {})}
+    entries = _entry_list(entries, "cert_names")
+    names = _extra_guids(extra_names)
     has_vlek = any(e.kind is CertGuid.VLEK for e in entries)
     has_vcek = any(e.kind is CertGuid.VCEK for e in entries)
     out: list[str | None] = []
@@ -256,7 +298,7 @@ def cert_names(
         elif kind is not None:
             out.append(kind.name)
         else:
-            out.append(names.get(e.guid))
+            out.append(names.get(e.guid_bytes))
     return out
 
 
@@ -284,7 +326,7 @@ def parse_cert_table(
         CertTableError: (strict) the first error, with its ``rule`` and ``offset``.
         InputTypeError: ``data`` is not bytes-like.
     """
-    view = _bytes_like(data)
+    view = _table_view(data)
     walk = Walk(view, strict=strict, backend=backend)
     return [entry for _, entry in _entries(view, walk)]
 
@@ -307,7 +349,7 @@ def located_entries(
 ) -> list[tuple[CertIndexEntry, CertEntry]]:
     """As :func:`parse_cert_table`, each certificate with its entry header (index, offset,
     length) — for listings that must say where each certificate was."""
-    view = _bytes_like(data)
+    view = _table_view(data)
     walk = Walk(view, strict=strict, backend=backend)
     out: list[tuple[CertIndexEntry, CertEntry]] = []
     for i, entry in _entries(view, walk):
@@ -340,12 +382,12 @@ def check_cert_table(
         backend: as for :func:`parse_cert_table`.
 
     Raises:
-        InputTypeError: ``data`` is not bytes-like.
+        InputTypeError: ``data`` is not bytes-like (:mod:`ghcb._bytes`), or an option has
+            the wrong type.
     """
-    view = _bytes_like(data)
-    _check_options(max_size, limit_per_code, extra_names)
-    extras = frozenset(_as_raw_guid(g) for g in {**EXTRA_GUID_NAMES, **(extra_names or {})})
-    guids = GuidRules(known=_REGISTERED | extras, x509=_X509_GUIDS)
+    view = _table_view(data)
+    _check_options(max_size, limit_per_code)
+    guids = GuidRules(known=_REGISTERED | frozenset(_extra_guids(extra_names)), x509=_X509_GUIDS)
     walk = Walk(view, strict=False, guids=guids, backend=backend)
     return walk.findings(max_size=max_size, limit_per_code=limit_per_code)
 
@@ -354,9 +396,7 @@ def check_cert_table(
 _REGISTERED: Final = frozenset(_BY_RAW) | {ZERO_GUID}
 
 
-def _check_options(
-    max_size: object, limit_per_code: object, extra_names: Mapping[uuid.UUID, str] | None
-) -> None:
+def _check_options(max_size: object, limit_per_code: object) -> None:
     if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0:
         raise InputTypeError(
             f"max_size must be an int >= 0, not {max_size!r}", rule="input-type", spec="ghcb API"
@@ -370,10 +410,6 @@ def _check_options(
             f"limit_per_code must be None or an int >= 0, not {limit_per_code!r}",
             rule="input-type",
             spec="ghcb API",
-        )
-    if extra_names is not None and not isinstance(extra_names, Mapping):
-        raise InputTypeError(
-            "extra_names must map GUIDs to names", rule="input-type", spec="ghcb API"
         )
 
 
@@ -389,16 +425,12 @@ def build_cert_table(entries: Iterable[CertEntry], *, pad_to_page: bool = False)
             GUID (``duplicate-guid``, ``zero-guid-entry``), empty data (``zero-length``), or a
             table that does not fit 32-bit offsets (``u32-wrap``); or PEM data under a
             certificate GUID that is not one certificate or CRL (``bad-pem``).
-        InputTypeError: an item is not a :class:`CertEntry`.
+        InputTypeError: ``entries`` is not an iterable of :class:`CertEntry`.
     """
-    items = list(entries)
+    items = _entry_list(entries, "build_cert_table")
     payloads: list[bytes] = []
     seen: set[bytes] = set()
     for i, entry in enumerate(items):
-        if not isinstance(entry, CertEntry):
-            raise InputTypeError(
-                f"entry {i} is not a CertEntry: {entry!r}", rule="input-type", spec=SPEC
-            )
         at = i * CERT_ENTRY_SIZE
         if entry.guid_bytes == ZERO_GUID:
             raise CertTableError(
@@ -455,6 +487,10 @@ def pages_needed(nbytes: int) -> int:
     return -(-nbytes // PAGE_SIZE)
 
 
-def sha256_hex(data: bytes) -> str:
-    """SHA-256 of ``data`` as lowercase hex (for listings)."""
-    return hashlib.sha256(data).hexdigest()
+def sha256_hex(data: bytes | bytearray | memoryview) -> str:
+    """SHA-256 of ``data`` (any buffer of bytes) as lowercase hex (for listings).
+
+    Raises:
+        InputTypeError: ``data`` is not bytes-like.
+    """
+    return hashlib.sha256(byte_string(data, what="the hashed data", spec="ghcb API")).hexdigest()

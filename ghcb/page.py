@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final, Self, cast, final
 
 import construct as cs
 
+from ghcb._bytes import byte_string, byte_view, view_bytes
 from ghcb._fast import Backend, FlatField, backend_error, flat_fields, struct_format
 from ghcb.codes import ExitCode
 from ghcb.errors import (
@@ -140,15 +141,12 @@ def _check_value(field: FlatField, value: object) -> int | bytes:
                 offset=field.offset,
             )
         return int(value)
-    if not isinstance(value, bytes | bytearray | memoryview):
+    try:
+        data = byte_string(value, what=field.name, spec=SPEC_LAYOUT)
+    except InputTypeError as e:  # as for a mistyped integer: the field's own error
         raise FieldValueError(
-            f"{field.name} must be bytes, not {type(value).__name__}",
-            rule="field-type",
-            spec=SPEC_LAYOUT,
-            field=field.name,
-            offset=field.offset,
-        )
-    data = bytes(value)
+            e.message, rule="field-type", spec=SPEC_LAYOUT, field=field.name, offset=field.offset
+        ) from e
     if len(data) != field.size:
         # struct's "Ns" would silently pad or truncate: refuse instead.
         raise LengthError(
@@ -423,25 +421,6 @@ del _f
 _PACK_INTO: Final = {f.name: struct.Struct("<" + f.fmt).pack_into for f in FIELDS}
 
 
-def _as_byte_view(data: object, what: str) -> bytes | bytearray | memoryview:
-    """``data`` as something whose ``len`` counts bytes (a memoryview of wider items or more
-    dimensions is cast to bytes), or an InputTypeError."""
-    if isinstance(data, bytes | bytearray):
-        return data
-    if isinstance(data, memoryview):
-        try:
-            return data if data.format in ("B", "b", "c") and data.ndim == 1 else data.cast("B")
-        except TypeError as e:  # non-contiguous views cannot be cast
-            raise InputTypeError(
-                f"{what} must be contiguous bytes: {e}", rule="input-type", spec=SPEC_LAYOUT
-            ) from e
-    raise InputTypeError(
-        f"{what} must be bytes-like, not {type(data).__name__}",
-        rule="input-type",
-        spec=SPEC_LAYOUT,
-    )
-
-
 def require_page(page: object, caller: str) -> None:
     """Raise InputTypeError unless ``page`` is a :class:`GhcbPage` (``caller`` names the API)."""
     if not isinstance(page, GhcbPage):
@@ -456,11 +435,13 @@ def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "stru
     """Decode exactly 4096 bytes into a :class:`GhcbPage`.
 
     Args:
-        data: the page. Shorter or longer input is refused (no silent truncation).
+        data: the page: any buffer of bytes, strided views included (:mod:`ghcb._bytes`).
+            Shorter or longer input is refused (no silent truncation).
         backend: ``"struct"`` (fast, default) or ``"construct"`` (the reference schema).
 
     Raises:
-        InputTypeError: ``data`` is not bytes-like.
+        InputTypeError: ``data`` is not bytes-like (not a buffer, a released memoryview, or
+            a buffer of wider items).
         LengthError: ``len(data) != 4096``.
     """
     if type(data) is bytes and len(data) == _PAGE_SIZE and backend == "struct":
@@ -469,7 +450,7 @@ def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "stru
         _set_bytes(page, data)
         _set_decoded(page, _decode(data))
         return page
-    view = _as_byte_view(data, "a GHCB page")
+    view = byte_view(data, what="a GHCB page", spec=SPEC_LAYOUT)
     if len(view) != _PAGE_SIZE:
         raise LengthError(
             f"a GHCB page is {_PAGE_SIZE} bytes, got {len(view)}",
@@ -477,12 +458,12 @@ def parse_page(data: bytes | bytearray | memoryview, *, backend: Backend = "stru
             spec=SPEC_LAYOUT,
         )
     if backend == "struct":
-        return parse_page(bytes(view))
+        return parse_page(view_bytes(view))
     if backend == "construct":
         # The reference path: every value comes from the construct schema, and the page's
         # bytes are re-encoded from those values (never copied from the input).
         try:
-            parsed = schema.ghcb.parse(bytes(view))
+            parsed = schema.ghcb.parse(view_bytes(view))
         except cs.ConstructError as e:  # pragma: no cover - length is checked above
             raise LengthError(str(e), rule="page-length", spec=SPEC_LAYOUT) from e
         flat = {**parsed["save"], **parsed}

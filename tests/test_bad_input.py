@@ -1,15 +1,24 @@
-"""Hostile arguments to the public API end in a GhcbError subclass, never a bare exception."""
+"""Hostile arguments to the public API end in a GhcbError subclass, never a bare exception.
+
+``CASES`` is the one table of hostile calls: each row names the call, the error class it must
+raise and that error's ``rule``. Append a row for every new public entry point. Every
+function that takes bytes reads them through one converter (``ghcb._bytes``): ``READERS``
+checks each of them on strided, multi-dimensional and other buffers of bytes.
+"""
 
 from __future__ import annotations
 
 import array
 import io
 import json
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ghcb import (
+    CertEntry,
+    CertGuid,
     ExitCode,
     FieldValueError,
     GhcbError,
@@ -20,10 +29,23 @@ from ghcb import (
     MsrCode,
     UnknownFieldError,
     UnknownMsr,
+    build_cert_table,
+    build_page,
+    cert_names,
+    check_cert_table,
+    check_page,
     decode_msr,
     encode_msr,
+    parse_cert_table,
     parse_page,
     required_inputs,
+)
+from ghcb.certs import (
+    cert_table_index,
+    located_entries,
+    sha256_hex,
+    subject_common_name,
+    subject_text,
 )
 from ghcb.check import check_page_record
 from ghcb.cli import main
@@ -34,55 +56,324 @@ if TYPE_CHECKING:
 
 RAW_MSR = UnknownMsr(info=0xFFF, data=0)
 BAD_BACKEND: Any = "ctypes"
+ARK = CertEntry(CertGuid.ARK, b"ark")
 
-CASES: list[tuple[str, Callable[[], object], type[GhcbError]]] = [
-    ("required_inputs(None)", lambda: required_inputs(None), InputTypeError),  # type: ignore[arg-type]
-    ("check_page_record(bytes)", lambda: check_page_record(bytes(4096)), InputTypeError),  # type: ignore[arg-type]
-    ("is_valid(list)", lambda: GhcbPage().is_valid(["rax"]), UnknownFieldError),  # type: ignore[arg-type]
-    ("with_fields(**{1: ...})", lambda: GhcbPage().replace(**{"": 1}), UnknownFieldError),
-    ("malformed('x')", lambda: HvResponse.malformed("x"), InputTypeError),  # type: ignore[arg-type]
-    ("malformed(2.7)", lambda: HvResponse.malformed(2.7), InputTypeError),  # type: ignore[arg-type]
-    ("malformed(True)", lambda: HvResponse.malformed(True), InputTypeError),
-    ("malformed(-1)", lambda: HvResponse.malformed(-1), FieldValueError),
-    ("exception(None)", lambda: HvResponse.exception(None), InputTypeError),  # type: ignore[arg-type]
-    ("UnknownMsr(info='x')", lambda: UnknownMsr(info="x", data=1), InputTypeError),  # type: ignore[arg-type]
-    ("UnknownMsr(info=True)", lambda: UnknownMsr(info=True, data=0), InputTypeError),
-    ("UnknownMsr(known code)", lambda: UnknownMsr(info=4, data=1), FieldValueError),
-    ("UnknownMsr(data=2**52)", lambda: UnknownMsr(info=0xFFF, data=2**52), FieldValueError),
-    ("msr_record(0x999)", lambda: msr_record(0x999), FieldValueError),  # type: ignore[arg-type]
-    ("msr_layout(None)", lambda: msr_layout(None), FieldValueError),  # type: ignore[arg-type]
-    ("decode_msr(backend='x')", lambda: decode_msr(0xFFF, backend=BAD_BACKEND), InputTypeError),
-    ("encode_msr(backend='x')", lambda: encode_msr(RAW_MSR, backend=BAD_BACKEND), InputTypeError),
-    ("HvFeature.from_int(-1)", lambda: HvFeature.from_int(-1), FieldValueError),
-    ("HvFeature.from_int('x')", lambda: HvFeature.from_int("x"), InputTypeError),  # type: ignore[arg-type]
-    ("ExitCode.from_int(None)", lambda: ExitCode.from_int(None), InputTypeError),  # type: ignore[arg-type]
-    ("MsrCode.from_int(True)", lambda: MsrCode.from_int(True), InputTypeError),
+
+def bad(value: object) -> Any:
+    """A hostile argument (typed Any, so the call type-checks)."""
+    return value
+
+
+def released(size: int = 4096) -> memoryview:
+    """A memoryview of ``size`` bytes that has been released (every access raises)."""
+    view = memoryview(b"x" * size)
+    view.release()
+    return view
+
+
+def wide(size: int = 4096) -> memoryview:
+    """``size`` bytes as a memoryview of 4-byte items (host byte order, not wire bytes)."""
+    return memoryview(array.array("I", bytes(size)))
+
+
+def strided(data: bytes) -> memoryview:
+    """A non-contiguous view of ``data``: every other byte of a buffer twice its size."""
+    buf = bytearray(b"\xff" * (2 * len(data)))
+    buf[::2] = data
+    return memoryview(bytes(buf))[::2]
+
+
+#: (id, call, error class, rule)
+CASES: list[tuple[str, Callable[[], object], type[GhcbError], str]] = [
+    # -- pages, exit info, MSR, enums -----------------------------------------------------
+    ("required_inputs(None)", lambda: required_inputs(bad(None)), InputTypeError, "input-type"),
+    (
+        "check_page_record(bytes)",
+        lambda: check_page_record(bad(bytes(4096))),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "is_valid(list)",
+        lambda: GhcbPage().is_valid(bad(["rax"])),
+        UnknownFieldError,
+        "unknown-field",
+    ),
+    (
+        "with_fields(**{'': 1})",
+        lambda: GhcbPage().replace(**{"": 1}),
+        UnknownFieldError,
+        "unknown-field",
+    ),
+    ("malformed('x')", lambda: HvResponse.malformed(bad("x")), InputTypeError, "input-type"),
+    ("malformed(2.7)", lambda: HvResponse.malformed(bad(2.7)), InputTypeError, "input-type"),
+    ("malformed(True)", lambda: HvResponse.malformed(True), InputTypeError, "input-type"),
+    ("malformed(-1)", lambda: HvResponse.malformed(-1), FieldValueError, "field-range"),
+    ("exception(None)", lambda: HvResponse.exception(bad(None)), InputTypeError, "input-type"),
+    (
+        "UnknownMsr(info='x')",
+        lambda: UnknownMsr(info=bad("x"), data=1),
+        InputTypeError,
+        "input-type",
+    ),
+    ("UnknownMsr(info=True)", lambda: UnknownMsr(info=True, data=0), InputTypeError, "input-type"),
+    ("UnknownMsr(known code)", lambda: UnknownMsr(info=4, data=1), FieldValueError, "known-code"),
+    (
+        "UnknownMsr(data=2**52)",
+        lambda: UnknownMsr(info=0xFFF, data=2**52),
+        FieldValueError,
+        "field-range",
+    ),
+    ("msr_record(0x999)", lambda: msr_record(bad(0x999)), FieldValueError, "unknown-code"),
+    ("msr_layout(None)", lambda: msr_layout(bad(None)), FieldValueError, "unknown-code"),
+    (
+        "decode_msr(backend='x')",
+        lambda: decode_msr(0xFFF, backend=BAD_BACKEND),
+        InputTypeError,
+        "backend",
+    ),
+    (
+        "encode_msr(backend='x')",
+        lambda: encode_msr(RAW_MSR, backend=BAD_BACKEND),
+        InputTypeError,
+        "backend",
+    ),
+    ("HvFeature.from_int(-1)", lambda: HvFeature.from_int(-1), FieldValueError, "field-range"),
+    ("HvFeature.from_int('x')", lambda: HvFeature.from_int(bad("x")), InputTypeError, "input-type"),
+    ("ExitCode.from_int(None)", lambda: ExitCode.from_int(bad(None)), InputTypeError, "input-type"),
+    ("MsrCode.from_int(True)", lambda: MsrCode.from_int(True), InputTypeError, "input-type"),
+    # -- buffers: released, of wide items, not buffers ------------------------------------
+    ("parse_page(released)", lambda: parse_page(released()), InputTypeError, "input-type"),
+    (
+        "parse_page(released, construct)",
+        lambda: parse_page(released(), backend="construct"),
+        InputTypeError,
+        "input-type",
+    ),
+    ("parse_page(wide)", lambda: parse_page(wide()), InputTypeError, "input-type"),
+    ("parse_page(wide strided)", lambda: parse_page(wide(8192)[::2]), InputTypeError, "input-type"),
+    ("check_page(released)", lambda: check_page(released()), InputTypeError, "input-type"),
+    (
+        "with_fields(valid_bitmap=released)",
+        lambda: GhcbPage.with_fields(valid_bitmap=released(16)),
+        FieldValueError,
+        "field-type",
+    ),
+    (
+        "replace(shared_buffer=wide)",
+        lambda: GhcbPage.replace(shared_buffer=wide(2032)),
+        FieldValueError,
+        "field-type",
+    ),
+    (
+        "GhcbPage(valid_bitmap=None)",
+        lambda: GhcbPage(valid_bitmap=None),
+        FieldValueError,
+        "field-type",
+    ),
+    (
+        "CertEntry(guid, released)",
+        lambda: CertEntry(CertGuid.ARK, released()),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "CertEntry(guid, wide)",
+        lambda: CertEntry(CertGuid.ARK, wide(16)),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "CertEntry(guid, 'str')",
+        lambda: CertEntry(CertGuid.ARK, bad("ark")),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "CertEntry(released guid)",
+        lambda: CertEntry(bad(released(16)), b"x"),
+        InputTypeError,
+        "input-type",
+    ),
+    ("CertEntry(15-byte guid)", lambda: CertEntry(bytes(15), b"x"), InputTypeError, "input-type"),
+    (
+        "parse_cert_table(released)",
+        lambda: parse_cert_table(released()),
+        InputTypeError,
+        "input-type",
+    ),
+    ("parse_cert_table(wide)", lambda: parse_cert_table(wide(48)), InputTypeError, "input-type"),
+    (
+        "check_cert_table(released)",
+        lambda: check_cert_table(released()),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "located_entries(released)",
+        lambda: located_entries(released()),
+        InputTypeError,
+        "input-type",
+    ),
+    ("cert_table_index(None)", lambda: cert_table_index(bad(None)), InputTypeError, "input-type"),
+    ("sha256_hex(released)", lambda: sha256_hex(released()), InputTypeError, "input-type"),
+    (
+        "subject_common_name(released)",
+        lambda: subject_common_name(bad(released())),
+        InputTypeError,
+        "input-type",
+    ),
+    ("subject_text(None)", lambda: subject_text(bad(None)), InputTypeError, "input-type"),
+    # -- certificate-table arguments --------------------------------------------------------
+    ("build_cert_table(None)", lambda: build_cert_table(bad(None)), InputTypeError, "input-type"),
+    ("build_cert_table(5)", lambda: build_cert_table(bad(5)), InputTypeError, "input-type"),
+    ("build_cert_table(entry)", lambda: build_cert_table(bad(ARK)), InputTypeError, "input-type"),
+    (
+        "build_cert_table([None])",
+        lambda: build_cert_table(bad([None])),
+        InputTypeError,
+        "input-type",
+    ),
+    ("cert_names(None)", lambda: cert_names(bad(None)), InputTypeError, "input-type"),
+    ("cert_names([None])", lambda: cert_names(bad([None])), InputTypeError, "input-type"),
+    (
+        "cert_names(extra_names=5)",
+        lambda: cert_names([ARK], extra_names=bad(5)),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "cert_names(extra_names={'x': ...})",
+        lambda: cert_names([ARK], extra_names=bad({"x": "X"})),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "cert_names(extra_names={guid: 5})",
+        lambda: cert_names([ARK], extra_names=bad({uuid.UUID(int=1): 5})),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "check_cert_table(extra_names=5)",
+        lambda: check_cert_table(bytes(24), extra_names=bad(5)),
+        InputTypeError,
+        "input-type",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("call", "error"), [(c, e) for _, c, e in CASES], ids=[n for n, _, _ in CASES]
+    ("call", "error", "rule"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
-def test_typed_errors(call: Callable[[], object], error: type[GhcbError]) -> None:
-    """Each hostile call raises the package's own error."""
-    with pytest.raises(error):
+def test_typed_errors(call: Callable[[], object], error: type[GhcbError], rule: str) -> None:
+    """Each hostile call raises the package's own error, with its rule and a spec reference."""
+    with pytest.raises(error) as err:
         call()
+    assert type(err.value) is error
+    assert err.value.rule == rule
+    assert err.value.spec
 
 
-def test_wide_memoryview_counts_bytes() -> None:
-    """A memoryview of 4-byte items holding 4096 bytes is a page (len counts bytes)."""
-    view = memoryview(array.array("I", [0x01020304] * 1024))
-    assert parse_page(view) == parse_page(bytes(view))
+PAGE = bytes(range(256)) * 16
+TABLE = build_cert_table([ARK, CertEntry(CertGuid.VCEK, b"vcek")])
+SHARED = bytes(range(254)) * 8
+#: A CPUID exit without its leaf (RAX): KVM's validator refuses it.
+CPUID = build_page(
+    GhcbPage.with_fields(
+        sw_exit_code=ExitCode.CPUID, sw_exit_info_1=0, sw_exit_info_2=0, rcx=1, protocol_version=2
+    )
+)
+GUID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+
+#: (id, function of the bytes, the bytes, the exact result on any buffer of those bytes)
+READERS: list[tuple[str, Callable[[Any], object], bytes, object]] = [
+    ("parse_page", lambda d: build_page(parse_page(d)), PAGE, PAGE),
+    ("parse_page construct", lambda d: build_page(parse_page(d, backend="construct")), PAGE, PAGE),
+    ("parse_page zeros", parse_page, bytes(4096), GhcbPage.empty()),
+    (
+        "check_page",
+        lambda d: [(v.code, v.offset) for v in check_page(d)],
+        CPUID,
+        [
+            ("missing-input", 0x1F8),  # rax, which CPUID needs
+        ],
+    ),
+    ("with_fields", lambda d: GhcbPage.with_fields(shared_buffer=d).shared_buffer, SHARED, SHARED),
+    ("replace", lambda d: GhcbPage.replace(valid_bitmap=d).valid_bits, b"\x01" + bytes(15), 1),
+    ("parse_cert_table", parse_cert_table, TABLE, [ARK, CertEntry(CertGuid.VCEK, b"vcek")]),
+    (
+        "parse_cert_table construct",
+        lambda d: parse_cert_table(d, backend="construct"),
+        TABLE,
+        [ARK, CertEntry(CertGuid.VCEK, b"vcek")],
+    ),
+    (
+        "located_entries",
+        lambda d: [(w.index, w.offset, w.length, e.data) for w, e in located_entries(d)],
+        TABLE,
+        [(0, 72, 3, b"ark"), (1, 75, 4, b"vcek")],
+    ),
+    (
+        "cert_table_index",
+        lambda d: [(w.guid, w.offset, w.length) for w in cert_table_index(d)],
+        TABLE,
+        [(CertGuid.ARK.value, 72, 3), (CertGuid.VCEK.value, 75, 4)],
+    ),
+    (
+        "check_cert_table",
+        lambda d: [(v.code, v.offset) for v in check_cert_table(d)],
+        TABLE,
+        [("not-x509", 72), ("not-x509", 75)],
+    ),
+    ("CertEntry data", lambda d: CertEntry(CertGuid.CRL, d).data, b"crl", b"crl"),
+    ("CertEntry guid", lambda d: CertEntry(d, b"x").guid, GUID.bytes, GUID),
+    (
+        "build_cert_table",
+        lambda d: build_cert_table([CertEntry(CertGuid.ARK, d)]),
+        b"ark",
+        CertGuid.ARK.value.bytes + bytes.fromhex("30000000 03000000") + bytes(24) + b"ark",
+    ),
+    (
+        "sha256_hex",
+        sha256_hex,
+        b"abc",
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    ),
+    ("subject_common_name", subject_common_name, b"not a certificate", None),
+]
+
+#: The buffers of the same bytes every reader must accept.
+VIEWS: dict[str, Callable[[bytes], object]] = {
+    "bytes": bytes,
+    "bytearray": bytearray,
+    "memoryview": memoryview,
+    "contiguous slice": lambda d: memoryview(d)[::1],
+    "strided": strided,
+    "2-d": lambda d: memoryview(d).cast("B", (1, len(d))),
+    "signed items": lambda d: memoryview(d).cast("b"),
+    "array('B')": lambda d: array.array("B", d),
+}
 
 
-def test_strided_and_multidimensional_views() -> None:
-    """A strided byte view is its bytes; a non-contiguous view of wider items cannot be read
-    as bytes and is an InputTypeError."""
-    strided = memoryview(bytes(range(256)) * 32)[::2]
-    assert parse_page(strided) == parse_page(bytes(strided))
-    wide = memoryview(array.array("I", range(2048)))[::2]
-    with pytest.raises(InputTypeError):
-        parse_page(wide)
+@pytest.mark.parametrize("view", VIEWS.values(), ids=VIEWS.keys())
+@pytest.mark.parametrize(
+    ("read", "data", "expected"), [r[1:] for r in READERS], ids=[r[0] for r in READERS]
+)
+def test_any_buffer_of_bytes(
+    read: Callable[[Any], object], data: bytes, expected: object, view: Callable[[bytes], object]
+) -> None:
+    """Every function that takes bytes reads any buffer of those bytes, strided ones
+    included, to exactly the same result."""
+    assert read(view(data)) == expected
+
+
+def test_strided_is_not_contiguous() -> None:
+    """The strided views above really are non-contiguous (so they exercise the copy)."""
+    assert not strided(PAGE).c_contiguous
+    view = memoryview(bytes(8192))[::2]
+    assert (len(view), view.c_contiguous) == (4096, False)
+    assert parse_page(view) == GhcbPage.empty()
 
 
 @pytest.mark.parametrize(

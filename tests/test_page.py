@@ -255,6 +255,7 @@ class TestBadInput:
             ("rax", True, "field-type"),
             ("rax", 1.0, "field-type"),
             ("shared_buffer", "x" * 2032, "field-type"),
+            ("valid_bitmap", memoryview(bytes(16)).cast("I"), "field-type"),  # 4-byte items
         ],
     )
     def test_out_of_range_fields(self, name: str, value: object, rule: str) -> None:
