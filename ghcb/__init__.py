@@ -58,8 +58,9 @@ from ghcb.exitinfo import (
     pack_guest_error,
     unpack_guest_error,
 )
+from ghcb.hypervisor.rules import required_inputs
 from ghcb.msr import MsrMessage, UnknownMsr, decode_msr, encode_msr
-from ghcb.page import GhcbPage, build_page, parse_page, required_inputs
+from ghcb.page import GhcbPage, build_page, parse_page
 
 __all__ = [
     "ApCreationOp",

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from ghcb._bytes import byte_string
-from ghcb._der import is_pem, is_x509_der, pem_to_der
+from ghcb._der import der_fits_label, is_pem, is_x509_der, pem_block, pem_to_der
 from ghcb.errors import CertTableError
 
 __all__ = ["ask_or_asvk", "payload_der", "subject_common_name", "subject_text"]
@@ -23,6 +23,7 @@ __all__ = ["ask_or_asvk", "payload_der", "subject_common_name", "subject_text"]
 #: AMD names the ASVK ``SEV-VLEK-<product>`` (and the ASK ``SEV-<product>``).
 _ASVK_CN_PREFIX: Final = "SEV-VLEK-"
 SPEC_X509: Final = "RFC 5280 §4.1 Certificate"
+SPEC_PEM: Final = "RFC 7468 §5, §6 (PEM certificates and CRLs)"
 
 
 def _load_x509(der_or_pem: object) -> x509.Certificate | None:
@@ -96,23 +97,36 @@ def payload_der(data: bytes, *, certificate: bool, what: str) -> bytes:
     Args:
         data: the payload.
         certificate: whether the payload sits under a certificate GUID (VCEK, VLEK, ASK, ARK,
-            CRL). There, data that looks like PEM but is not one valid block is refused;
-            under other GUIDs such bytes are opaque payload.
+            CRL). There, data that looks like PEM but is not one valid block whose body is
+            what its label says is refused; under other GUIDs such bytes are opaque payload.
         what: how to name the payload in an error.
 
     Raises:
         CertTableError: (``certificate``) PEM that is not one certificate or CRL block
-            (``bad-pem``).
+            (``bad-pem``), or a block whose decoded body does not have the DER outer shape
+            of its label (``pem-not-der``: ``CERTIFICATE`` around three zero bytes).
     """
     if not is_pem(data):
         return data
-    der = pem_to_der(data)
-    if der is not None:
+    block = pem_block(data)
+    if block is None:
+        if not certificate:
+            return data
+        raise CertTableError(
+            f"{what}: PEM data that is not a single certificate or CRL",
+            rule="bad-pem",
+            spec=SPEC_PEM,
+        )
+    label, der = block
+    if der_fits_label(label, der):
         return der
     if not certificate:
         return data
+    # RFC 7468 §5.1: "The encoded data MUST be a BER (DER strongly preferred; see Appendix B)
+    # encoded ASN.1 Certificate structure as described in Section 4 of [RFC5280]."
     raise CertTableError(
-        f"{what}: PEM data that is not a single certificate or CRL",
-        rule="bad-pem",
-        spec="RFC 7468",
+        f"{what}: the PEM {label.decode()} block holds {len(der)} bytes that are not a DER "
+        f"{label.decode()}",
+        rule="pem-not-der",
+        spec=SPEC_PEM,
     )

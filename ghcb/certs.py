@@ -424,7 +424,8 @@ def build_cert_table(entries: Iterable[CertEntry], *, pad_to_page: bool = False)
         CertTableError: what :func:`check_cert_table` would call an error: a duplicate or null
             GUID (``duplicate-guid``, ``zero-guid-entry``), empty data (``zero-length``), or a
             table that does not fit 32-bit offsets (``u32-wrap``); or PEM data under a
-            certificate GUID that is not one certificate or CRL (``bad-pem``).
+            certificate GUID that is not one certificate or CRL block (``bad-pem``), or whose
+            body is not the DER its label names (``pem-not-der``).
         InputTypeError: ``entries`` is not an iterable of :class:`CertEntry`.
     """
     items = _entry_list(entries, "build_cert_table")

@@ -2,7 +2,8 @@
 
 A ``check_*`` function walks the whole input and returns every :class:`~ghcb.errors.Violation`
 (stable ``code``, severity, offset, message, spec reference). Errors are what KVM would refuse
-(``sev_es_validate_vmgexit``, ghcb-facts.md §5.1); warnings are legal but suspicious bytes.
+(``sev_es_validate_vmgexit``, ghcb-facts.md §5.1, through the one rule table
+:mod:`ghcb.hypervisor.rules` the reference vCPU uses); warnings are legal but suspicious bytes.
 
 Page violation codes:
 
@@ -13,6 +14,7 @@ code                       severity  meaning
 ``invalid-usage``          error     ``ghcb_usage`` != 0: KVM answers GHCB_ERR_INVALID_USAGE
 ``invalid-event``          error     an exit code KVM does not accept: GHCB_ERR_INVALID_EVENT
 ``missing-input``          error     a field the exit requires is not marked valid: MISSING_INPUT
+``snp-only``               error     an SNP-only exit from a non-SNP guest (``snp=False``)
 ``request-page-unaligned`` error     a guest request's EXITINFO1/2 is not 4 KiB aligned
 ``request-page-equal``     error     a guest request's request and response pages are the same
 ``undefined-valid-bit``    warning   a bitmap bit set that belongs to no field
@@ -25,32 +27,37 @@ from __future__ import annotations
 
 from typing import Final
 
-from ghcb.codes import ExitCode
 from ghcb.errors import LengthError, Severity, Violation
+from ghcb.hypervisor.rules import Validator, findings
 from ghcb.page import (
     FIELDS,
-    GHCB_DEFAULT_USAGE,
     GHCB_PROTOCOL_MAX,
     GHCB_PROTOCOL_MIN,
-    KVM_EXIT_RULES,
     SPEC_BITMAP,
-    SPEC_KVM_VALIDATE,
     SPEC_LAYOUT,
     GhcbPage,
     parse_page,
     require_page,
-    required_inputs,
 )
-from ghcb.schemas.page import PAGE_SIZE
 
 __all__ = ["check_page", "check_page_record"]
 
 _OFFSET: Final = {f.name: f.offset for f in FIELDS}
-_PAGE_ALIGN: Final = PAGE_SIZE - 1  # KVM: PAGE_ALIGNED(exit_info_1) && PAGE_ALIGNED(exit_info_2)
 
 
-def check_page(data: bytes | bytearray | memoryview) -> list[Violation]:
-    """Every rule a captured GHCB page breaks, in offset order within each check.
+def check_page(
+    data: bytes | bytearray | memoryview,
+    *,
+    snp: bool = True,
+    validator: Validator = Validator.CURRENT,
+) -> list[Violation]:
+    """Every rule a captured GHCB page breaks: KVM's validator findings first, in the order
+    KVM checks them (so the first error is the reason KVM answers), then the warnings.
+
+    Args:
+        data: the 4096 page bytes.
+        snp: judge as KVM does for an SEV-SNP guest (SNP-only exits accepted).
+        validator: which tree's validator (:class:`~ghcb.hypervisor.rules.Validator`).
 
     Raises:
         InputTypeError: ``data`` is not bytes-like.
@@ -63,83 +70,28 @@ def check_page(data: bytes | bytearray | memoryview) -> list[Violation]:
                 code=e.rule, severity=Severity.ERROR, offset=None, message=e.message, spec=e.spec
             )
         ]
-    return check_page_record(page)
+    return check_page_record(page, snp=snp, validator=validator)
 
 
 def _v(code: str, severity: Severity, offset: int | None, message: str, spec: str) -> Violation:
     return Violation(code=code, severity=severity, offset=offset, message=message, spec=spec)
 
 
-def check_page_record(page: GhcbPage) -> list[Violation]:
+def check_page_record(
+    page: GhcbPage, *, snp: bool = True, validator: Validator = Validator.CURRENT
+) -> list[Violation]:
     """As :func:`check_page`, on an already parsed page.
 
     Raises:
         InputTypeError: ``page`` is not a :class:`GhcbPage`.
     """
     require_page(page, "check_page_record")
-    out: list[Violation] = []
     err, warn = Severity.ERROR, Severity.WARNING
-    # "ghcb_usage must be 0 else INVALID_USAGE" (checked first by KVM)
-    if page.ghcb_usage != GHCB_DEFAULT_USAGE:
-        out.append(
-            _v(
-                "invalid-usage",
-                err,
-                _OFFSET["ghcb_usage"],
-                f"ghcb_usage is {page.ghcb_usage:#x}; KVM accepts only 0",
-                SPEC_KVM_VALIDATE,
-            )
-        )
-    code = page.exit_code
-    needed = required_inputs(page)
-    if needed is None:
-        name = code.name if isinstance(code, ExitCode) else "unknown"
-        out.append(
-            _v(
-                "invalid-event",
-                err,
-                _OFFSET["sw_exit_code"],
-                f"sw_exit_code {int(code):#x} ({name}) is not an exit KVM accepts",
-                SPEC_KVM_VALIDATE,
-            )
-        )
-        needed = frozenset({"sw_exit_code", "sw_exit_info_1", "sw_exit_info_2"})
-    valid = page.valid_fields
-    for name in sorted(needed - valid, key=_OFFSET.__getitem__):
-        out.append(
-            _v(
-                "missing-input",
-                err,
-                _OFFSET[name],
-                f"{name} is required for exit {_name(code)} but not marked valid",
-                SPEC_KVM_VALIDATE,
-            )
-        )
-    rule = KVM_EXIT_RULES.get(code) if isinstance(code, ExitCode) else None
-    if rule is not None and rule.request_pages:
-        # "EXITINFO1 and EXITINFO2 both 4 KiB aligned; EXITINFO1 != EXITINFO2"
-        for name in ("sw_exit_info_1", "sw_exit_info_2"):
-            value = getattr(page, name)
-            if value & _PAGE_ALIGN:
-                out.append(
-                    _v(
-                        "request-page-unaligned",
-                        err,
-                        _OFFSET[name],
-                        f"{name} = {value:#x} is not a 4 KiB aligned page address",
-                        SPEC_KVM_VALIDATE,
-                    )
-                )
-        if page.sw_exit_info_1 == page.sw_exit_info_2:
-            out.append(
-                _v(
-                    "request-page-equal",
-                    err,
-                    _OFFSET["sw_exit_info_2"],
-                    "request and response pages are the same page",
-                    SPEC_KVM_VALIDATE,
-                )
-            )
+    # KVM's validator: the one rule table (ghcb.hypervisor.rules), in KVM's order.
+    out = [
+        _v(f.code, err, f.offset, f.message, f.spec)
+        for f in findings(page, snp=snp, validator=validator)
+    ]
     for bit in page.undefined_valid_bits:
         out.append(
             _v(
@@ -174,7 +126,3 @@ def check_page_record(page: GhcbPage) -> list[Violation]:
             )
         )
     return out
-
-
-def _name(code: ExitCode | int) -> str:
-    return code.name if isinstance(code, ExitCode) else f"{int(code):#x}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import operator
 import struct
 import types
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Self, cast, final
 
 import construct as cs
@@ -42,22 +41,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
 __all__ = [
-    "ALWAYS_REQUIRED",
     "BITMAP_BITS",
     "FIELDS",
     "FIELD_NAMES",
     "GHCB_DEFAULT_USAGE",
     "GHCB_PROTOCOL_MAX",
     "GHCB_PROTOCOL_MIN",
-    "KVM_EXIT_RULES",
     "VALID_BIT",
     "Backend",
-    "ExitRule",
     "GhcbPage",
-    "InputRule",
     "build_page",
     "parse_page",
-    "required_inputs",
 ]
 
 SPEC_LAYOUT: Final = "GHCB spec 'GHCB layout' / Linux svm.h struct ghcb"
@@ -504,111 +498,3 @@ def _culprit(values: tuple[object, ...]) -> FieldValueError | LengthError:
 
 #: The all-zero page (``GhcbPage()`` and ``GhcbPage.empty()`` return it).
 _EMPTY: Final = GhcbPage._from_values(_DEFAULTS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Required inputs per exit code: KVM's sev_es_validate_vmgexit (arch/x86/kvm/svm/sev.c),
-# ghcb-facts.md §5.1, transcribed independently in spec/tables/exit_codes.toml.
-# ---------------------------------------------------------------------------------------------
-SPEC_KVM_VALIDATE: Final = "Linux arch/x86/kvm/svm/sev.c sev_es_validate_vmgexit"
-_ALL64: Final = (1 << 64) - 1
-
-#: "sw_exit_code, sw_exit_info_1 and sw_exit_info_2 must all be marked valid" (every exit).
-ALWAYS_REQUIRED: Final = frozenset({"sw_exit_code", "sw_exit_info_1", "sw_exit_info_2"})
-
-
-@dataclass(frozen=True, slots=True)
-class InputRule:
-    """``require`` must be valid too when ``(value(field) & mask) == equals`` (``!=`` if
-    ``negate``). The value is the field's if its valid bit is set, else 0, as KVM reads it."""
-
-    field: str
-    mask: int
-    equals: int
-    require: frozenset[str]
-    negate: bool = False
-
-    def applies(self, page: GhcbPage) -> bool:
-        """Whether the condition holds on ``page``."""
-        hit = page.get_if_valid(self.field) & self.mask == self.equals
-        return hit != self.negate
-
-
-@dataclass(frozen=True, slots=True)
-class ExitRule:
-    """What KVM's validator requires of one accepted exit code."""
-
-    required: frozenset[str] = frozenset()
-    when: tuple[InputRule, ...] = ()
-    snp_only: bool = False
-    """Accepted only from an SNP guest."""
-    request_pages: bool = False
-    """SW_EXITINFO1 and SW_EXITINFO2 must be 4 KiB aligned and different (guest requests)."""
-
-
-def _rule(
-    *required: str,
-    when: tuple[InputRule, ...] = (),
-    snp_only: bool = False,
-    request_pages: bool = False,
-) -> ExitRule:
-    return ExitRule(frozenset(required), when, snp_only, request_pages)
-
-
-#: The exit codes KVM accepts, with their extra required inputs; any other code is
-#: answered with GHCB_ERR_INVALID_EVENT.
-KVM_EXIT_RULES: Final[Mapping[ExitCode, ExitRule]] = {
-    ExitCode.READ_DR7: _rule(),
-    ExitCode.WRITE_DR7: _rule("rax"),
-    ExitCode.RDTSC: _rule(),
-    ExitCode.RDPMC: _rule("rcx"),
-    # "RAX and RCX; plus XCR0 if RAX (leaf) == 0xD"
-    ExitCode.CPUID: _rule("rax", "rcx", when=(InputRule("rax", _ALL64, 0xD, frozenset({"xcr0"})),)),
-    ExitCode.INVD: _rule(),
-    # "if EXITINFO1 bit2 (string): SW_SCRATCH; else if OUT (bit0 = 0): RAX"
-    ExitCode.IOIO: _rule(
-        when=(
-            InputRule("sw_exit_info_1", 0x4, 0x4, frozenset({"sw_scratch"})),
-            InputRule("sw_exit_info_1", 0x5, 0x0, frozenset({"rax"})),
-        )
-    ),
-    # "RCX; if EXITINFO1 != 0 (write): RAX and RDX"
-    ExitCode.MSR: _rule(
-        "rcx", when=(InputRule("sw_exit_info_1", _ALL64, 0, frozenset({"rax", "rdx"}), True),)
-    ),
-    ExitCode.VMMCALL: _rule("rax", "cpl"),
-    ExitCode.RDTSCP: _rule(),
-    ExitCode.WBINVD: _rule(),
-    ExitCode.MONITOR: _rule("rax", "rcx", "rdx"),
-    ExitCode.MWAIT: _rule("rax", "rcx"),
-    ExitCode.MMIO_READ: _rule("sw_scratch"),
-    ExitCode.MMIO_WRITE: _rule("sw_scratch"),
-    # "RAX unless low 32 bits of EXITINFO1 == 2 (DESTROY)"
-    ExitCode.AP_CREATION: _rule(
-        snp_only=True,
-        when=(InputRule("sw_exit_info_1", 0xFFFFFFFF, 2, frozenset({"rax"}), True),),
-    ),
-    ExitCode.NMI_COMPLETE: _rule(),
-    ExitCode.AP_HLT_LOOP: _rule(),
-    ExitCode.AP_JUMP_TABLE: _rule(),
-    ExitCode.UNSUPPORTED_EVENT: _rule(),
-    ExitCode.HV_FEATURES: _rule(),
-    ExitCode.TERM_REQUEST: _rule(),
-    ExitCode.PSC: _rule("sw_scratch", snp_only=True),
-    ExitCode.SNP_GUEST_REQUEST: _rule(snp_only=True, request_pages=True),
-    ExitCode.SNP_EXT_GUEST_REQUEST: _rule(snp_only=True, request_pages=True),
-}
-
-
-def required_inputs(page: GhcbPage) -> frozenset[str] | None:
-    """The fields KVM requires to be valid for ``page``'s exit, or ``None`` if the exit code
-    is not one KVM accepts (it would answer GHCB_ERR_INVALID_EVENT)."""
-    require_page(page, "required_inputs")
-    rule = KVM_EXIT_RULES.get(cast("ExitCode", page.exit_code))
-    if rule is None:
-        return None
-    needed = set(ALWAYS_REQUIRED | rule.required)
-    for cond in rule.when:
-        if cond.applies(page):
-            needed |= cond.require
-    return frozenset(needed)

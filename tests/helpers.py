@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import construct as cs
 
-from ghcb import ExitCode, GhcbPage, MsgType, build_page
-from ghcb.hypervisor import GuestMemory
-from ghcb.schemas.page import PAGE_SIZE
+from ghcb import build_page
+from ghcb.guest import DEFAULT_LAYOUT, Guest, GuestLayout
+
+if TYPE_CHECKING:
+    from ghcb.hypervisor import GuestMemory
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPEC = ROOT / "spec"
@@ -67,30 +69,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-# A guest layout shared by the hypervisor tests and benchmarks.
-GHCB, REQ, RESP, CERTS = 0x1000, 0x7F000, 0x7E000, 0x80000
+# The public guest layout (ghcb.guest), shared by the hypervisor tests and benchmarks.
+GHCB, REQ, RESP, CERTS = (
+    DEFAULT_LAYOUT.ghcb,
+    DEFAULT_LAYOUT.request,
+    DEFAULT_LAYOUT.response,
+    DEFAULT_LAYOUT.certs,
+)
 
 
 def report_request_guest(cert_pages: int = 4) -> tuple[GuestMemory, bytes]:
     """Guest memory with a GHCB, an MSG_REPORT_REQ request page, a response page and
     ``cert_pages`` certificate pages (all shared), and the GHCB bytes of the Extended Guest
     Request a Linux guest writes for it."""
-    memory = GuestMemory()
-    for gpa in (GHCB, REQ, RESP):
-        memory.map(gpa)
-    memory.map(CERTS, cert_pages)
-    request = bytearray(PAGE_SIZE)
-    request[0x34] = MsgType.REPORT_REQ  # snp_guest_msg_hdr.msg_type
-    memory.guest_write(REQ, bytes(request))
-    page = (
-        GhcbPage.empty()
-        .with_fields(
-            sw_exit_code=ExitCode.SNP_EXT_GUEST_REQUEST,
-            sw_exit_info_1=REQ,
-            sw_exit_info_2=RESP,
-            rax=CERTS,
-            rbx=cert_pages,
-        )
-        .replace(protocol_version=2)
-    )
-    return memory, build_page(page)
+    guest = Guest(GuestLayout(cert_pages=cert_pages))
+    return guest.memory, build_page(guest.request_page())

@@ -19,6 +19,7 @@ import pytest
 from ghcb import (
     CertEntry,
     CertGuid,
+    CertTableError,
     ExitCode,
     FieldValueError,
     GhcbError,
@@ -259,6 +260,18 @@ CASES: list[tuple[str, Callable[[], object], type[GhcbError], str]] = [
         lambda: check_cert_table(bytes(24), extra_names=bad(5)),
         InputTypeError,
         "input-type",
+    ),
+    (
+        "build_cert_table(PEM CERTIFICATE of 3 zero bytes)",
+        lambda: build_cert_table(
+            [
+                CertEntry(
+                    CertGuid.VCEK, b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                )
+            ]
+        ),
+        CertTableError,
+        "pem-not-der",
     ),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import tracemalloc
 import uuid
@@ -63,6 +64,17 @@ def _cert(common_name: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    """``der`` in a PEM block labelled ``label`` (RFC 7468)."""
+    return (
+        f"-----BEGIN {label}-----\n{base64.b64encode(der).decode()}\n-----END {label}-----\n"
+    ).encode()
+
+
+#: A PEM CERTIFICATE block whose body is three zero bytes, not a certificate.
+PEM_NOT_DER = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 
 
 class TestSpecTable:
@@ -262,6 +274,10 @@ class TestBuild:
             ([CertEntry(CertGuid.VCEK, b"")], "zero-length"),
             ([CertEntry(uuid.UUID(int=0), b"a")], "zero-guid-entry"),
             ([CertEntry(CertGuid.VCEK, b"-----BEGIN CERTIFICATE-----\nnot base64!\n")], "bad-pem"),
+            ([CertEntry(CertGuid.VCEK, PEM_NOT_DER)], "pem-not-der"),
+            ([CertEntry(CertGuid.ASK, _pem("CERTIFICATE", b"\x30\x00"))], "pem-not-der"),
+            ([CertEntry(CertGuid.CRL, _pem("X509 CRL", _cert("SEV-Milan")))], "pem-not-der"),
+            ([CertEntry(CertGuid.ARK, _pem("TRUSTED CERTIFICATE", b"\x04\x00"))], "pem-not-der"),
         ],
     )
     def test_refuses(self, entries: list[CertEntry], rule: str) -> None:
@@ -269,6 +285,31 @@ class TestBuild:
         with pytest.raises(CertTableError) as err:
             build_cert_table(entries)
         assert err.value.rule == rule
+
+    def test_pem_crl_and_trusted_certificate_become_der(self) -> None:
+        """A PEM CRL is stored as its DER; so is OpenSSL's TRUSTED CERTIFICATE (the
+        certificate and its trust SEQUENCE)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        crl = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ARK-Milan")]))
+            .last_update(now)
+            .next_update(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256())
+        )
+        der = crl.public_bytes(serialization.Encoding.DER)
+        table = build_cert_table([CertEntry(CertGuid.CRL, _pem("X509 CRL", der))])
+        assert parse_cert_table(table) == [CertEntry(CertGuid.CRL, der)]
+        trusted = _cert("SEV-Milan") + bytes.fromhex("3000")
+        table = build_cert_table([CertEntry(CertGuid.ARK, _pem("TRUSTED CERTIFICATE", trusted))])
+        assert parse_cert_table(table) == [CertEntry(CertGuid.ARK, trusted)]
+
+    def test_pem_not_der_is_opaque_under_other_guids(self) -> None:
+        """Under a GUID outside the registry the same bytes are payload, kept as they are."""
+        mine = uuid.UUID("12345678-1234-5678-1234-567812345678")
+        table = build_cert_table([CertEntry(mine, PEM_NOT_DER)])
+        assert parse_cert_table(table) == [CertEntry(mine, PEM_NOT_DER)]
 
     def test_refuses_non_entries(self) -> None:
         """Only CertEntry items are accepted."""

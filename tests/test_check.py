@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ghcb import ExitCode, GhcbPage, Severity, build_page, check_page
+from ghcb.hypervisor.rules import Validator
 from tests.helpers import load_vectors, vector_bytes
 
 PAGES = load_vectors("pages")["vectors"]
@@ -55,15 +56,33 @@ def test_invalid_event() -> None:
 
 
 def test_missing_inputs_each_reported() -> None:
-    """Every missing required field is its own finding, in offset order."""
+    """Every missing required field is its own finding, in KVM's order: the three exit fields
+    first, then the exit's own fields, each group by offset."""
     page = GhcbPage.empty().with_fields(
         sw_exit_code=ExitCode.MSR, sw_exit_info_1=1, protocol_version=2
     )
     assert _codes(page) == [
+        ("missing-input", 0x3A0),  # sw_exit_info_2
         ("missing-input", 0x1F8),  # rax (write)
         ("missing-input", 0x308),  # rcx
         ("missing-input", 0x310),  # rdx (write)
-        ("missing-input", 0x3A0),  # sw_exit_info_2
+    ]
+
+
+def test_snp_only_and_v15_validator() -> None:
+    """snp=False: an SNP-only exit is an error; the v15 validator has no page checks for a
+    guest request but needs RAX/RBX for an extended one."""
+    assert _codes(_request()) == []
+    found = check_page(build_page(_request()), snp=False)
+    assert [(v.code, v.offset) for v in found] == [("snp-only", 0x390)]
+    unaligned = build_page(_request(sw_exit_info_1=0x7F001))
+    assert [v.code for v in check_page(unaligned)] == ["request-page-unaligned"]
+    assert check_page(unaligned, validator=Validator.V15) == []
+    ext = build_page(_request(sw_exit_code=ExitCode.SNP_EXT_GUEST_REQUEST))
+    assert check_page(ext) == []
+    assert [(v.code, v.offset) for v in check_page(ext, validator=Validator.V15)] == [
+        ("missing-input", 0x1F8),  # rax
+        ("missing-input", 0x318),  # rbx
     ]
 
 

@@ -63,7 +63,8 @@ class VcpuMachine(RuleBasedStateMachine):
         self.memory.map(CERTS, 2)
         self.firmware = RecordingFirmware()
         self.vcpu: Vcpu | None = None
-        self.exit: CertsExit | None = None
+        self.exit: CertsExit | None = None  # a CertsExit whose callback is pending
+        self.mapped = False  # the GHCB stays mapped: the next KVM_RUN enters the guest
         self.results: list[Any] = []
 
     @rule(
@@ -124,7 +125,7 @@ class VcpuMachine(RuleBasedStateMachine):
         self.guest_writes(
             code, REQ, RESP, CERTS if code != ExitCode.CPUID else 1, rbx, 0, True, msg_type, private
         )
-        if self.vcpu is not None and self.exit is None:
+        if self.vcpu is not None and self.exit is None and not self.mapped:
             self.run()
 
     @rule()
@@ -137,6 +138,9 @@ class VcpuMachine(RuleBasedStateMachine):
             assert self.exit is not None  # only misuse: run() while an exit is outstanding
             return
         assert self.exit is None
+        if self.mapped:  # KVM_RUN after a failure / -EINTR / DONE exit enters the guest
+            assert isinstance(result, Resumed)
+            assert result.page is not None
         self.record(result)
 
     @rule(
@@ -153,7 +157,7 @@ class VcpuMachine(RuleBasedStateMachine):
         assert self.vcpu is not None
         abi = self.vcpu.vm.cert_abi
         if self.exit is None or abi is None:
-            kvm_run = bytes(KVM_RUN_SIZE)
+            kvm_run = bytes(KVM_RUN_SIZE) if not immediate else b"\0\1" + bytes(KVM_RUN_SIZE - 2)
         elif garbage:
             kvm_run = bytes(KVM_RUN_SIZE - 1)
         else:
@@ -167,8 +171,9 @@ class VcpuMachine(RuleBasedStateMachine):
         try:
             result = self.vcpu.complete(kvm_run)
         except GhcbError:
-            assert self.exit is None or garbage
+            assert (self.exit is None and not self.mapped) or garbage or abi is None
             return
+        assert self.exit is not None or self.mapped
         self.exit = None
         self.record(result)
 
@@ -176,10 +181,16 @@ class VcpuMachine(RuleBasedStateMachine):
         assert isinstance(result, Resumed | CertsExit | Interrupted | RunFailed | Unhandled)
         self.results.append(result)
         SEEN.add(type(result).__name__)
-        if isinstance(result, CertsExit):
+        self.mapped = isinstance(result, Interrupted | RunFailed) or (
+            isinstance(result, CertsExit) and result.done
+        )
+        if isinstance(result, CertsExit) and not result.done:
             self.exit = result
+        if isinstance(result, Resumed | Interrupted) and result.page is not None:
+            # what KVM wrote is in the host view of the GHCB (the guest's own view differs
+            # only when it holds the page private)
+            assert self.memory.host_read(GHCB, PAGE_SIZE) == build_page(result.page)
         if isinstance(result, Resumed) and result.page is not None:
-            assert self.memory.guest_read(GHCB, PAGE_SIZE) == build_page(result.page)
             assert {"rax", "rbx", "rcx", "rdx"} <= result.page.valid_fields
         if isinstance(result, RunFailed):
             assert result.errno in (Errno.EINVAL, Errno.EIO, Errno.EFAULT)
@@ -187,7 +198,8 @@ class VcpuMachine(RuleBasedStateMachine):
     @invariant()
     def state_matches_outstanding_exit(self) -> None:
         if self.vcpu is not None:
-            assert (self.vcpu.state.value == "idle") == (self.exit is None)
+            want = "await-certs" if self.exit is not None else "mapped" if self.mapped else "idle"
+            assert self.vcpu.state.value == want
 
 
 VcpuMachine.TestCase.settings = settings(

@@ -25,7 +25,8 @@ from ghcb import (
     parse_page,
 )
 from ghcb._fast import flat_fields
-from ghcb.page import FIELD_NAMES, VALID_BIT, Backend, required_inputs
+from ghcb.hypervisor.rules import required_inputs
+from ghcb.page import FIELD_NAMES, VALID_BIT, Backend
 from ghcb.schemas import page as page_schema
 from tests.helpers import assert_roundtrip, load_table, load_vectors, vector_bytes
 

@@ -21,14 +21,13 @@ from ghcb.exitinfo import (
     TermRequestInfo,
     pack_guest_error,
 )
+from ghcb.hypervisor.rules import ALWAYS_REQUIRED, KVM_EXIT_RULES, V15_EXIT_RULES
 from ghcb.msr import GHCB_MSR, GHCB_MSR_PREF_GPA_NONE
 from ghcb.page import (
-    ALWAYS_REQUIRED,
     FIELDS,
     GHCB_DEFAULT_USAGE,
     GHCB_PROTOCOL_MAX,
     GHCB_PROTOCOL_MIN,
-    KVM_EXIT_RULES,
     VALID_BIT,
     Backend,
     GhcbPage,
@@ -235,6 +234,20 @@ class TestExitRules:
         ]
         assert got == want
         assert {"sw_exit_code", "sw_exit_info_1", "sw_exit_info_2"} == ALWAYS_REQUIRED
+
+    @pytest.mark.parametrize(
+        "row",
+        [r for r in EXITS if r.get("kvm_accepts")],
+        ids=_ids([r for r in EXITS if r.get("kvm_accepts")]),
+    )
+    def test_v15_rule(self, row: dict[str, Any]) -> None:
+        """The v15-era validator: the table's v15_* columns where present, else the same."""
+        rule = V15_EXIT_RULES[codes.ExitCode[row["name"]]]
+        assert rule.required == frozenset(row.get("v15_required", row["required"]))
+        checks = row.get("v15_checks", row.get("checks", []))
+        assert rule.request_pages == ("request-pages" in checks)
+        assert rule.snp_only == row.get("snp_only", False)
+        assert set(V15_EXIT_RULES) == set(KVM_EXIT_RULES)
 
 
 class TestMsrLayouts:

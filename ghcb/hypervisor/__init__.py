@@ -1,20 +1,28 @@
 """The reference hypervisor: KVM's handling of SNP (Extended) Guest Requests, sans IO.
 
-* :mod:`~ghcb.hypervisor.memory` — guest memory with private and shared pages.
-* :mod:`~ghcb.hypervisor.vcpu` — the vCPU: validation, guest requests, both certificate-exit
-  ABIs (the v15 seed patch's and the merged ``KVM_EXIT_SNP_REQ_CERTS``).
-* :mod:`~ghcb.hypervisor.vmm` — the VMM side: certificate store with file locks, rate
-  limiting, the KVM_RUN loop.
+* :mod:`~ghcb.hypervisor.memory` — guest memory with private and shared backings.
+* :mod:`~ghcb.hypervisor.rules` — KVM's GHCB validator as one table (also behind
+  :func:`ghcb.check_page`).
+* :mod:`~ghcb.hypervisor.kvm_abi` — one object per certificate-exit ABI / KVM tree
+  (:class:`DisabledAbi`, :class:`MergedAbi`, :class:`V15Abi`): ``kvm_run`` codec, guest-request
+  handlers, completion callback, and the VMM's ``ret`` values.
+* :mod:`~ghcb.hypervisor.vcpu` — the vCPU: ``sev_handle_vmgexit``'s order, the GHCB writes
+  when KVM makes them, a table-driven state machine.
+* :mod:`~ghcb.hypervisor.vmm` — the VMM side: rate limiting and the KVM_RUN loop.
+* :mod:`~ghcb.hypervisor.store` / :mod:`~ghcb.hypervisor.locking` — the certificate store
+  with the KVM-documented file locks.
 * :mod:`~ghcb.hypervisor.firmware` — the firmware protocol and a recording test double.
+* :mod:`~ghcb.hypervisor.errors` — errors split by blame.
 """
 
 from __future__ import annotations
 
 from ghcb.hypervisor.errors import HostError, HypervisorBug, HypervisorUsageError
 from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
+from ghcb.hypervisor.kvm_abi import CertAbi, DisabledAbi, VmmAnswer
 from ghcb.hypervisor.locking import LockError
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
-from ghcb.hypervisor.store import CertificateStore, Lease
+from ghcb.hypervisor.store import CertificateStore, Lease, StoreError
 from ghcb.hypervisor.vcpu import (
     KVM_RUN_SIZE,
     CertsExit,
@@ -34,8 +42,10 @@ from ghcb.hypervisor.vmm import TokenBucket, Vmm
 
 __all__ = [
     "KVM_RUN_SIZE",
+    "CertAbi",
     "CertificateStore",
     "CertsExit",
+    "DisabledAbi",
     "Firmware",
     "FirmwareFailure",
     "GuestMemory",
@@ -51,12 +61,14 @@ __all__ = [
     "Resumed",
     "RunFailed",
     "RunResult",
+    "StoreError",
     "TokenBucket",
     "Unhandled",
     "V15Abi",
     "Vcpu",
     "Vm",
     "Vmm",
+    "VmmAnswer",
     "decode_kvm_run",
     "encode_kvm_run",
 ]

@@ -29,8 +29,9 @@ class FirmwareFailure(HostError):
 class Firmware(Protocol):
     """What the handler needs from the SEV firmware."""
 
-    def guest_request(self, request: bytes) -> tuple[bytes, int]:
-        """Process one guest message page; return the response page and the firmware status.
+    def guest_request(self, request: bytes) -> tuple[bytes | None, int]:
+        """Process one guest message page; return the response page (None when the firmware
+        writes no response, e.g. on most errors) and the firmware status.
 
         Raises:
             FirmwareFailure: the command failed without a status.
@@ -38,7 +39,7 @@ class Firmware(Protocol):
         ...
 
 
-def _echo(request: bytes) -> tuple[bytes, int]:
+def _echo(request: bytes) -> tuple[bytes | None, int]:
     return bytes(reversed(request)), FirmwareStatus.SUCCESS
 
 
@@ -47,11 +48,11 @@ class RecordingFirmware:
     """A test double: records every request, answers with ``respond`` (default: the request
     reversed, status SUCCESS), or fails when ``fail`` is set."""
 
-    respond: Callable[[bytes], tuple[bytes, int]] = _echo
+    respond: Callable[[bytes], tuple[bytes | None, int]] = _echo
     fail: bool = False
     requests: list[bytes] = field(default_factory=list)
 
-    def guest_request(self, request: bytes) -> tuple[bytes, int]:
+    def guest_request(self, request: bytes) -> tuple[bytes | None, int]:
         """Record ``request`` and answer it."""
         if len(request) != PAGE_SIZE:
             raise FirmwareFailure(

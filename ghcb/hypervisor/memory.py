@@ -1,46 +1,77 @@
 """Guest memory for the reference hypervisor: sparse 4 KiB pages, each private or shared.
 
-An SEV-SNP guest's private pages are encrypted with its key; the host only sees shared pages
-through its memslots. The model here:
+An SEV-SNP guest backed by ``guest_memfd`` has two backings per guest page: the private one
+(guest_memfd, encrypted with the guest's key, what the guest sees while the page is private)
+and the shared one (the memslot's userspace mapping, what the guest sees while the page is
+shared). The model keeps both:
 
-* the **guest** side (:meth:`GuestMemory.guest_read` / :meth:`guest_write`) can touch any
-  mapped page, private or shared;
-* the **host** side (:meth:`host_read` / :meth:`host_write`, used by the handler and the VMM)
-  can touch only mapped *shared* pages. Touching an unmapped or a private page raises
-  :class:`GuestMemoryError` (a :class:`~ghcb.errors.GhcbError`), which the handler turns into
-  what KVM does when ``kvm_read_guest``/``kvm_write_guest`` fail (see ``ghcb.hypervisor.vcpu``).
+* the **guest** side (:meth:`GuestMemory.guest_read` / :meth:`guest_write`) sees the backing
+  its page state selects: private pages their private bytes, shared pages their shared bytes;
+* the **host** side (:meth:`host_read` / :meth:`host_write` / :meth:`host_map`, used by KVM's
+  model and by the VMM) always goes through the memslot's userspace mapping, i.e. the *shared*
+  backing, whatever the page's state. That is what KVM does: ``kvm_read_guest`` /
+  ``kvm_write_guest`` copy through ``__gfn_to_hva_memslot`` and ``kvm_vcpu_map`` maps the
+  same host page (virt/kvm/kvm_main.c); neither consults the private attribute. So a write into
+  a page the guest holds private *succeeds* and the guest never sees it (it reads its private
+  backing). Only a GPA no page is mapped at fails (``-EFAULT`` in KVM: no memslot).
 
-KVM itself checks only the alignment of the certificate GPA (the seed patch and the merged
-code alike); whether the pages are shared and mapped is found out when userspace writes
-them. Reads and writes never touch bytes outside the range asked for.
+Converting a page (:meth:`set_shared`) switches which backing the guest sees; neither backing
+is copied or cleared (as guest_memfd conversions do not preserve contents, a guest re-validates
+and rewrites what it converts). Backings are allocated on first touch, and a memory holds at
+most :data:`MAX_PAGES` pages. Every operation checks the whole range before it changes
+anything: a failed call changes nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
-from ghcb.errors import GhcbError
+from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.schemas.page import PAGE_SIZE
 
-__all__ = ["GuestMemory", "GuestMemoryError"]
+__all__ = ["MAX_PAGES", "GuestMemory", "GuestMemoryError"]
 
 _PAGE_MASK: Final = PAGE_SIZE - 1
 _GPA_LIMIT: Final = 1 << 52  # x86-64 physical addresses: at most 52 bits (MAXPHYADDR)
+#: The most pages one :class:`GuestMemory` maps (1 GiB): a model, not a VM image.
+MAX_PAGES: Final = 1 << 18
+_SPEC: Final = "ghcb.hypervisor.memory model (guest_memfd private/shared backings)"
+_ZERO_PAGE: Final = bytes(PAGE_SIZE)
 
 
-class GuestMemoryError(GhcbError):
-    """The host touched guest memory it cannot reach (unmapped or private page)."""
+class GuestMemoryError(HypervisorUsageError):
+    """A guest-memory operation the model refuses: an unmapped GPA, a bad range or argument.
+
+    The vCPU and the VMM turn it into what KVM answers when ``kvm_read_guest`` or
+    ``kvm_write_guest`` fails; raised to a caller, it is the caller's mistake.
+    """
 
 
-@dataclass(slots=True)
 class _Page:
-    data: bytearray
-    shared: bool
+    __slots__ = ("private", "shared", "state_shared")
+
+    def __init__(self, state_shared: bool) -> None:
+        self.state_shared = state_shared
+        self.shared: bytearray | None = None  # the host mapping (memslot userspace address)
+        self.private: bytearray | None = None  # guest_memfd
+
+    def host(self) -> bytearray:
+        if self.shared is None:
+            self.shared = bytearray(PAGE_SIZE)
+        return self.shared
+
+    def guest(self) -> bytearray:
+        if self.state_shared:
+            return self.host()
+        if self.private is None:
+            self.private = bytearray(PAGE_SIZE)
+        return self.private
 
 
 class GuestMemory:
     """Sparse guest-physical memory in 4 KiB pages."""
+
+    __slots__ = ("_pages",)
 
     def __init__(self) -> None:
         self._pages: dict[int, _Page] = {}
@@ -50,98 +81,156 @@ class GuestMemory:
         """Map ``npages`` zeroed pages from page-aligned ``gpa``.
 
         Raises:
-            GuestMemoryError: ``gpa`` not page aligned, beyond 52 bits, or already mapped.
+            GuestMemoryError: ``gpa`` not page aligned, beyond 52 bits, already mapped, or
+                more than :data:`MAX_PAGES` pages in all.
         """
-        self._check_range(gpa, npages * PAGE_SIZE, aligned=True)
-        for gfn in range(gpa // PAGE_SIZE, gpa // PAGE_SIZE + npages):
+        first = self._first_gfn(gpa, npages)
+        if len(self._pages) + npages > MAX_PAGES:
+            raise _error(gpa, "too-large", f"a guest memory maps at most {MAX_PAGES} pages")
+        for gfn in range(first, first + npages):
             if gfn in self._pages:
-                raise self._error(gfn * PAGE_SIZE, "page-mapped", "page is already mapped")
-        for gfn in range(gpa // PAGE_SIZE, gpa // PAGE_SIZE + npages):
-            self._pages[gfn] = _Page(bytearray(PAGE_SIZE), shared)
+                raise _error(gfn * PAGE_SIZE, "page-mapped", "page is already mapped")
+        for gfn in range(first, first + npages):
+            self._pages[gfn] = _Page(bool(shared))
 
     def set_shared(self, gpa: int, npages: int = 1, *, shared: bool) -> None:
-        """Convert pages between private and shared (what a page-state change does)."""
-        for gfn in self._gfns(gpa, npages * PAGE_SIZE):
-            self._page(gfn).shared = shared
+        """Convert pages between private and shared (what a page-state change does); all or
+        nothing: an unmapped page anywhere in the range converts none."""
+        first = self._first_gfn(gpa, npages)
+        pages = [self._page(gfn) for gfn in range(first, first + npages)]
+        for page in pages:
+            page.state_shared = bool(shared)
 
     def is_shared(self, gpa: int) -> bool:
         """Whether the page holding ``gpa`` is mapped and shared."""
-        page = self._pages.get(gpa // PAGE_SIZE)
-        return page is not None and page.shared
+        page = self._pages.get(_gfn(gpa))
+        return page is not None and page.state_shared
 
     def is_mapped(self, gpa: int) -> bool:
         """Whether the page holding ``gpa`` is mapped (private or shared)."""
-        return gpa // PAGE_SIZE in self._pages
+        return _gfn(gpa) in self._pages
 
     # -- access -------------------------------------------------------------------------------
     def guest_read(self, gpa: int, size: int) -> bytes:
-        """Read as the guest: any mapped page."""
+        """Read as the guest: each page's private or shared backing, as its state says."""
         return self._read(gpa, size, host=False)
 
-    def guest_write(self, gpa: int, data: bytes) -> None:
-        """Write as the guest: any mapped page."""
+    def guest_write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
+        """Write as the guest: each page's private or shared backing, as its state says."""
         self._write(gpa, data, host=False)
 
     def host_read(self, gpa: int, size: int) -> bytes:
-        """Read as the host (KVM or the VMM): shared pages only."""
+        """Read as the host (``kvm_read_guest``, the VMM): the shared backing of any mapped
+        page."""
         return self._read(gpa, size, host=True)
 
-    def host_write(self, gpa: int, data: bytes) -> None:
-        """Write as the host: shared pages only; nothing is written unless all of it can be."""
+    def host_write(self, gpa: int, data: bytes | bytearray | memoryview) -> None:
+        """Write as the host (``kvm_write_guest``, the VMM): the shared backing of any mapped
+        page; nothing is written unless all of it can be."""
         self._write(gpa, data, host=True)
+
+    def host_map(self, gpa: int) -> memoryview:
+        """The host mapping of the page at page-aligned ``gpa`` (``kvm_vcpu_map``): writes
+        through the view land in guest memory at once."""
+        page = self._page(self._first_gfn(gpa, 1))
+        return memoryview(page.host())
 
     # -- internals ----------------------------------------------------------------------------
     def _read(self, gpa: int, size: int, *, host: bool) -> bytes:
-        out = bytearray()
-        for gfn, start, stop in self._spans(gpa, size, host=host):
-            out += self._pages[gfn].data[start:stop]
-        return bytes(out)
+        # Fast path: a non-empty range within one mapped page (what KVM and the VMM read).
+        if type(gpa) is int and type(size) is int and gpa >= 0 and size > 0:
+            start = gpa & _PAGE_MASK
+            page = self._pages.get(gpa >> 12)
+            if page is not None and start + size <= PAGE_SIZE:
+                return bytes(_view(page, host)[start : start + size])
+        spans = self._spans(gpa, size)
+        if len(spans) == 1:
+            page, start, stop = spans[0]
+            return bytes(_view(page, host)[start:stop])
+        return b"".join(bytes(_view(page, host)[start:stop]) for page, start, stop in spans)
 
-    def _write(self, gpa: int, data: bytes, *, host: bool) -> None:
-        spans = self._spans(gpa, len(data), host=host)  # checks every page first
+    def _write(self, gpa: int, data: bytes | bytearray | memoryview, *, host: bool) -> None:
+        raw = _as_bytes(data)
+        size = len(raw)
+        if type(gpa) is int and gpa >= 0 and size > 0:  # fast path: within one mapped page
+            start = gpa & _PAGE_MASK
+            page = self._pages.get(gpa >> 12)
+            if page is not None and start + size <= PAGE_SIZE:
+                (page.host() if host else page.guest())[start : start + size] = raw
+                return
+        spans = self._spans(gpa, size)  # checks every page first
         pos = 0
-        for gfn, start, stop in spans:
-            self._pages[gfn].data[start:stop] = data[pos : pos + stop - start]
+        for page, start, stop in spans:
+            (page.host() if host else page.guest())[start:stop] = raw[pos : pos + stop - start]
             pos += stop - start
 
-    def _spans(self, gpa: int, size: int, *, host: bool) -> list[tuple[int, int, int]]:
-        self._check_range(gpa, size, aligned=False)
+    def _spans(self, gpa: int, size: int) -> list[tuple[_Page, int, int]]:
+        _check_range(gpa, size)
         spans = []
         pos, end = gpa, gpa + size
         while pos < end:
-            gfn = pos // PAGE_SIZE
+            gfn = pos >> 12
             page = self._pages.get(gfn)
             if page is None:
-                raise self._error(pos, "unmapped", "no page is mapped there")
-            if host and not page.shared:
-                raise self._error(pos, "private", "the page is private to the guest")
+                raise _error(pos, "unmapped", "no page is mapped there")
             stop = min(end, (gfn + 1) * PAGE_SIZE)
-            spans.append((gfn, pos & _PAGE_MASK, (pos & _PAGE_MASK) + stop - pos))
+            spans.append((page, pos & _PAGE_MASK, (pos & _PAGE_MASK) + stop - pos))
             pos = stop
         return spans
 
-    def _gfns(self, gpa: int, size: int) -> range:
-        self._check_range(gpa, size, aligned=True)
-        return range(gpa // PAGE_SIZE, (gpa + size) // PAGE_SIZE)
+    def _first_gfn(self, gpa: int, npages: int) -> int:
+        if not _is_int(npages) or npages < 1:
+            raise _error(None, "bad-range", f"npages must be a positive int, not {npages!r}")
+        _check_range(gpa, npages * PAGE_SIZE)
+        if gpa & _PAGE_MASK:
+            raise _error(gpa, "unaligned", "page operations need 4 KiB alignment")
+        return gpa >> 12
 
     def _page(self, gfn: int) -> _Page:
         page = self._pages.get(gfn)
         if page is None:
-            raise self._error(gfn * PAGE_SIZE, "unmapped", "no page is mapped there")
+            raise _error(gfn * PAGE_SIZE, "unmapped", "no page is mapped there")
         return page
 
-    def _check_range(self, gpa: int, size: int, *, aligned: bool) -> None:
-        if not isinstance(gpa, int) or not isinstance(size, int) or gpa < 0 or size < 0:
-            raise self._error(None, "bad-range", f"bad guest range ({gpa!r}, {size!r})")
-        if gpa + size > _GPA_LIMIT:
-            raise self._error(gpa, "bad-range", "range goes past the 52-bit physical space")
-        if aligned and (gpa & _PAGE_MASK or size & _PAGE_MASK):
-            raise self._error(gpa, "unaligned", "page operations need 4 KiB alignment")
 
-    @staticmethod
-    def _error(gpa: int | None, rule: str, what: str) -> GuestMemoryError:
-        where = "" if gpa is None else f" at GPA {gpa:#x}"
-        return GuestMemoryError(f"guest memory{where}: {what}", rule=rule, spec=_SPEC, offset=gpa)
+def _view(page: _Page, host: bool) -> bytes | bytearray:
+    """The bytes a read sees (the zero page for a backing not allocated yet)."""
+    data = page.shared if host or page.state_shared else page.private
+    return _ZERO_PAGE if data is None else data
 
 
-_SPEC: Final = "ghcb.hypervisor.memory model (SEV-SNP private/shared pages)"
+def _as_bytes(data: object) -> bytes | bytearray:
+    if isinstance(data, bytes | bytearray):
+        return data
+    if isinstance(data, memoryview):
+        try:
+            return data.tobytes()
+        except ValueError as e:  # released
+            raise _error(None, "input-type", f"data is not readable: {e}") from e
+    raise _error(None, "input-type", f"data must be bytes-like, not {type(data).__name__}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _gfn(gpa: int) -> int:
+    _check_range(gpa, 0)
+    return gpa >> 12
+
+
+def _check_range(gpa: object, size: object) -> None:
+    if (
+        not isinstance(gpa, int)
+        or not isinstance(size, int)
+        or not _is_int(gpa)
+        or not _is_int(size)
+    ):
+        raise _error(None, "bad-range", f"bad guest range ({gpa!r}, {size!r})")
+    if gpa < 0 or size < 0 or gpa + size > _GPA_LIMIT:
+        raise _error(gpa if gpa >= 0 else None, "bad-range", "range outside the 52-bit space")
+
+
+def _error(gpa: int | None, rule: str, what: str) -> GuestMemoryError:
+    where = "" if gpa is None else f" at GPA {gpa:#x}"
+    return GuestMemoryError(f"guest memory{where}: {what}", rule=rule, spec=_SPEC, offset=gpa)

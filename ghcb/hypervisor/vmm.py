@@ -1,54 +1,55 @@
-"""The VMM side of the certificate exit: a certificate store with file locks, rate limiting,
-and the loop that services a vCPU's userspace exits for either ABI.
+"""The VMM side of the certificate exit: rate limiting, and the loop that services a vCPU's
+userspace exits for either ABI with the blob of a :class:`~ghcb.hypervisor.store.CertificateStore`.
 
 Sources: the seed patch's api.rst text (ret 1 INVALID_LEN with the page count in
 ``data_npages``, 2 BUSY, other non-zero GENERIC; NOTIFY_DONE), the merged ABI (ret 0 /
 ENOSPC with ``npages`` / EAGAIN / EIO; ``immediate_exit``), and their shared locking scheme
 (see :mod:`ghcb.hypervisor.locking`); GHCB spec §4.1.7 (a hypervisor may throttle guest
-requests and answer BUSY).
+requests and answer BUSY). Which ``ret`` and which field mean what is the ABI object's
+(:mod:`ghcb.hypervisor.kvm_abi`); the VMM only decides the answer.
 
 The VMM writes the blob into ``[gpa, gpa + len(blob))`` only when ``npages`` pages hold it
-(``pages_needed(len(blob)) <= npages``), never outside ``[gpa, gpa + npages * 4096)``, and
-only into shared guest pages (else it answers GENERIC / EIO).
+(``pages_needed(len(blob)) <= npages``), never outside ``[gpa, gpa + npages * 4096)``. It
+writes through its own mapping of guest memory (the shared backing, as QEMU does): into a page
+the guest holds private the write lands where the guest does not look. A GPA with no memory,
+a missing or corrupt store or a lock failure answers GENERIC and writes nothing.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from ghcb.certs import pages_needed
-from ghcb.codes import Errno, VmmError
-from ghcb.errors import GhcbError
-from ghcb.hypervisor.errors import HypervisorUsageError
+from ghcb.hypervisor.errors import HostError, HypervisorUsageError
+from ghcb.hypervisor.kvm_abi import VmmAnswer
 from ghcb.hypervisor.memory import GuestMemoryError
-from ghcb.hypervisor.vcpu import (
-    CertsExit,
-    MergedAbi,
-    RunResult,
-    V15Abi,
-    Vcpu,
-    decode_kvm_run,
-    encode_kvm_run,
-)
+from ghcb.hypervisor.vcpu import CertsExit, Interrupted, RunResult, Vcpu
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
-from ghcb.schemas.kvm import REQ_CERTS_FLAGS_NOTIFY_DONE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ghcb.hypervisor.kvm_abi import CertAbi
     from ghcb.hypervisor.memory import GuestMemory
     from ghcb.hypervisor.store import CertificateStore, Lease
 
 __all__ = ["TokenBucket", "Vmm"]
 
 _EMPTY_TABLE: Final = bytes(CERT_ENTRY_SIZE)
+_SPEC_RATE: Final = "GHCB spec §4.1.7 (BUSY)"
 
 
 @dataclass
 class TokenBucket:
-    """A token bucket: ``burst`` tokens, refilled at ``rate`` per second of ``clock``."""
+    """A token bucket: ``burst`` tokens, refilled at ``rate`` per second of ``clock``.
+
+    The clock is injected (tests pass a fake one). A clock that goes backwards credits nothing
+    until it passes its highest reading again, so the bucket never over-credits and never
+    holds a negative or non-finite count.
+    """
 
     rate: float
     burst: int
@@ -57,18 +58,38 @@ class TokenBucket:
     stamp: float = field(init=False)
 
     def __post_init__(self) -> None:
+        rate_ok = isinstance(self.rate, int | float) and not isinstance(self.rate, bool)
+        burst_ok = isinstance(self.burst, int) and not isinstance(self.burst, bool)
+        if not (rate_ok and burst_ok and math.isfinite(self.rate)):
+            raise HypervisorUsageError(
+                f"rate must be a finite number and burst an int, not {self.rate!r} / "
+                f"{self.burst!r}",
+                rule="rate-limit",
+                spec=_SPEC_RATE,
+            )
         if self.rate < 0 or self.burst < 1:
             raise HypervisorUsageError(
-                "rate must be >= 0 and burst >= 1", rule="rate-limit", spec="GHCB spec §4.1.7"
+                "rate must be >= 0 and burst >= 1", rule="rate-limit", spec=_SPEC_RATE
             )
+        if not callable(self.clock):
+            raise HypervisorUsageError("clock must be callable", rule="rate-limit", spec=_SPEC_RATE)
         self.tokens = float(self.burst)
-        self.stamp = self.clock()
+        self.stamp = self._now()
+
+    def _now(self) -> float:
+        now = self.clock()
+        if not isinstance(now, int | float) or not math.isfinite(now):
+            raise HypervisorUsageError(
+                f"clock returned {now!r}, not a finite number", rule="rate-limit", spec=_SPEC_RATE
+            )
+        return float(now)
 
     def take(self) -> bool:
         """Spend one token if there is one."""
-        now = self.clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
+        now = self._now()
+        if now > self.stamp:  # backwards or still: no credit, keep the highest reading
+            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
         if self.tokens >= 1:
             self.tokens -= 1
             return True
@@ -84,6 +105,8 @@ class Vmm:
         limiter: answer BUSY (v15 ret 2 / merged EAGAIN) when it has no token.
         notify: hold the blob's lock until the request has reached firmware, learning when
             through ``immediate_exit`` (merged) or NOTIFY_DONE (v15), as KVM documents.
+            ``False`` drops the lock right after writing the certificates (the race the
+            documentation warns about).
     """
 
     def __init__(
@@ -102,66 +125,61 @@ class Vmm:
 
     def run(self, vcpu: Vcpu) -> RunResult:
         """KVM_RUN on ``vcpu`` until the guest is answered (or KVM_RUN fails), servicing every
-        certificate exit in between; the blob's lock is released once the request is done."""
-        abi = vcpu.vm.cert_abi
+        certificate exit in between; the blob's lock is released once the request reached
+        firmware (the -EINTR of ``immediate_exit``, or the v15 DONE exit) and in any case
+        before returning."""
+        abi = vcpu.vm.abi
         result = vcpu.run()
         try:
-            while isinstance(result, CertsExit):
-                if abi is None:  # pragma: no cover - the vCPU exits only with an ABI
-                    raise HypervisorUsageError("exit without ABI", rule="vmm", spec="")
-                result = vcpu.complete(self.service(abi, result))
+            while True:
+                if isinstance(result, CertsExit):
+                    result = vcpu.complete(self.service(abi, result))
+                elif isinstance(result, Interrupted):
+                    # "…exits with -EINTR, at which point the lock can be dropped"
+                    self.release()
+                    result = vcpu.run()  # KVM_RUN again: enter the guest
+                else:
+                    return result
         finally:
             self.release()
-        return result
 
-    def service(self, abi: MergedAbi | V15Abi, exit_: CertsExit) -> bytes:
+    def service(self, abi: CertAbi, exit_: CertsExit) -> bytes:
         """The ``kvm_run`` bytes answering ``exit_`` (a lock may stay held: see ``release``)."""
-        _prefix, body = decode_kvm_run(abi, exit_.kvm_run)
         if exit_.done:
             self.release()  # v15 STATUS_DONE: the request reached firmware
             return exit_.kvm_run
-        merged = isinstance(abi, MergedAbi)
-        fields = dict(body)
-        immediate_exit = 0
         if self.limiter is not None and not self.limiter.take():
-            fields["ret"] = Errno.EAGAIN if merged else VmmError.BUSY
-        else:
-            fields["ret"] = self._supply(exit_, merged, fields)
-            if self._lease is not None:  # certificates supplied: learn when firmware is done
-                if self.notify and merged:
-                    immediate_exit = 1
-                elif self.notify:
-                    fields["flags"] = body["flags"] | REQ_CERTS_FLAGS_NOTIFY_DONE
-                else:
-                    self.release()
-        return encode_kvm_run(abi, fields, immediate_exit=immediate_exit)
+            return abi.reply(exit_.kvm_run, VmmAnswer.BUSY, hold=False)
+        answer, need = self._supply(exit_.gpa, exit_.npages)
+        hold = answer is VmmAnswer.OK and self._lease is not None and self.notify
+        if not hold:
+            self.release()
+        return abi.reply(exit_.kvm_run, answer, npages=need, hold=hold)
 
-    def _supply(self, exit_: CertsExit, merged: bool, fields: dict[str, int]) -> int:
-        """Write the blob for ``exit_`` and return ``ret``; on success the shared lock stays
-        held in ``self._lease``. Every failure releases it."""
-        generic = Errno.EIO if merged else VmmError.GENERIC_V15
+    def _supply(self, gpa: int, npages: int) -> tuple[VmmAnswer, int | None]:
+        """Write the blob for a request of ``npages`` pages at ``gpa``; on OK the shared lock
+        stays held in ``self._lease``. Every failure releases it."""
         try:
             self._lease = self.store.lease()
-        except (OSError, GhcbError):  # missing blob, lock failure: the guest gets GENERIC
-            return generic
+        except (OSError, HostError):  # missing or corrupt blob, lock failure
+            return VmmAnswer.GENERIC, None
         try:
             blob = self._lease.data
-            if not blob and not exit_.npages:
-                return 0  # no certificates and no buffer: nothing to write (as KVM's own mode)
-            blob = blob or _EMPTY_TABLE
+            if not blob and not npages:
+                return VmmAnswer.OK, None  # no certificates, no buffer: nothing to write
+            blob = blob or _EMPTY_TABLE  # no certificates: the empty table
             need = pages_needed(len(blob))
-            if need > exit_.npages:
-                fields["npages" if merged else "data_npages"] = need
+            if need > npages:
                 self.release()
-                return Errno.ENOSPC if merged else VmmError.INVALID_LEN
-            self.memory.host_write(exit_.gpa, blob)
+                return VmmAnswer.TOO_SMALL, need
+            self.memory.host_write(gpa, blob)
         except GuestMemoryError:
             self.release()
-            return generic
+            return VmmAnswer.GENERIC, None
         except BaseException:
             self.release()
             raise
-        return 0
+        return VmmAnswer.OK, None
 
     def release(self) -> None:
         """Drop the blob's lock if one is held."""

@@ -1,0 +1,639 @@
+"""The certificate-exit ABIs: one object per KVM tree, owning everything that differs.
+
+Each ABI object owns its ``kvm_run`` codec (field names, struct derived from
+:mod:`ghcb.schemas.kvm`), the guest-request handlers of its tree (what KVM does for an SNP
+Guest Request and an Extended Guest Request), its completion callback (userspace's ``ret`` →
+SW_EXITINFO2 / RBX), and the VMM side of the exit (which ``ret`` means "too few pages",
+"busy", "generic", and how the VMM learns the request reached firmware). The vCPU
+(:mod:`ghcb.hypervisor.vcpu`) and the VMM (:mod:`ghcb.hypervisor.vmm`) ask the object; no
+other module branches on the ABI.
+
+* :class:`DisabledAbi` — merged KVM with certificate fetching off (its default, and what
+  ``Vm(cert_abi=None)`` means): an Extended Guest Request for ``MSG_REPORT_REQ`` gets the
+  empty table (24 zero bytes at RAX when RBX != 0), then is a plain request.
+* :class:`MergedAbi` — merged KVM with ``KVM_SEV_SNP_ENABLE_REQ_CERTS``: a
+  ``KVM_EXIT_SNP_REQ_CERTS`` exit ``{gpa, npages, ret}``; ``ret`` is a positive errno.
+* :class:`V15Abi` — the seed patch (v15, May 2024) and the v15-era tree it applied to:
+  ``KVM_EXIT_VMGEXIT`` with ``struct kvm_user_vmgexit``; ``ret`` is the GHCB VMM error;
+  ``NOTIFY_DONE`` asks for a second exit once the request reached firmware.
+
+Sources, quoted beside each rule: Linux ``arch/x86/kvm/svm/sev.c`` (the merged tree, with
+``snp_handle_guest_req``, ``snp_handle_ext_guest_req``, ``snp_complete_req_certs`` and
+``snp_req_certs_err``), the v15 series (``snp_setup_guest_buf``, ``__snp_handle_guest_req``,
+``snp_begin_ext_guest_req``, ``snp_complete_ext_guest_req``), ``arch/x86/kvm/x86.c``
+``kvm_arch_vcpu_ioctl_run``; ghcb-facts.md §5.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Protocol
+
+from ghcb._fast import FlatField, flat_fields, struct_format
+from ghcb.codes import Errno, GhcbErr, HvResp, KvmExit, MsgType, VmmError
+from ghcb.hypervisor.errors import HypervisorUsageError
+from ghcb.hypervisor.firmware import FirmwareFailure
+from ghcb.hypervisor.rules import Validator
+from ghcb.schemas.certs import CERT_ENTRY_SIZE
+from ghcb.schemas.guest_msg import snp_guest_msg_hdr
+from ghcb.schemas.kvm import (
+    KVM_RUN_EXIT_UNION_OFFSET,
+    KVM_RUN_EXIT_UNION_SIZE,
+    KVM_USER_VMGEXIT_REQ_CERTS,
+    REQ_CERTS_FLAGS_NOTIFY_DONE,
+    REQ_CERTS_STATUS_DONE,
+    REQ_CERTS_STATUS_PENDING,
+    kvm_exit_snp_req_certs,
+    kvm_run_prefix,
+    kvm_user_vmgexit,
+)
+from ghcb.schemas.page import PAGE_SIZE
+
+if TYPE_CHECKING:
+    import threading
+
+    import construct as cs
+
+    from ghcb.hypervisor.firmware import Firmware
+
+__all__ = [
+    "KVM_RUN_SIZE",
+    "CertAbi",
+    "DisabledAbi",
+    "Exit",
+    "Fail",
+    "MergedAbi",
+    "RequestContext",
+    "V15Abi",
+    "VmmAnswer",
+    "decode_kvm_run",
+    "encode_kvm_run",
+]
+
+SPEC_KVM: Final = "Linux arch/x86/kvm/svm/sev.c"
+SPEC_V15: Final = "v15 seed patch (KVM: SEV: SNP_EXTENDED_GUEST_REQUEST, May 2024)"
+SPEC_KVM_H: Final = "Linux uapi/linux/kvm.h struct kvm_run"
+
+#: The ``kvm_run`` bytes a certificate exit carries: the prefix and the 256-byte exit union.
+KVM_RUN_SIZE: Final = KVM_RUN_EXIT_UNION_OFFSET + KVM_RUN_EXIT_UNION_SIZE
+#: ``offsetof(struct snp_guest_msg_hdr, msg_type)``: the byte KVM reads from the request page.
+MSG_TYPE_OFFSET: Final = next(
+    f.offset for f in flat_fields(snp_guest_msg_hdr) if f.name == "msg_type"
+)
+_PAGE_MASK: Final = PAGE_SIZE - 1  # PAGE_ALIGNED() / IS_ALIGNED(x, PAGE_SIZE)
+_U32: Final = 0xFFFFFFFF
+#: The empty certificate table KVM writes when fetching is off: "the certificate table is
+#: terminated by 24-bytes of zeroes" (snp_handle_ext_guest_req, kvm_clear_guest(..., 24)).
+_EMPTY_TABLE: Final = bytes(CERT_ENTRY_SIZE)
+
+
+def guest_error(vmm: int, fw: int) -> int:
+    """``SNP_GUEST_ERR(vmm, fw)`` as the C macros compute it: ``((u64)vmm << 32) | (fw &
+    GENMASK(31, 0))`` — a u32 ``ret`` widened through ``int`` loses its sign bits in the
+    shift, so only the low 32 bits of each half count."""
+    return (vmm & _U32) << 32 | (fw & _U32)
+
+
+class VmmAnswer(enum.Enum):
+    """What the VMM answers a certificate request; each ABI has its own ``ret`` for it."""
+
+    OK = "ok"
+    TOO_SMALL = "too-small"  # the buffer needs more pages (the count goes back too)
+    BUSY = "busy"
+    GENERIC = "generic"
+
+
+# -- what a handler returns (the C functions' int: 1 resume, 0 exit, <0 fail) -------------------
+class Exit(NamedTuple):
+    """``return 0``: exit to userspace; ``kvm_run`` is the bytes KVM leaves there."""
+
+    kvm_run: bytes
+    gpa: int
+    npages: int
+    done: bool = False
+
+
+class Fail(NamedTuple):
+    """``return -errno``: KVM_RUN fails; the GHCB stays mapped."""
+
+    errno: int
+    reason: str
+
+
+#: ``return 1``: resume the guest (what it reads was written to the GHCB already).
+RESUME: Final = None
+Outcome = Exit | Fail | None
+
+
+class RequestContext(Protocol):
+    """What a handler may use of the vCPU: KVM's state for one VMGEXIT."""
+
+    regs: dict[str, int]  # vcpu->arch.regs after sev_es_sync_from_ghcb
+    exit_info_1: int  # control->exit_info_1 (the request page GPA)
+    exit_info_2: int  # control->exit_info_2 (the response page GPA)
+    kvm_run: bytes  # the kvm_run bytes as they stand (userspace's last write)
+
+    @property
+    def firmware(self) -> Firmware:
+        """The VM's firmware."""
+        ...
+
+    @property
+    def guest_req_lock(self) -> threading.Lock:
+        """``sev->guest_req_mutex``."""
+        ...
+
+    @property
+    def guest_resp_buf(self) -> bytearray:
+        """``sev->guest_resp_buf`` (per VM, persists across requests)."""
+        ...
+
+    def is_valid(self, name: str) -> bool:
+        """The field's bit in KVM's snapshot of the guest's valid bitmap."""
+        ...
+
+    def read_guest(self, gpa: int, size: int) -> bytes | None:
+        """``kvm_read_guest``: the bytes, or None when it fails (no memslot)."""
+        ...
+
+    def write_guest(self, gpa: int, data: bytes | bytearray) -> bool:
+        """``kvm_write_guest``: whether it succeeded (no memslot → False)."""
+        ...
+
+    def is_mapped(self, gpa: int) -> bool:
+        """``!is_error_noslot_pfn(gfn_to_pfn(kvm, gpa_to_gfn(gpa)))``."""
+        ...
+
+    def set_exit_info(self, info1: int, info2: int) -> None:
+        """``ghcb_set_sw_exit_info_1`` and ``_2`` (values and valid bits, in the mapped GHCB)."""
+        ...
+
+    def set_exit_info_2(self, info2: int) -> None:
+        """``ghcb_set_sw_exit_info_2`` alone."""
+        ...
+
+    def note_undefined(self, what: str) -> None:
+        """Record that the C code's answer on this path is undefined (and which value the
+        model chose instead)."""
+        ...
+
+
+# -- kvm_run codec ----------------------------------------------------------------------------
+class _Codec:
+    """The ``kvm_run`` prefix plus one exit struct, derived from the construct schemas."""
+
+    def __init__(self, body: cs.Construct[Any, Any] | None) -> None:
+        prefix = flat_fields(kvm_run_prefix)
+        exit_ = flat_fields(body, KVM_RUN_EXIT_UNION_OFFSET) if body is not None else ()
+        self.ints: tuple[FlatField, ...] = tuple(f for f in prefix + exit_ if f.kind == "int")
+        self._packers = {f.name: (f.offset, struct.Struct("<" + f.fmt), f) for f in self.ints}
+        # One unpack per part: (struct, names of its int fields in order, skip the bytes ones)
+        self._parts = tuple(
+            (
+                struct_format(part, skip=frozenset(f.name for f in part if f.kind != "int")),
+                tuple(f.name for f in part if f.kind == "int"),
+                part[0].offset if part else 0,
+            )
+            for part in (prefix, exit_)
+        )
+
+    def write(self, base: bytes | bytearray, values: Mapping[str, int]) -> bytes:
+        """``base`` with ``values`` written at their fields (others untouched)."""
+        out = bytearray(base)
+        for name, value in values.items():
+            entry = self._packers.get(name)
+            if entry is None:
+                raise HypervisorUsageError(
+                    f"kvm_run has no field {name!r} in this ABI", rule="field-name", spec=SPEC_KVM_H
+                )
+            offset, packer, field = entry
+            if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+                raise HypervisorUsageError(
+                    f"kvm_run field {name} must be an int, not {type(value).__name__}",
+                    rule="field-type",
+                    spec=SPEC_KVM_H,
+                    field=name,
+                )
+            if not 0 <= value <= field.max_value:
+                raise HypervisorUsageError(
+                    f"kvm_run field {name} = {value} does not fit {field.size} bytes",
+                    rule="field-range",
+                    spec=SPEC_KVM_H,
+                    field=name,
+                    offset=offset,
+                )
+            packer.pack_into(out, offset, value)
+        return bytes(out)
+
+    def read(self, data: bytes | bytearray) -> tuple[dict[str, int], dict[str, int]]:
+        """``(prefix fields, exit fields)``: the integer fields of each part."""
+        (pfmt, pnames, poff), (bfmt, bnames, boff) = self._parts
+        prefix = dict(zip(pnames, pfmt.unpack_from(data, poff), strict=True))
+        body = dict(zip(bnames, bfmt.unpack_from(data, boff), strict=True)) if bnames else {}
+        return prefix, body
+
+
+_BLANK_RUN: Final = bytes(KVM_RUN_SIZE)
+
+
+def _kvm_run_bytes(data: object) -> bytes | bytearray:
+    if isinstance(data, memoryview):
+        try:
+            data = data.tobytes()
+        except ValueError as e:
+            raise HypervisorUsageError(
+                f"kvm_run is not readable: {e}", rule="input-type", spec=SPEC_KVM_H
+            ) from e
+    if not isinstance(data, bytes | bytearray):
+        raise HypervisorUsageError(
+            f"kvm_run must be bytes, not {type(data).__name__}", rule="input-type", spec=SPEC_KVM_H
+        )
+    if len(data) != KVM_RUN_SIZE:
+        raise HypervisorUsageError(
+            f"kvm_run must be {KVM_RUN_SIZE} bytes (prefix + exit union), not {len(data)}",
+            rule="kvm-run-size",
+            spec=SPEC_KVM_H,
+        )
+    return data
+
+
+# -- the ABIs ---------------------------------------------------------------------------------
+class _Abi:
+    """Shared machinery; the concrete classes below are the public ABIs."""
+
+    name: ClassVar[str]
+    validator: ClassVar[Validator]
+    _codec: ClassVar[_Codec | None] = None
+    _ret: ClassVar[Mapping[VmmAnswer, int]] = {}
+
+    @property
+    def exit_reason(self) -> int:  # overridden by the dataclass field where there is an exit
+        return 0
+
+    # -- codec --------------------------------------------------------------------------------
+    def _require_codec(self) -> _Codec:
+        if self._codec is None:
+            raise HypervisorUsageError(
+                f"{self.name}: certificate fetching is off, there is no kvm_run exit",
+                rule="abi",
+                spec=SPEC_KVM,
+            )
+        return self._codec
+
+    def encode(self, fields: Mapping[str, int], *, immediate_exit: int = 0) -> bytes:
+        """The ``kvm_run`` bytes (prefix + exit union) with ``fields`` set, others zero."""
+        codec = self._require_codec()
+        if not isinstance(fields, Mapping):
+            raise HypervisorUsageError(
+                f"kvm_run fields must be a mapping, not {type(fields).__name__}",
+                rule="input-type",
+                spec=SPEC_KVM_H,
+            )
+        prefix = {"exit_reason": self.exit_reason, "immediate_exit": immediate_exit}
+        return codec.write(_BLANK_RUN, {**prefix, **fields})
+
+    def decode(self, data: bytes | bytearray) -> tuple[dict[str, int], dict[str, int]]:
+        """``(prefix fields, exit fields)`` of ``kvm_run`` bytes (integers only)."""
+        codec = self._require_codec()
+        return codec.read(_kvm_run_bytes(data))
+
+    def _exit(self, base: bytes, fields: Mapping[str, int], gpa: int, npages: int) -> Exit:
+        """KVM's writes for an exit: ``exit_reason`` and ``fields``, over what ``kvm_run``
+        held (a field KVM does not write keeps userspace's last value)."""
+        codec = self._require_codec()
+        return Exit(codec.write(base, {"exit_reason": self.exit_reason, **fields}), gpa, npages)
+
+    # -- VMM side -----------------------------------------------------------------------------
+    def reply(
+        self, exit_: Exit | bytes, answer: VmmAnswer, *, npages: int | None = None, hold: bool
+    ) -> bytes:
+        """The ``kvm_run`` bytes a VMM writes back for ``answer`` to a certificate exit.
+
+        Args:
+            exit_: the exit's ``kvm_run`` bytes (or the :class:`Exit`).
+            answer: what the VMM answers.
+            npages: with ``TOO_SMALL``, the number of pages the blob needs.
+            hold: ask to learn when the request reached firmware (the VMM keeps the blob's
+                lock until then): ``immediate_exit`` (merged) or ``NOTIFY_DONE`` (v15).
+        """
+        raise NotImplementedError  # pragma: no cover - every ABI with an exit overrides it
+
+    def exit_request(self, kvm_run: bytes | bytearray) -> tuple[int, int]:
+        """``(gpa, npages)`` of a certificate exit, as the VMM reads them."""
+        raise NotImplementedError  # pragma: no cover
+
+    # -- KVM side -----------------------------------------------------------------------------
+    def guest_request(self, ctx: RequestContext) -> Outcome:
+        """``SVM_VMGEXIT_GUEST_REQUEST`` in this ABI's tree."""
+        raise NotImplementedError  # pragma: no cover
+
+    def ext_guest_request(self, ctx: RequestContext) -> Outcome:
+        """``SVM_VMGEXIT_EXT_GUEST_REQUEST`` in this ABI's tree."""
+        raise NotImplementedError  # pragma: no cover
+
+    def complete(self, ctx: RequestContext, body: Mapping[str, int]) -> Outcome:
+        """The completion callback (``vcpu->arch.complete_userspace_io``) of the exit; ``body``
+        is the exit struct as userspace left it in ``ctx.kvm_run``."""
+        raise NotImplementedError  # pragma: no cover
+
+
+class _MergedTree(_Abi):
+    """The merged tree's guest-request handlers (fetching on or off)."""
+
+    validator = Validator.CURRENT
+
+    def guest_request(self, ctx: RequestContext) -> Outcome:
+        # snp_handle_guest_req (merged sev.c)
+        with ctx.guest_req_lock:  # "guard(mutex)(&sev->guest_req_mutex);"
+            # "if (kvm_read_guest(kvm, req_gpa, sev->guest_req_buf, PAGE_SIZE)) return -EIO;"
+            request = ctx.read_guest(ctx.exit_info_1, PAGE_SIZE)
+            if request is None:
+                return Fail(Errno.EIO, "kvm_read_guest of the request page failed")
+            try:
+                response, fw_err = ctx.firmware.guest_request(request)
+                if response is not None:  # the firmware wrote sev->guest_resp_buf
+                    ctx.guest_resp_buf[:] = _page(response)
+            except FirmwareFailure as e:
+                # "if (ret && !fw_err) return ret;" — e.g. the PSP is dead
+                return Fail(Errno.EIO, f"firmware command failed without a status: {e.message}")
+            # A firmware error falls through: the response buffer — stale if the firmware did
+            # not write it — is still copied to the guest.
+            # "if (kvm_write_guest(kvm, resp_gpa, sev->guest_resp_buf, PAGE_SIZE)) return -EIO;"
+            if not ctx.write_guest(ctx.exit_info_2, ctx.guest_resp_buf):
+                return Fail(Errno.EIO, "kvm_write_guest of the response page failed")
+            # "svm_vmgexit_no_action(svm, SNP_GUEST_ERR(0, fw_err));"
+            ctx.set_exit_info(HvResp.NO_ACTION, guest_error(0, fw_err))
+        return RESUME
+
+    def ext_guest_request(self, ctx: RequestContext) -> Outcome:
+        # snp_handle_ext_guest_req (merged sev.c)
+        # "if (kvm_read_guest(kvm, req_gpa + offsetof(struct snp_guest_msg_hdr, msg_type),
+        #                     &msg_type, 1)) return -EIO;"
+        header = ctx.read_guest(ctx.exit_info_1 + MSG_TYPE_OFFSET, 1)
+        if header is None:
+            return Fail(Errno.EIO, "kvm_read_guest of msg_type failed")
+        if header[0] == MsgType.REPORT_REQ:  # "if (msg_type == SNP_MSG_REPORT_REQ)"
+            # "if (!kvm_ghcb_rax_is_valid(svm) || !kvm_ghcb_rbx_is_valid(svm))
+            #      goto request_invalid;" … "if (!PAGE_ALIGNED(data_gpa)) goto request_invalid;"
+            gpa, npages = ctx.regs["rax"], ctx.regs["rbx"]
+            if not (ctx.is_valid("rax") and ctx.is_valid("rbx")) or gpa & _PAGE_MASK:
+                # "request_invalid: svm_vmgexit_bad_input(svm, GHCB_ERR_INVALID_INPUT);"
+                ctx.set_exit_info(HvResp.MALFORMED_INPUT, GhcbErr.INVALID_INPUT)
+                return RESUME
+            outcome = self._certificates(ctx, gpa, npages)
+            if outcome is not None:
+                return outcome
+        return self.guest_request(ctx)
+
+    def _certificates(self, ctx: RequestContext, gpa: int, npages: int) -> Outcome:
+        raise NotImplementedError  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class DisabledAbi(_MergedTree):
+    """Merged KVM with certificate fetching off (the default): no userspace exit."""
+
+    name: ClassVar[str] = "disabled"
+
+    def _certificates(self, ctx: RequestContext, gpa: int, npages: int) -> Outcome:
+        # "if (data_npages && kvm_clear_guest(kvm, data_gpa, 24)) return -EIO;"
+        if npages and not ctx.write_guest(gpa, _EMPTY_TABLE):
+            return Fail(Errno.EIO, "kvm_clear_guest of the certificate buffer failed")
+        return None  # then "return snp_handle_guest_req(svm, req_gpa, resp_gpa);"
+
+
+_MERGED_CODEC: Final = _Codec(kvm_exit_snp_req_certs)
+#: ``ret`` → VMM error (snp_complete_req_certs: "case ENOSPC: … SNP_GUEST_VMM_ERR_INVALID_LEN",
+#: "case EAGAIN: … BUSY", "case EIO: … GENERIC"; anything else "return -EINVAL").
+_MERGED_ERRORS: Final = {
+    Errno.ENOSPC: VmmError.INVALID_LEN,
+    Errno.EAGAIN: VmmError.BUSY,
+    Errno.EIO: VmmError.GENERIC,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MergedAbi(_MergedTree):
+    """``KVM_EXIT_SNP_REQ_CERTS``: mainline 43; the v7 patch proposed 42."""
+
+    exit_reason: int = KvmExit.SNP_REQ_CERTS
+    name: ClassVar[str] = "merged"
+    _codec: ClassVar[_Codec | None] = _MERGED_CODEC
+    _ret: ClassVar[Mapping[VmmAnswer, int]] = {
+        VmmAnswer.OK: 0,
+        VmmAnswer.TOO_SMALL: Errno.ENOSPC,
+        VmmAnswer.BUSY: Errno.EAGAIN,
+        VmmAnswer.GENERIC: Errno.EIO,
+    }
+
+    def _certificates(self, ctx: RequestContext, gpa: int, npages: int) -> Outcome:
+        # "if (sev->snp_certs_enabled) { vcpu->run->exit_reason = KVM_EXIT_SNP_REQ_CERTS;
+        #   vcpu->run->snp_req_certs.gpa = data_gpa; .npages = data_npages; .ret = 0;
+        #   vcpu->arch.complete_userspace_io = snp_complete_req_certs; return 0; }"
+        return self._exit(ctx.kvm_run, {"gpa": gpa, "npages": npages, "ret": 0}, gpa, npages)
+
+    def complete(self, ctx: RequestContext, body: Mapping[str, int]) -> Outcome:
+        # snp_complete_req_certs: "switch (READ_ONCE(vcpu->run->snp_req_certs.ret))"
+        ret = body["ret"]
+        if ret == 0:  # "case 0: return snp_handle_guest_req(svm, …exit_info_1, …exit_info_2);"
+            return self.guest_request(ctx)
+        vmm_error = _MERGED_ERRORS.get(ret)  # type: ignore[call-overload]
+        if vmm_error is None:  # "default: break; } return -EINVAL;"
+            return Fail(Errno.EINVAL, f"undefined kvm_exit_snp_req_certs.ret {ret}")
+        if vmm_error == VmmError.INVALID_LEN:
+            # "vcpu->arch.regs[VCPU_REGS_RBX] = vcpu->run->snp_req_certs.npages;"
+            ctx.regs["rbx"] = body["npages"]
+        # snp_req_certs_err: "ghcb_set_sw_exit_info_2(svm->sev_es.ghcb,
+        #                     SNP_GUEST_ERR(vmm_error, 0)); return 1;"
+        ctx.set_exit_info_2(guest_error(vmm_error, 0))
+        return RESUME
+
+    def exit_request(self, kvm_run: bytes | bytearray) -> tuple[int, int]:
+        _, body = self.decode(kvm_run)
+        return body["gpa"], body["npages"]
+
+    def reply(
+        self, exit_: Exit | bytes, answer: VmmAnswer, *, npages: int | None = None, hold: bool
+    ) -> bytes:
+        base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
+        fields = {"ret": self._ret[answer]}
+        if answer is VmmAnswer.TOO_SMALL:
+            fields["npages"] = _required_npages(npages)
+        # "set kvm_run.immediate_exit right after supplying certs and before resuming": the
+        # completion runs, then KVM_RUN returns -EINTR (x86.c checks wants_to_run after
+        # complete_userspace_io).
+        fields["immediate_exit"] = int(hold)
+        return _MERGED_CODEC.write(base, fields)
+
+
+_V15_CODEC: Final = _Codec(kvm_user_vmgexit)
+
+
+@dataclass(frozen=True, slots=True)
+class V15Abi(_Abi):
+    """The seed patch's ``KVM_EXIT_VMGEXIT`` = 40 with ``struct kvm_user_vmgexit``, and the
+    v15-era tree's guest-request handling."""
+
+    exit_reason: int = KvmExit.VMGEXIT
+    name: ClassVar[str] = "v15"
+    validator: ClassVar[Validator] = Validator.V15
+    _codec: ClassVar[_Codec | None] = _V15_CODEC
+    # KVM_USER_VMGEXIT_REQ_CERTS_ERROR_INVALID_LEN 1, _BUSY 2, _GENERIC (1 << 31)
+    _ret: ClassVar[Mapping[VmmAnswer, int]] = {
+        VmmAnswer.OK: 0,
+        VmmAnswer.TOO_SMALL: VmmError.INVALID_LEN,
+        VmmAnswer.BUSY: VmmError.BUSY,
+        VmmAnswer.GENERIC: VmmError.GENERIC_V15,
+    }
+
+    def _handle(self, ctx: RequestContext) -> tuple[int, bool]:
+        """``__snp_handle_guest_req``: ``(fw_err, failed)``."""
+        req_gpa, resp_gpa = ctx.exit_info_1, ctx.exit_info_2
+        # snp_setup_guest_buf: "if (!PAGE_ALIGNED(req_gpa) || !PAGE_ALIGNED(resp_gpa))
+        #                        return -EINVAL;"
+        if req_gpa & _PAGE_MASK or resp_gpa & _PAGE_MASK:
+            return 0, True
+        # "req_pfn = gfn_to_pfn(kvm, gpa_to_gfn(req_gpa)); if (is_error_noslot_pfn(req_pfn))
+        #  return -EINVAL;" (and the same for resp_pfn)
+        if not (ctx.is_mapped(req_gpa) and ctx.is_mapped(resp_gpa)):
+            return 0, True
+        # The firmware reads the request page and writes the response page itself
+        # (data->req_paddr / res_paddr are the guest's pfns); no bounce buffer in this tree.
+        request = ctx.read_guest(req_gpa, PAGE_SIZE)
+        if request is None:  # pragma: no cover - mapped pages are always readable
+            return 0, True
+        try:
+            response, fw_err = ctx.firmware.guest_request(request)
+            if response is not None:
+                ctx.write_guest(resp_gpa, _page(response))
+        except FirmwareFailure:
+            return 0, True  # "ret = sev_issue_cmd(...); if (ret) return ret;" fw_err stays 0
+        # sev_issue_cmd fails (-EIO) whenever the firmware returns a non-zero status.
+        return fw_err, fw_err != 0
+
+    def guest_request(self, ctx: RequestContext) -> Outcome:
+        # v15-era snp_handle_guest_req: "if (__snp_handle_guest_req(kvm, req_gpa, resp_gpa,
+        # &fw_err)) vmm_ret = SNP_GUEST_VMM_ERR_GENERIC; ghcb_set_sw_exit_info_2(svm->sev_es
+        # .ghcb, SNP_GUEST_ERR(vmm_ret, fw_err));" — the guest is always resumed.
+        with ctx.guest_req_lock:
+            fw_err, failed = self._handle(ctx)
+        ctx.set_exit_info_2(guest_error(VmmError.GENERIC_V15 if failed else 0, fw_err))
+        return RESUME
+
+    def ext_guest_request(self, ctx: RequestContext) -> Outcome:
+        # snp_begin_ext_guest_req (no msg_type check: every Extended Guest Request exits)
+        gpa, npages = ctx.regs["rax"], ctx.regs["rbx"]
+        if gpa & _PAGE_MASK:  # "if (!IS_ALIGNED(data_gpa, PAGE_SIZE)) goto abort_request;"
+            # "abort_request: ghcb_set_sw_exit_info_2(svm->sev_es.ghcb, SNP_GUEST_ERR(vmm_ret,
+            # fw_err));" with vmm_ret = GENERIC and fw_err never initialised.
+            ctx.note_undefined(
+                "v15 snp_begin_ext_guest_req abort path: fw_err is uninitialised in the seed "
+                "patch; the model answers fw_err = 0"
+            )
+            ctx.set_exit_info_2(guest_error(VmmError.GENERIC_V15, 0))
+            return RESUME
+        # "vcpu->run->exit_reason = KVM_EXIT_VMGEXIT; …type = KVM_USER_VMGEXIT_REQ_CERTS;
+        #  …data_gpa; …data_npages; …flags = 0; …status = STATUS_PENDING;" — ret is not set:
+        # it keeps whatever kvm_run held.
+        fields = {
+            "type": KVM_USER_VMGEXIT_REQ_CERTS,
+            "data_gpa": gpa,
+            "data_npages": npages,
+            "flags": 0,
+            "status": REQ_CERTS_STATUS_PENDING,
+        }
+        return self._exit(ctx.kvm_run, fields, gpa, npages)
+
+    def complete(self, ctx: RequestContext, body: Mapping[str, int]) -> Outcome:
+        # snp_complete_ext_guest_req
+        vmm_ret, fw_err = body["ret"], 0  # "vmm_ret = vcpu->run->vmgexit.req_certs.ret;"
+        if vmm_ret:
+            if vmm_ret == VmmError.INVALID_LEN:
+                # "vcpu->arch.regs[VCPU_REGS_RBX] = vcpu->run->vmgexit.req_certs.data_npages;"
+                ctx.regs["rbx"] = body["data_npages"]
+        elif body["status"] == REQ_CERTS_STATUS_DONE:
+            return RESUME  # "goto out_resume;" — EXITINFO2 keeps the 0 preset
+        else:
+            # "if (__snp_handle_guest_req(kvm, control->exit_info_1, control->exit_info_2,
+            # &fw_err)) vmm_ret = SNP_GUEST_VMM_ERR_GENERIC;" (without guest_req_mutex in the
+            # seed; the model still serialises its firmware calls)
+            with ctx.guest_req_lock:
+                fw_err, failed = self._handle(ctx)
+            vmm_ret = VmmError.GENERIC_V15 if failed else 0
+        ctx.set_exit_info_2(guest_error(vmm_ret, fw_err))
+        if body["flags"] & REQ_CERTS_FLAGS_NOTIFY_DONE:
+            # "req_certs.status = STATUS_DONE; req_certs.flags = 0; return 0;" — the rest of
+            # kvm_run is as userspace left it (exit_reason included).
+            out = _V15_CODEC.write(ctx.kvm_run, {"status": REQ_CERTS_STATUS_DONE, "flags": 0})
+            return Exit(out, body["data_gpa"], body["data_npages"], done=True)
+        return RESUME
+
+    def exit_request(self, kvm_run: bytes | bytearray) -> tuple[int, int]:
+        _, body = self.decode(kvm_run)
+        return body["data_gpa"], body["data_npages"]
+
+    def reply(
+        self, exit_: Exit | bytes, answer: VmmAnswer, *, npages: int | None = None, hold: bool
+    ) -> bytes:
+        base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
+        fields = {"ret": self._ret[answer]}
+        if answer is VmmAnswer.TOO_SMALL:
+            fields["data_npages"] = _required_npages(npages)
+        if hold:  # "the VMM can set …_FLAGS_NOTIFY_DONE before returning the certificate blob"
+            _, body = _V15_CODEC.read(base)
+            fields["flags"] = body["flags"] | REQ_CERTS_FLAGS_NOTIFY_DONE
+        return _V15_CODEC.write(base, fields)
+
+
+CertAbi = DisabledAbi | MergedAbi | V15Abi
+
+
+def _required_npages(npages: int | None) -> int:
+    if npages is None:
+        raise HypervisorUsageError(
+            "a TOO_SMALL answer needs the page count", rule="vmm-answer", spec=SPEC_KVM
+        )
+    return npages
+
+
+def _page(response: bytes | bytearray) -> bytes | bytearray:
+    """A firmware response must be exactly one page (KVM copies exactly PAGE_SIZE bytes)."""
+    if not isinstance(response, bytes | bytearray) or len(response) != PAGE_SIZE:
+        raise FirmwareFailure(
+            "the firmware answered something other than one 4096-byte page",
+            rule="firmware-response",
+            spec="SNP ABI SNP_GUEST_REQUEST",
+        )
+    return response
+
+
+def _require_abi(abi: object) -> _Abi:
+    if not isinstance(abi, _Abi):
+        raise HypervisorUsageError(
+            f"abi must be MergedAbi() or V15Abi(), not {type(abi).__name__}",
+            rule="abi",
+            spec=SPEC_KVM,
+        )
+    return abi
+
+
+def encode_kvm_run(abi: CertAbi, fields: Mapping[str, int], *, immediate_exit: int = 0) -> bytes:
+    """The ``kvm_run`` bytes (prefix + exit union) of a certificate exit of ``abi``, with
+    ``fields`` set and every other byte zero.
+
+    Raises:
+        HypervisorUsageError: not an ABI with an exit, unknown field, value out of range.
+    """
+    return _require_abi(abi).encode(fields, immediate_exit=immediate_exit)
+
+
+def decode_kvm_run(abi: CertAbi, data: bytes) -> tuple[dict[str, int], dict[str, int]]:
+    """``(prefix fields, exit fields)`` of ``kvm_run`` bytes for ``abi`` (integers only).
+
+    Raises:
+        HypervisorUsageError: not an ABI with an exit, or not ``KVM_RUN_SIZE`` bytes.
+    """
+    return _require_abi(abi).decode(data)
