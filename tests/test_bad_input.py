@@ -50,11 +50,28 @@ from ghcb.certs import (
 )
 from ghcb.check import check_page_record
 from ghcb.cli import main
+from ghcb.hypervisor import (
+    CertificateStore,
+    DisabledAbi,
+    GuestMemory,
+    GuestMemoryError,
+    HypervisorUsageError,
+    MergedAbi,
+    RecordingFirmware,
+    StoreError,
+    TokenBucket,
+    V15Abi,
+    Vcpu,
+    Vm,
+    decode_kvm_run,
+    encode_kvm_run,
+)
 from ghcb.msr import msr_layout, msr_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+HUE = HypervisorUsageError
 RAW_MSR = UnknownMsr(info=0xFFF, data=0)
 BAD_BACKEND: Any = "ctypes"
 ARK = CertEntry(CertGuid.ARK, b"ark")
@@ -272,6 +289,100 @@ CASES: list[tuple[str, Callable[[], object], type[GhcbError], str]] = [
         ),
         CertTableError,
         "pem-not-der",
+    ),
+    # -- the reference hypervisor (caller misuse: HypervisorUsageError) ---------------------
+    ("decode_kvm_run(None, ...)", lambda: decode_kvm_run(bad(None), bytes(288)), HUE, "abi"),
+    ("encode_kvm_run(None, {})", lambda: encode_kvm_run(bad(None), {}), HUE, "abi"),
+    (
+        "encode_kvm_run(DisabledAbi(), {})",
+        lambda: encode_kvm_run(bad(DisabledAbi()), {}),
+        HUE,
+        "abi",
+    ),
+    (
+        "encode_kvm_run(MergedAbi(), [('ret', 1)])",
+        lambda: encode_kvm_run(MergedAbi(), bad([("ret", 1)])),
+        HUE,
+        "input-type",
+    ),
+    (
+        "encode_kvm_run(MergedAbi(), {'gpa': 'x'})",
+        lambda: encode_kvm_run(MergedAbi(), {"gpa": bad("x")}),
+        HUE,
+        "field-type",
+    ),
+    (
+        "encode_kvm_run(MergedAbi(), {'nope': 1})",
+        lambda: encode_kvm_run(MergedAbi(), {"nope": 1}),
+        HUE,
+        "field-name",
+    ),
+    (
+        "encode_kvm_run(V15Abi(), {'ret': 2**32})",
+        lambda: encode_kvm_run(V15Abi(), {"ret": 2**32}),
+        HUE,
+        "field-range",
+    ),
+    (
+        "decode_kvm_run(released)",
+        lambda: decode_kvm_run(MergedAbi(), released(288)),
+        HUE,
+        "input-type",
+    ),
+    ("decode_kvm_run(short)", lambda: decode_kvm_run(MergedAbi(), bytes(287)), HUE, "kvm-run-size"),
+    ("TokenBucket(rate='x')", lambda: TokenBucket(rate=bad("x"), burst=1), HUE, "rate-limit"),
+    ("TokenBucket(burst=0)", lambda: TokenBucket(rate=1, burst=0), HUE, "rate-limit"),
+    (
+        "GuestMemory().guest_write(gpa, 'abc')",
+        lambda: GuestMemory().guest_write(0, bad("abc")),
+        GuestMemoryError,
+        "input-type",
+    ),
+    (
+        "GuestMemory().host_write(gpa, released)",
+        lambda: GuestMemory().host_write(0, released(16)),
+        GuestMemoryError,
+        "input-type",
+    ),
+    (
+        "GuestMemory().map(0, 1 << 24)",
+        lambda: GuestMemory().map(0, 1 << 24),
+        GuestMemoryError,
+        "too-large",
+    ),
+    ("GuestMemory().map(1)", lambda: GuestMemory().map(1), GuestMemoryError, "unaligned"),
+    ("GuestMemory().map(0, 0)", lambda: GuestMemory().map(0, 0), GuestMemoryError, "bad-range"),
+    ("GuestMemory().map(-4096)", lambda: GuestMemory().map(-4096), GuestMemoryError, "bad-range"),
+    (
+        "GuestMemory().host_read(0, 1)",
+        lambda: GuestMemory().host_read(0, 1),
+        GuestMemoryError,
+        "unmapped",
+    ),
+    (
+        "GuestMemory().guest_read('x', 1)",
+        lambda: GuestMemory().guest_read(bad("x"), 1),
+        GuestMemoryError,
+        "bad-range",
+    ),
+    ("Vcpu(None, None, 0)", lambda: Vcpu(bad(None), bad(None), 0), HUE, "input-type"),
+    (
+        "Vcpu.run(gpa='x')",
+        lambda: Vcpu(Vm(RecordingFirmware()), GuestMemory(), 0x1000).run(gpa=bad("x")),
+        HUE,
+        "input-type",
+    ),
+    (
+        "Vcpu.complete() in IDLE",
+        lambda: Vcpu(Vm(RecordingFirmware()), GuestMemory(), 0x1000).complete(bytes(288)),
+        HUE,
+        "vcpu-state",
+    ),
+    (
+        "CertificateStore(missing)",
+        lambda: CertificateStore("/nonexistent/ghcb/certs.blob"),
+        StoreError,
+        "store-missing",
     ),
 ]
 

@@ -32,8 +32,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Protocol
 
+from ghcb._bytes import byte_string
 from ghcb._fast import FlatField, flat_fields, struct_format
 from ghcb.codes import Errno, GhcbErr, HvResp, KvmExit, MsgType, VmmError
+from ghcb.errors import InputTypeError
 from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.hypervisor.firmware import FirmwareFailure
 from ghcb.hypervisor.rules import Validator
@@ -240,17 +242,11 @@ _BLANK_RUN: Final = bytes(KVM_RUN_SIZE)
 
 
 def _kvm_run_bytes(data: object) -> bytes | bytearray:
-    if isinstance(data, memoryview):
-        try:
-            data = data.tobytes()
-        except ValueError as e:
-            raise HypervisorUsageError(
-                f"kvm_run is not readable: {e}", rule="input-type", spec=SPEC_KVM_H
-            ) from e
-    if not isinstance(data, bytes | bytearray):
-        raise HypervisorUsageError(
-            f"kvm_run must be bytes, not {type(data).__name__}", rule="input-type", spec=SPEC_KVM_H
-        )
+    if type(data) is not bytes and type(data) is not bytearray:
+        try:  # the package's one bytes converter
+            data = byte_string(data, what="kvm_run", spec=SPEC_KVM_H)
+        except InputTypeError as e:
+            raise HypervisorUsageError(e.message, rule=e.rule, spec=SPEC_KVM_H) from e
     if len(data) != KVM_RUN_SIZE:
         raise HypervisorUsageError(
             f"kvm_run must be {KVM_RUN_SIZE} bytes (prefix + exit union), not {len(data)}",
@@ -295,7 +291,7 @@ class _Abi:
         prefix = {"exit_reason": self.exit_reason, "immediate_exit": immediate_exit}
         return codec.write(_BLANK_RUN, {**prefix, **fields})
 
-    def decode(self, data: bytes | bytearray) -> tuple[dict[str, int], dict[str, int]]:
+    def decode(self, data: bytes | bytearray | memoryview) -> tuple[dict[str, int], dict[str, int]]:
         """``(prefix fields, exit fields)`` of ``kvm_run`` bytes (integers only)."""
         codec = self._require_codec()
         return codec.read(_kvm_run_bytes(data))
@@ -630,7 +626,9 @@ def encode_kvm_run(abi: CertAbi, fields: Mapping[str, int], *, immediate_exit: i
     return _require_abi(abi).encode(fields, immediate_exit=immediate_exit)
 
 
-def decode_kvm_run(abi: CertAbi, data: bytes) -> tuple[dict[str, int], dict[str, int]]:
+def decode_kvm_run(
+    abi: CertAbi, data: bytes | bytearray | memoryview
+) -> tuple[dict[str, int], dict[str, int]]:
     """``(prefix fields, exit fields)`` of ``kvm_run`` bytes for ``abi`` (integers only).
 
     Raises:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ghcb._bytes import byte_string
+from ghcb.errors import InputTypeError
 from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.schemas.page import PAGE_SIZE
 
@@ -200,14 +202,12 @@ def _view(page: _Page, host: bool) -> bytes | bytearray:
 
 
 def _as_bytes(data: object) -> bytes | bytearray:
-    if isinstance(data, bytes | bytearray):
+    if type(data) is bytes or type(data) is bytearray:
         return data
-    if isinstance(data, memoryview):
-        try:
-            return data.tobytes()
-        except ValueError as e:  # released
-            raise _error(None, "input-type", f"data is not readable: {e}") from e
-    raise _error(None, "input-type", f"data must be bytes-like, not {type(data).__name__}")
+    try:  # the package's one bytes converter
+        return byte_string(data, what="data", spec=_SPEC)
+    except InputTypeError as e:
+        raise _error(None, e.rule, e.message) from e
 
 
 def _is_int(value: object) -> bool:
