@@ -264,6 +264,8 @@ class _Abi:
     validator: ClassVar[Validator]
     _codec: ClassVar[_Codec | None] = None
     _ret: ClassVar[Mapping[VmmAnswer, int]] = {}
+    _gpa_field: ClassVar[str] = "gpa"  # the exit's field names for the buffer
+    _npages_field: ClassVar[str] = "npages"
 
     @property
     def exit_reason(self) -> int:  # overridden by the dataclass field where there is an exit
@@ -314,12 +316,26 @@ class _Abi:
             npages: with ``TOO_SMALL``, the number of pages the blob needs.
             hold: ask to learn when the request reached firmware (the VMM keeps the blob's
                 lock until then): ``immediate_exit`` (merged) or ``NOTIFY_DONE`` (v15).
+
+        Raises:
+            HypervisorUsageError: no exit in this ABI, bad bytes, TOO_SMALL without npages.
         """
-        raise NotImplementedError  # pragma: no cover - every ABI with an exit overrides it
+        codec = self._require_codec()
+        base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
+        fields = {"ret": self._ret[answer]}
+        if answer is VmmAnswer.TOO_SMALL:
+            fields[self._npages_field] = _required_npages(npages)
+        self._hold(base, fields, hold)
+        return codec.write(base, fields)
 
     def exit_request(self, kvm_run: bytes | bytearray) -> tuple[int, int]:
         """``(gpa, npages)`` of a certificate exit, as the VMM reads them."""
-        raise NotImplementedError  # pragma: no cover
+        _, body = self.decode(kvm_run)
+        return body[self._gpa_field], body[self._npages_field]
+
+    def _hold(self, base: bytes | bytearray, fields: dict[str, int], hold: bool) -> None:
+        """Ask (in ``fields``) to learn when the request reached firmware."""
+        raise NotImplementedError  # pragma: no cover - every ABI with an exit overrides it
 
     # -- KVM side -----------------------------------------------------------------------------
     def guest_request(self, ctx: RequestContext) -> Outcome:
@@ -447,22 +463,11 @@ class MergedAbi(_MergedTree):
         ctx.set_exit_info_2(guest_error(vmm_error, 0))
         return RESUME
 
-    def exit_request(self, kvm_run: bytes | bytearray) -> tuple[int, int]:
-        _, body = self.decode(kvm_run)
-        return body["gpa"], body["npages"]
-
-    def reply(
-        self, exit_: Exit | bytes, answer: VmmAnswer, *, npages: int | None = None, hold: bool
-    ) -> bytes:
-        base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
-        fields = {"ret": self._ret[answer]}
-        if answer is VmmAnswer.TOO_SMALL:
-            fields["npages"] = _required_npages(npages)
+    def _hold(self, base: bytes | bytearray, fields: dict[str, int], hold: bool) -> None:
         # "set kvm_run.immediate_exit right after supplying certs and before resuming": the
         # completion runs, then KVM_RUN returns -EINTR (x86.c checks wants_to_run after
         # complete_userspace_io).
         fields["immediate_exit"] = int(hold)
-        return _MERGED_CODEC.write(base, fields)
 
 
 _V15_CODEC: Final = _Codec(kvm_user_vmgexit)
@@ -477,6 +482,8 @@ class V15Abi(_Abi):
     name: ClassVar[str] = "v15"
     validator: ClassVar[Validator] = Validator.V15
     _codec: ClassVar[_Codec | None] = _V15_CODEC
+    _gpa_field: ClassVar[str] = "data_gpa"
+    _npages_field: ClassVar[str] = "data_npages"
     # KVM_USER_VMGEXIT_REQ_CERTS_ERROR_INVALID_LEN 1, _BUSY 2, _GENERIC (1 << 31)
     _ret: ClassVar[Mapping[VmmAnswer, int]] = {
         VmmAnswer.OK: 0,
@@ -567,21 +574,10 @@ class V15Abi(_Abi):
             return Exit(out, body["data_gpa"], body["data_npages"], done=True)
         return RESUME
 
-    def exit_request(self, kvm_run: bytes | bytearray) -> tuple[int, int]:
-        _, body = self.decode(kvm_run)
-        return body["data_gpa"], body["data_npages"]
-
-    def reply(
-        self, exit_: Exit | bytes, answer: VmmAnswer, *, npages: int | None = None, hold: bool
-    ) -> bytes:
-        base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
-        fields = {"ret": self._ret[answer]}
-        if answer is VmmAnswer.TOO_SMALL:
-            fields["data_npages"] = _required_npages(npages)
+    def _hold(self, base: bytes | bytearray, fields: dict[str, int], hold: bool) -> None:
         if hold:  # "the VMM can set …_FLAGS_NOTIFY_DONE before returning the certificate blob"
             _, body = _V15_CODEC.read(base)
             fields["flags"] = body["flags"] | REQ_CERTS_FLAGS_NOTIFY_DONE
-        return _V15_CODEC.write(base, fields)
 
 
 CertAbi = DisabledAbi | MergedAbi | V15Abi
