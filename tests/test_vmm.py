@@ -90,6 +90,17 @@ def exclusive_lock_free(store: CertificateStore) -> bool:
         os.close(fd)
 
 
+def lock_probe(store: CertificateStore) -> tuple[list[bool], RecordingFirmware]:
+    """A firmware that records, at each call, whether the blob's exclusive lock was free."""
+    seen: list[bool] = []
+
+    def firmware_call(request: bytes) -> tuple[bytes, int]:
+        seen.append(exclusive_lock_free(store))
+        return request, 0
+
+    return seen, RecordingFirmware(respond=firmware_call)
+
+
 @pytest.mark.parametrize("abi", ABIS, ids=IDS)
 class TestVmm:
     def test_too_few_pages(self, abi: Any, store: CertificateStore) -> None:
@@ -176,13 +187,8 @@ class TestVmm:
         merged learns it from the -EINTR of immediate_exit, v15 from the DONE exit."""
         g = guest()
         g.request(rbx=2)
-        seen: list[bool] = []
-
-        def firmware_call(request: bytes) -> tuple[bytes, int]:
-            seen.append(exclusive_lock_free(store))
-            return request, 0
-
-        vcpu = vcpu_for(g, abi, RecordingFirmware(respond=firmware_call))
+        seen, firmware = lock_probe(store)
+        vcpu = vcpu_for(g, abi, firmware)
         vmm = Vmm(g.memory, store)
         exit_ = vcpu.run()
         assert isinstance(exit_, CertsExit)
@@ -209,16 +215,9 @@ class TestVmm:
         firmware): the window the documented scheme closes."""
         g = guest()
         g.request(rbx=2)
-        seen: list[bool] = []
-
-        def firmware_call(request: bytes) -> tuple[bytes, int]:
-            seen.append(exclusive_lock_free(store))
-            return request, 0
-
+        seen, firmware = lock_probe(store)
         vmm = Vmm(g.memory, store, notify=False)
-        assert isinstance(
-            vmm.run(vcpu_for(g, abi, RecordingFirmware(respond=firmware_call))), Resumed
-        )
+        assert isinstance(vmm.run(vcpu_for(g, abi, firmware)), Resumed)
         assert seen == [True]
 
     def test_reply_bytes(self, abi: Any) -> None:
