@@ -12,7 +12,6 @@ for a value that fits in 64 bits.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -29,7 +28,6 @@ __all__ = [
     "GHCB_MSR_PREF_GPA_NONE",
     "ApResetHoldReq",
     "ApResetHoldResp",
-    "CpuidRegister",
     "CpuidReq",
     "CpuidResp",
     "HvFeaturesReq",
@@ -64,15 +62,6 @@ _INFO_MASK: Final = (1 << GHCB_MSR_INFO_BITS) - 1
 _LAYOUT: Final[dict[MsrCode, tuple[BitField, ...]]] = {
     code: tuple(f for f in bit_fields(s) if f.const is None) for code, s in MSR_SCHEMAS.items()
 }
-
-
-class CpuidRegister(enum.IntEnum):
-    """CPUID register index in CPUID_REQ [31:30] (sev-common.h GHCB_CPUID_REQ_E?X)."""
-
-    EAX = 0
-    EBX = 1
-    ECX = 2
-    EDX = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -191,7 +191,9 @@ class _Codec:
         prefix = flat_fields(kvm_run_prefix)
         exit_ = flat_fields(body, KVM_RUN_EXIT_UNION_OFFSET) if body is not None else ()
         self.ints: tuple[FlatField, ...] = tuple(f for f in prefix + exit_ if f.kind == "int")
-        self._packers = {f.name: (f.offset, struct.Struct("<" + f.fmt), f) for f in self.ints}
+        self._packers = {
+            f.name: (f.offset, struct.Struct("<" + f.fmt), f.max_value, f.size) for f in self.ints
+        }
         # One unpack per part: (struct, names of its int fields in order, skip the bytes ones)
         self._parts = tuple(
             (
@@ -211,7 +213,7 @@ class _Codec:
                 raise HypervisorUsageError(
                     f"kvm_run has no field {name!r} in this ABI", rule="field-name", spec=SPEC_KVM_H
                 )
-            offset, packer, field = entry
+            offset, packer, max_value, size = entry
             if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
                 raise HypervisorUsageError(
                     f"kvm_run field {name} must be an int, not {type(value).__name__}",
@@ -219,9 +221,9 @@ class _Codec:
                     spec=SPEC_KVM_H,
                     field=name,
                 )
-            if not 0 <= value <= field.max_value:
+            if not 0 <= value <= max_value:
                 raise HypervisorUsageError(
-                    f"kvm_run field {name} = {value} does not fit {field.size} bytes",
+                    f"kvm_run field {name} = {value} does not fit {size} bytes",
                     rule="field-range",
                     spec=SPEC_KVM_H,
                     field=name,

@@ -291,7 +291,7 @@ def first_error(
     A page every check of its row passes is accepted without walking :func:`findings` (the
     same table, read through precomputed valid-bit masks); anything else is the first finding.
     """
-    code = page.exit_code
+    code = page.sw_exit_code  # an IntEnum key matches its plain int
     rule = _TABLES[validator].get(cast("ExitCode", code))
     if rule is not None and not rule.when and (snp or not rule.snp_only) and not page.ghcb_usage:
         mask = _MASKS[validator][cast("ExitCode", code)]

@@ -46,7 +46,6 @@ are serialised per VM (``Vm.lock``, KVM's ``guest_req_mutex``).
 from __future__ import annotations
 
 import enum
-import operator
 import struct
 import threading
 from collections.abc import Callable
@@ -98,8 +97,12 @@ _U64: Final = struct.Struct("<Q")
 _GHCB_MSR_INFO_MASK: Final = 0xFFF  # sev-common.h GHCB_MSR_INFO_MASK: GHCBInfo, bits 11:0
 _WRITTEN_BACK: Final = ("rax", "rbx", "rcx", "rdx")  # sev_es_sync_to_ghcb
 _COPIED_IN: Final = ("rax", "rbx", "rcx", "rdx", "rsi", "cpl")  # sev_es_sync_from_ghcb
-_COPIED_BITS: Final = tuple(VALID_BIT[name] for name in _COPIED_IN)
-_COPIED_GET: Final = operator.attrgetter(*_COPIED_IN)
+# (name, valid bit, offset, unpack_from) of each register sev_es_sync_from_ghcb copies.
+_COPIED: Final = tuple(
+    (f.name, VALID_BIT[f.name], f.offset, struct.Struct("<" + f.fmt).unpack_from)
+    for f in FIELDS
+    if f.name in _COPIED_IN
+)
 # Where a ghcb_set_<field>() writes: the field's offset and its valid bit's byte and mask.
 _SETTER: Final = {
     name: (_OFFSET[name], _OFFSET["valid_bitmap"] + VALID_BIT[name] // 8, 1 << VALID_BIT[name] % 8)
@@ -341,10 +344,10 @@ class Vcpu:
         """``sev_es_sync_from_ghcb``: "memset(vcpu->arch.regs, 0, …)", then each register
         "kvm_ghcb_get_<reg>_if_valid"; exit_info_1/2 copied unconditionally; the bitmap
         snapshotted, then "memset(ghcb->save.valid_bitmap, 0, …)" in the mapped page."""
-        self._valid = bits = page.valid_bits
+        self._valid = bits = int.from_bytes(view[_BITMAP], "little")
         self.regs = {
-            name: value if bits >> bit & 1 else 0
-            for name, bit, value in zip(_COPIED_IN, _COPIED_BITS, _COPIED_GET(page), strict=True)
+            name: unpack(view, offset)[0] if bits >> bit & 1 else 0
+            for name, bit, offset, unpack in _COPIED
         }
         self.exit_info_1, self.exit_info_2 = page.sw_exit_info_1, page.sw_exit_info_2
         view[_BITMAP] = _ZERO_BITMAP
