@@ -22,8 +22,9 @@ wait has a generous safety timeout that only turns a hang into a failure with a 
   ``u + 2`` starts only after ``u + 1`` is counted), the firmware signs with ``u + 2`` or
   later — a mismatch on every request, always.
 
-Updates happen only when a process waits for one, so a run makes at most ``REQUESTS + 2 *
-(requests)`` updates, fewer than the store's reopen bound (``MAX_REOPENS``).
+Updates happen only when a process waits for one (each request asks for at most two more),
+so a run makes fewer updates than the store's reopen bound (``MAX_REOPENS``; checked): a
+reader that keeps finding the blob replaced cannot run out of retries either.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ghcb.certs import parse_cert_table
 from ghcb.hypervisor import CertificateStore, MergedAbi, V15Abi, Vcpu, Vm, Vmm
 from ghcb.hypervisor import store as store_module
 from ghcb.hypervisor.locking import NoLock, OfdLock
+from ghcb.hypervisor.store import MAX_REOPENS
 from ghcb.schemas.page import PAGE_SIZE
 from tests.helpers import CERTS, GHCB, RESP, report_request_guest
 
@@ -304,6 +306,7 @@ def run_race(
         for p in procs:
             p.join(SAFETY)
             assert p.exitcode == 0, f"race process exit code {p.exitcode}"
+        assert state.updates.value < MAX_REOPENS, "more updates than a reader may reopen"
         return results
     finally:
         for p in procs:

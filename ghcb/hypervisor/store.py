@@ -197,6 +197,10 @@ class CertificateStore:
             blob: a certificate table without errors (see :func:`ghcb.check_cert_table`), or
                 ``b""`` for "no certificates".
             with_firmware: called once the exclusive lock is held, before the blob changes.
+                Its exceptions propagate and leave the blob as it was.
+
+        Never call this while holding a :class:`Lease` of the same file: OFD locks belong to
+        the open file, so the update would wait for the caller's own lease forever.
 
         Raises:
             StoreError: ``blob`` is not a valid table (refused before anything is touched),
