@@ -330,6 +330,8 @@ CASES: list[tuple[str, Callable[[], object], type[GhcbError], str]] = [
         "input-type",
     ),
     ("decode_kvm_run(short)", lambda: decode_kvm_run(MergedAbi(), bytes(287)), HUE, "kvm-run-size"),
+    ("MergedAbi(exit_reason=2**32)", lambda: MergedAbi(exit_reason=2**32), HUE, "field-range"),
+    ("V15Abi(exit_reason='40')", lambda: V15Abi(exit_reason=bad("40")), HUE, "field-type"),
     ("TokenBucket(rate='x')", lambda: TokenBucket(rate=bad("x"), burst=1), HUE, "rate-limit"),
     ("TokenBucket(burst=0)", lambda: TokenBucket(rate=1, burst=0), HUE, "rate-limit"),
     (

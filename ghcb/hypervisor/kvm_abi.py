@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from ghcb.hypervisor.firmware import Firmware
 
 __all__ = [
+    "IMMEDIATE_EXIT_OFFSET",
     "KVM_RUN_SIZE",
     "CertAbi",
     "DisabledAbi",
@@ -81,6 +82,10 @@ SPEC_KVM_H: Final = "Linux uapi/linux/kvm.h struct kvm_run"
 
 #: The ``kvm_run`` bytes a certificate exit carries: the prefix and the 256-byte exit union.
 KVM_RUN_SIZE: Final = KVM_RUN_EXIT_UNION_OFFSET + KVM_RUN_EXIT_UNION_SIZE
+#: ``offsetof(struct kvm_run, immediate_exit)`` (a u8).
+IMMEDIATE_EXIT_OFFSET: Final = next(
+    f.offset for f in flat_fields(kvm_run_prefix) if f.name == "immediate_exit"
+)
 #: ``offsetof(struct snp_guest_msg_hdr, msg_type)``: the byte KVM reads from the request page.
 MSG_TYPE_OFFSET: Final = next(
     f.offset for f in flat_fields(snp_guest_msg_hdr) if f.name == "msg_type"
@@ -204,8 +209,22 @@ class _Codec:
             for part in (prefix, exit_)
         )
 
+    def write_trusted(self, base: bytes | bytearray, values: Mapping[str, int]) -> bytes:
+        """:meth:`write` for values KVM's model produced itself (field names of this codec,
+        values the width of their fields): no checks."""
+        out = bytearray(base)
+        packers = self._packers
+        for name, value in values.items():
+            offset, packer, _, _ = packers[name]
+            packer.pack_into(out, offset, value)
+        return bytes(out)
+
     def write(self, base: bytes | bytearray, values: Mapping[str, int]) -> bytes:
-        """``base`` with ``values`` written at their fields (others untouched)."""
+        """``base`` with ``values`` written at their fields (others untouched).
+
+        Raises:
+            HypervisorUsageError: an unknown field, a value not an int or out of range.
+        """
         out = bytearray(base)
         for name, value in values.items():
             entry = self._packers.get(name)
@@ -231,6 +250,11 @@ class _Codec:
                 )
             packer.pack_into(out, offset, value)
         return bytes(out)
+
+    def read_exit(self, data: bytes | bytearray) -> dict[str, int]:
+        """The exit struct's integer fields."""
+        _, (fmt, names, offset) = self._parts
+        return dict(zip(names, fmt.unpack_from(data, offset), strict=True))
 
     def read(self, data: bytes | bytearray) -> tuple[dict[str, int], dict[str, int]]:
         """``(prefix fields, exit fields)``: the integer fields of each part."""
@@ -273,6 +297,23 @@ class _Abi:
     def exit_reason(self) -> int:  # overridden by the dataclass field where there is an exit
         return 0
 
+    def __post_init__(self) -> None:
+        reason = self.exit_reason
+        if type(reason) is not int and (not isinstance(reason, int) or isinstance(reason, bool)):
+            raise HypervisorUsageError(
+                f"exit_reason must be an int, not {type(reason).__name__}",
+                rule="field-type",
+                spec=SPEC_KVM_H,
+                field="exit_reason",
+            )
+        if not 0 <= reason <= _U32:  # kvm_run.exit_reason is a __u32
+            raise HypervisorUsageError(
+                f"exit_reason {reason} does not fit kvm_run.exit_reason (u32)",
+                rule="field-range",
+                spec=SPEC_KVM_H,
+                field="exit_reason",
+            )
+
     # -- codec --------------------------------------------------------------------------------
     def _require_codec(self) -> _Codec:
         if self._codec is None:
@@ -295,6 +336,16 @@ class _Abi:
         prefix = {"exit_reason": self.exit_reason, "immediate_exit": immediate_exit}
         return codec.write(_BLANK_RUN, {**prefix, **fields})
 
+    def kvm_run_bytes(self, data: object) -> bytes:
+        """A copy of ``data`` checked to be ``kvm_run`` bytes of this ABI's size."""
+        self._require_codec()
+        checked = _kvm_run_bytes(data)
+        return checked if type(checked) is bytes else bytes(checked)
+
+    def exit_fields(self, data: bytes | bytearray) -> dict[str, int]:
+        """The exit struct's integer fields of checked ``kvm_run`` bytes."""
+        return self._require_codec().read_exit(data)
+
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[dict[str, int], dict[str, int]]:
         """``(prefix fields, exit fields)`` of ``kvm_run`` bytes (integers only)."""
         codec = self._require_codec()
@@ -304,7 +355,8 @@ class _Abi:
         """KVM's writes for an exit: ``exit_reason`` and ``fields``, over what ``kvm_run``
         held (a field KVM does not write keeps userspace's last value)."""
         codec = self._require_codec()
-        return Exit(codec.write(base, {"exit_reason": self.exit_reason, **fields}), gpa, npages)
+        values = {"exit_reason": self.exit_reason, **fields}  # registers: u64, as the fields
+        return Exit(codec.write_trusted(base, values), gpa, npages)
 
     # -- VMM side -----------------------------------------------------------------------------
     def reply(
@@ -572,7 +624,9 @@ class V15Abi(_Abi):
         if body["flags"] & REQ_CERTS_FLAGS_NOTIFY_DONE:
             # "req_certs.status = STATUS_DONE; req_certs.flags = 0; return 0;" — the rest of
             # kvm_run is as userspace left it (exit_reason included).
-            out = _V15_CODEC.write(ctx.kvm_run, {"status": REQ_CERTS_STATUS_DONE, "flags": 0})
+            out = _V15_CODEC.write_trusted(
+                ctx.kvm_run, {"status": REQ_CERTS_STATUS_DONE, "flags": 0}
+            )
             return Exit(out, body["data_gpa"], body["data_npages"], done=True)
         return RESUME
 

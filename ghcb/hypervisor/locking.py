@@ -30,6 +30,11 @@ __all__ = ["FileLock", "LockError", "LockFactory", "NoLock", "OfdLock"]
 # on Linux x86-64/arm64: 2 + 2 + 4 (pad) + 8 + 8 + 4 + 4 (pad) = 32 bytes. l_pid must be 0
 # for OFD locks; l_len = 0 locks the whole file.
 _FLOCK: Final = struct.Struct("@hhxxxxqqi4x")
+#: The whole-file ``struct flock`` of each lock type, packed once.
+_FLOCKS: Final = {
+    kind: _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0)
+    for kind in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK)
+}
 _SETLKW: Final = getattr(fcntl, "F_OFD_SETLKW", None)
 _SETLK: Final = getattr(fcntl, "F_OFD_SETLK", None)
 # fcntl(2): F_SETLK / F_OFD_SETLK "returns -1 and sets errno to EACCES or EAGAIN" when a
@@ -93,7 +98,7 @@ class OfdLock:
         try:
             if _SETLKW is not None and _SETLK is not None:
                 cmd = _SETLKW if wait else _SETLK
-                fcntl.fcntl(self.fd, cmd, _FLOCK.pack(lock_type, os.SEEK_SET, 0, 0, 0))
+                fcntl.fcntl(self.fd, cmd, _FLOCKS[lock_type])
             else:  # pragma: no cover - non-Linux
                 fcntl.flock(self.fd, flock_op if wait else flock_op | fcntl.LOCK_NB)
         except OSError as e:

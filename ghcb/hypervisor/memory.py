@@ -144,12 +144,14 @@ class GuestMemory:
             start = gpa & _PAGE_MASK
             page = self._pages.get(gpa >> 12)
             if page is not None and start + size <= PAGE_SIZE:
-                return bytes(_view(page, host)[start : start + size])
+                data = _view(page, host)
+                if size == PAGE_SIZE:
+                    return bytes(data)
+                return memoryview(data)[start : start + size].tobytes()
         spans = self._spans(gpa, size)
-        if len(spans) == 1:
-            page, start, stop = spans[0]
-            return bytes(_view(page, host)[start:stop])
-        return b"".join(bytes(_view(page, host)[start:stop]) for page, start, stop in spans)
+        return b"".join(
+            memoryview(_view(page, host))[start:stop].tobytes() for page, start, stop in spans
+        )
 
     def _write(self, gpa: int, data: bytes | bytearray | memoryview, *, host: bool) -> None:
         raw = _as_bytes(data)
@@ -161,9 +163,10 @@ class GuestMemory:
                 (page.host() if host else page.guest())[start : start + size] = raw
                 return
         spans = self._spans(gpa, size)  # checks every page first
+        source = memoryview(raw)
         pos = 0
         for page, start, stop in spans:
-            (page.host() if host else page.guest())[start:stop] = raw[pos : pos + stop - start]
+            (page.host() if host else page.guest())[start:stop] = source[pos : pos + stop - start]
             pos += stop - start
 
     def _spans(self, gpa: int, size: int) -> list[tuple[_Page, int, int]]:

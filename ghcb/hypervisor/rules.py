@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NamedTuple, cast
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ghcb.codes import ExitCode, GhcbErr
 from ghcb.page import FIELDS, GHCB_DEFAULT_USAGE, VALID_BIT, GhcbPage, require_page
@@ -46,6 +46,7 @@ __all__ = [
     "Finding",
     "InputRule",
     "Validator",
+    "accepts",
     "findings",
     "first_error",
     "required_inputs",
@@ -170,9 +171,14 @@ def _mask(names: frozenset[str]) -> int:
     return sum(1 << VALID_BIT[name] for name in names)
 
 
+#: The tables keyed by plain int exit codes (the same rows; what a raw SW_EXITCODE looks up).
+_BY_INT: Final[dict[Validator, dict[int, ExitRule]]] = {
+    validator: {int(code): rule for code, rule in table.items()}
+    for validator, table in _TABLES.items()
+}
 #: Per validator and exit code: the valid bits an accepted page must have (always + row).
-_MASKS: Final = {
-    validator: {code: _mask(ALWAYS_REQUIRED | rule.required) for code, rule in table.items()}
+_MASKS: Final[dict[Validator, dict[int, int]]] = {
+    validator: {int(code): _mask(ALWAYS_REQUIRED | rule.required) for code, rule in table.items()}
     for validator, table in _TABLES.items()
 }
 
@@ -225,7 +231,7 @@ def findings(
     valid = page.valid_bits
     code = page.exit_code
     yield from _missing(ALWAYS_REQUIRED, valid, code, spec)
-    rule = _TABLES[validator].get(cast("ExitCode", code))
+    rule = _BY_INT[validator].get(code)
     if rule is None:
         yield Finding(
             "invalid-event",
@@ -283,6 +289,30 @@ def _missing(
             )
 
 
+def accepts(
+    code: int,
+    usage: int,
+    bits: int,
+    info1: int,
+    info2: int,
+    *,
+    snp: bool = True,
+    validator: Validator = Validator.CURRENT,
+) -> bool:
+    """The validator's fast accept: True when a page with these values passes every check of
+    its exit's row and that row has no conditional rule (read through precomputed valid-bit
+    masks); False means "ask :func:`findings`" (it may still be accepted)."""
+    rule = _BY_INT[validator].get(code)
+    if rule is None or rule.when or usage or (rule.snp_only and not snp):
+        return False
+    mask = _MASKS[validator][code]
+    if bits & mask != mask:
+        return False
+    return not rule.request_pages or not (
+        info1 & _PAGE_MASK or info2 & _PAGE_MASK or info1 == info2
+    )
+
+
 def first_error(
     page: GhcbPage, *, snp: bool = True, validator: Validator = Validator.CURRENT
 ) -> GhcbErr | None:
@@ -291,16 +321,16 @@ def first_error(
     A page every check of its row passes is accepted without walking :func:`findings` (the
     same table, read through precomputed valid-bit masks); anything else is the first finding.
     """
-    code = page.sw_exit_code  # an IntEnum key matches its plain int
-    rule = _TABLES[validator].get(cast("ExitCode", code))
-    if rule is not None and not rule.when and (snp or not rule.snp_only) and not page.ghcb_usage:
-        mask = _MASKS[validator][cast("ExitCode", code)]
-        info1, info2 = page.sw_exit_info_1, page.sw_exit_info_2
-        pages_ok = not rule.request_pages or not (
-            info1 & _PAGE_MASK or info2 & _PAGE_MASK or info1 == info2
-        )
-        if page.valid_bits & mask == mask and pages_ok:
-            return None
+    if accepts(
+        page.sw_exit_code,
+        page.ghcb_usage,
+        page.valid_bits,
+        page.sw_exit_info_1,
+        page.sw_exit_info_2,
+        snp=snp,
+        validator=validator,
+    ):
+        return None
     first = next(findings(page, snp=snp, validator=validator), None)
     return None if first is None else first.reason
 
@@ -311,7 +341,7 @@ def required_inputs(
     """The fields KVM requires to be valid for ``page``'s exit, or ``None`` if the exit code
     is not one KVM accepts (it would answer GHCB_ERR_INVALID_EVENT)."""
     require_page(page, "required_inputs")
-    rule = _TABLES[validator].get(cast("ExitCode", page.exit_code))
+    rule = _BY_INT[validator].get(page.sw_exit_code)
     if rule is None:
         return None
     needed = set(ALWAYS_REQUIRED | rule.required)

@@ -314,12 +314,17 @@ def _is_current(st: os.stat_result, path: str) -> bool:
 
 
 def _read_all(fd: int, size_hint: int) -> bytes:
-    chunks = []
-    offset = 0
-    while chunk := os.pread(fd, max(size_hint - offset, _CHUNK), offset):
+    """The whole file: one ``pread`` of ``size_hint + 1`` bytes when the size is right (the
+    extra byte proves the end), more reads only if the file grew."""
+    data = os.pread(fd, size_hint + 1, 0)
+    if len(data) <= size_hint:
+        return data
+    chunks = [data]
+    offset = len(data)
+    while chunk := os.pread(fd, _CHUNK, offset):
         chunks.append(chunk)
         offset += len(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
 
 
 def _write_all(fd: int, data: bytes) -> None:

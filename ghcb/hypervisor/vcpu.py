@@ -50,11 +50,13 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
+from ghcb._fast import struct_format
 from ghcb.codes import Errno, ExitCode, HvResp
 from ghcb.hypervisor.errors import HypervisorBug, HypervisorUsageError
 from ghcb.hypervisor.kvm_abi import (
+    IMMEDIATE_EXIT_OFFSET,
     KVM_RUN_SIZE,
     CertAbi,
     DisabledAbi,
@@ -67,7 +69,7 @@ from ghcb.hypervisor.kvm_abi import (
     encode_kvm_run,
 )
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
-from ghcb.hypervisor.rules import first_error
+from ghcb.hypervisor.rules import accepts, first_error
 from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
 from ghcb.schemas.page import PAGE_SIZE
 
@@ -94,6 +96,11 @@ _OFFSET: Final = {f.name: f.offset for f in FIELDS}
 _BITMAP: Final = slice(_OFFSET["valid_bitmap"], _OFFSET["valid_bitmap"] + 16)
 _ZERO_BITMAP: Final = bytes(16)
 _U64: Final = struct.Struct("<Q")
+_USAGE: Final = struct.Struct("<" + next(f.fmt for f in FIELDS if f.name == "ghcb_usage"))
+# sw_exit_code, sw_exit_info_1, sw_exit_info_2: adjacent in struct ghcb_save_area
+_EXIT_INFO: Final = struct_format(
+    tuple(f for f in FIELDS if f.name in ("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2"))
+)
 _GHCB_MSR_INFO_MASK: Final = 0xFFF  # sev-common.h GHCB_MSR_INFO_MASK: GHCBInfo, bits 11:0
 _WRITTEN_BACK: Final = ("rax", "rbx", "rcx", "rdx")  # sev_es_sync_to_ghcb
 _COPIED_IN: Final = ("rax", "rbx", "rcx", "rdx", "rsi", "cpl")  # sev_es_sync_from_ghcb
@@ -103,11 +110,27 @@ _COPIED: Final = tuple(
     for f in FIELDS
     if f.name in _COPIED_IN
 )
-# Where a ghcb_set_<field>() writes: the field's offset and its valid bit's byte and mask.
-_SETTER: Final = {
-    name: (_OFFSET[name], _OFFSET["valid_bitmap"] + VALID_BIT[name] // 8, 1 << VALID_BIT[name] % 8)
-    for name in (*_WRITTEN_BACK, "sw_exit_info_1", "sw_exit_info_2")
-}
+
+
+class _GhcbWrite(NamedTuple):
+    """Where ``ghcb_set_<field>()`` of some fields writes: each field's offset, and the valid
+    bits to set as (bitmap byte offset, mask) pairs, merged per byte."""
+
+    offsets: tuple[int, ...]
+    bits: tuple[tuple[int, int], ...]
+
+
+def _ghcb_write(*names: str) -> _GhcbWrite:
+    masks: dict[int, int] = {}
+    for name in names:
+        byte = _OFFSET["valid_bitmap"] + VALID_BIT[name] // 8
+        masks[byte] = masks.get(byte, 0) | 1 << VALID_BIT[name] % 8
+    return _GhcbWrite(tuple(_OFFSET[name] for name in names), tuple(masks.items()))
+
+
+_SET_INFO: Final = _ghcb_write("sw_exit_info_1", "sw_exit_info_2")
+_SET_INFO_2: Final = _ghcb_write("sw_exit_info_2")
+_SYNC_TO_GHCB: Final = _ghcb_write(*_WRITTEN_BACK)
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -275,11 +298,10 @@ class Vcpu:
             return False
 
     def set_exit_info(self, info1: int, info2: int) -> None:
-        self._ghcb_set("sw_exit_info_1", info1)
-        self._ghcb_set("sw_exit_info_2", info2)
+        self._ghcb_set(_SET_INFO, info1, info2)
 
     def set_exit_info_2(self, info2: int) -> None:
-        self._ghcb_set("sw_exit_info_2", info2)
+        self._ghcb_set(_SET_INFO_2, info2)
 
     def note_undefined(self, what: str) -> None:
         self._undefined = what
@@ -294,7 +316,7 @@ class Vcpu:
                 spec="ghcb.hypervisor.vcpu rules 1-7",
             )
         result = handler(self, arg)
-        self.state = _NEXT_STATE[type(result)] if not _is_done(result) else _State.MAPPED
+        self.state = _NEXT_STATE[type(result), getattr(result, "done", False)]
         return result
 
     def _handle_vmgexit(self, gpa: object) -> RunResult:
@@ -317,8 +339,9 @@ class Vcpu:
             return Resumed(None)
         self._map = view
         self._undefined = None
-        page = parse_page(view)
-        self._sync_from_ghcb(page, view)
+        usage = _USAGE.unpack_from(view, _OFFSET["ghcb_usage"])[0]
+        code, info1, info2 = _EXIT_INFO.unpack_from(view, _OFFSET["sw_exit_code"])
+        bits = self._sync_from_ghcb(view)
         # "if (sev_snp_guest(svm->vcpu.kvm) && !ghcb_gpa_is_registered(svm, ghcb_gpa))
         #      return -EINVAL;" (after the sync: the bitmap is already cleared)
         if self.vm.snp and target != self.ghcb_gpa:
@@ -326,48 +349,53 @@ class Vcpu:
         # "ret = sev_es_validate_vmgexit(svm); if (ret) return ret;" — its error path writes
         # the reason and returns 1: "svm_vmgexit_bad_input(svm, reason)"
         abi = self.vm.abi
-        reason = first_error(page, snp=self.vm.snp, validator=abi.validator)
-        if reason is not None:
-            self.set_exit_info(HvResp.MALFORMED_INPUT, reason)
-            return self._enter_guest()
+        snp = self.vm.snp
+        if not accepts(code, usage, bits, info1, info2, snp=snp, validator=abi.validator):
+            # the guest's page as KVM read it: the snapshot bitmap, not the cleared one
+            page = parse_page(view.tobytes()).replace(valid_bitmap=bits.to_bytes(16, "little"))
+            reason = first_error(page, snp=snp, validator=abi.validator)
+            if reason is not None:
+                self.set_exit_info(HvResp.MALFORMED_INPUT, reason)
+                return self._enter_guest()
         # "svm_vmgexit_success(svm, 0);" (older trees: ghcb_set_sw_exit_info_1/2(ghcb, 0))
         self.set_exit_info(HvResp.NO_ACTION, 0)
-        code = page.exit_code
         if code == ExitCode.SNP_GUEST_REQUEST:
             return self._outcome(abi.guest_request(self))
         if code == ExitCode.SNP_EXT_GUEST_REQUEST:
             return self._outcome(abi.ext_guest_request(self))
         self._map = None
-        return Unhandled(code)
+        return Unhandled(ExitCode.from_int(code))
 
-    def _sync_from_ghcb(self, page: GhcbPage, view: memoryview) -> None:
+    def _sync_from_ghcb(self, view: memoryview) -> int:
         """``sev_es_sync_from_ghcb``: "memset(vcpu->arch.regs, 0, …)", then each register
         "kvm_ghcb_get_<reg>_if_valid"; exit_info_1/2 copied unconditionally; the bitmap
-        snapshotted, then "memset(ghcb->save.valid_bitmap, 0, …)" in the mapped page."""
+        snapshotted (returned), then "memset(ghcb->save.valid_bitmap, 0, …)" in the mapped
+        page."""
         self._valid = bits = int.from_bytes(view[_BITMAP], "little")
         self.regs = {
             name: unpack(view, offset)[0] if bits >> bit & 1 else 0
             for name, bit, offset, unpack in _COPIED
         }
-        self.exit_info_1, self.exit_info_2 = page.sw_exit_info_1, page.sw_exit_info_2
+        _, self.exit_info_1, self.exit_info_2 = _EXIT_INFO.unpack_from(
+            view, _OFFSET["sw_exit_code"]
+        )
         view[_BITMAP] = _ZERO_BITMAP
+        return bits
 
     def _complete_certs(self, kvm_run: object) -> RunResult:
         """``kvm_arch_vcpu_ioctl_run`` with ``complete_userspace_io`` pending."""
         abi = self.vm.abi
-        prefix, body = abi.decode(kvm_run)  # type: ignore[arg-type]  # checked by decode
-        self.kvm_run = bytes(kvm_run)  # type: ignore[call-overload]
+        self.kvm_run = data = abi.kvm_run_bytes(kvm_run)
         # "vcpu->arch.complete_userspace_io = NULL; r = cui(vcpu); if (r <= 0) goto out;"
-        outcome = abi.complete(self, body)
+        outcome = abi.complete(self, abi.exit_fields(data))
         if outcome is not None:
             return self._outcome(outcome)
-        return self._resume_or_interrupt(prefix["immediate_exit"])
+        return self._resume_or_interrupt(data[IMMEDIATE_EXIT_OFFSET])
 
     def _complete_mapped(self, kvm_run: object) -> RunResult:
         """KVM_RUN with the GHCB mapped and no callback pending: enter the guest."""
-        prefix, _ = self.vm.abi.decode(kvm_run)  # type: ignore[arg-type]  # checked by decode
-        self.kvm_run = bytes(kvm_run)  # type: ignore[call-overload]
-        return self._resume_or_interrupt(prefix["immediate_exit"])
+        self.kvm_run = data = self.vm.abi.kvm_run_bytes(kvm_run)
+        return self._resume_or_interrupt(data[IMMEDIATE_EXIT_OFFSET])
 
     def _run_mapped(self, _gpa: object) -> RunResult:
         return self._resume_or_interrupt(0)
@@ -389,33 +417,30 @@ class Vcpu:
         raise HypervisorBug(f"unknown handler outcome {outcome!r}")  # pragma: no cover
 
     # -- the GHCB --------------------------------------------------------------------------
-    def _ghcb_set(self, name: str, value: int) -> None:
-        """``ghcb_set_<field>``: "__set_bit(GHCB_BITMAP_IDX(field), …valid_bitmap);
-        ghcb->save.field = value;" in the mapped page."""
+    def _ghcb_set(self, where: _GhcbWrite, *values: int) -> None:
+        """``ghcb_set_<field>`` for each field of ``where``: "__set_bit(GHCB_BITMAP_IDX(field),
+        …valid_bitmap); ghcb->save.field = value;" in the mapped page."""
         view = self._map
         if view is None:  # pragma: no cover - handlers run only with the GHCB mapped
             raise HypervisorBug("GHCB write without a mapped GHCB")
-        offset, bitmap_byte, mask = _SETTER[name]
-        _U64.pack_into(view, offset, value)
-        view[bitmap_byte] |= mask
+        for offset, value in zip(where.offsets, values, strict=True):
+            _U64.pack_into(view, offset, value)
+        for byte, mask in where.bits:
+            view[byte] |= mask
 
     def _page(self) -> GhcbPage:
         if self._map is None:  # pragma: no cover - see _ghcb_set
             raise HypervisorBug("no mapped GHCB")
-        return parse_page(self._map)
+        return parse_page(self._map.tobytes())
 
     def _enter_guest(self) -> Resumed:
         """``svm_prepare_switch_to_guest`` → ``sev_es_unmap_ghcb`` → ``sev_es_sync_to_ghcb``:
         "ghcb_set_rax(ghcb, vcpu->arch.regs[VCPU_REGS_RAX]);" (and RBX, RCX, RDX), unmap."""
-        for name in _WRITTEN_BACK:
-            self._ghcb_set(name, self.regs[name])
+        regs = self.regs
+        self._ghcb_set(_SYNC_TO_GHCB, *(regs[name] for name in _WRITTEN_BACK))
         page = self._page()
         self._map = None
         return Resumed(page, self._undefined)
-
-
-def _is_done(result: RunResult) -> bool:
-    return isinstance(result, CertsExit) and result.done
 
 
 _Handler = Callable[[Vcpu, object], RunResult]
@@ -428,11 +453,13 @@ _TRANSITIONS: Final[dict[tuple[_State, _Input], _Handler]] = {
     (_State.MAPPED, _Input.COMPLETE): Vcpu._complete_mapped,
 }
 
-#: The state each result leaves the vCPU in (a DONE ``CertsExit`` leaves it ``MAPPED``).
-_NEXT_STATE: Final[dict[type[RunResult], _State]] = {
-    Resumed: _State.IDLE,
-    CertsExit: _State.AWAIT_CERTS,
-    Interrupted: _State.MAPPED,
-    RunFailed: _State.MAPPED,
-    Unhandled: _State.IDLE,
+#: The state each result leaves the vCPU in, by (result type, its ``done`` flag): a v15 DONE
+#: ``CertsExit`` leaves the GHCB mapped with no callback pending.
+_NEXT_STATE: Final[dict[tuple[type[RunResult], bool], _State]] = {
+    (Resumed, False): _State.IDLE,
+    (CertsExit, False): _State.AWAIT_CERTS,
+    (CertsExit, True): _State.MAPPED,
+    (Interrupted, False): _State.MAPPED,
+    (RunFailed, False): _State.MAPPED,
+    (Unhandled, False): _State.IDLE,
 }

@@ -1,6 +1,9 @@
 """Extended guest requests through the handler and the VMM (test firmware, no crypto), side by
 side with the same job written with raw ``struct`` / ``os`` / ``fcntl`` calls over bytearrays
-(``test_baseline_raw_ext_request``: the floor a Python model cannot go below)."""
+(``test_baseline_raw_ext_request``: the floor a Python model cannot go below). The raw job does
+what the model does for a merged request: KVM's validation and presets, the exit, the VMM's
+shared OFD lock, read, replaced-file check and blob compare, the certificate write, the
+bounce-buffer guest request, the register write-back; it builds no typed results."""
 
 from __future__ import annotations
 
@@ -105,9 +108,10 @@ def raw_ext_request(
     gpa, npages, _ = _QQQ.unpack_from(kvm_run, 32)
     fd = os.open(blob_path, os.O_RDONLY)
     fcntl.fcntl(fd, fcntl.F_OFD_SETLKW, _FLOCK_SH)
-    size = os.fstat(fd).st_size
-    blob = os.pread(fd, size, 0)
-    if blob != cache[0]:
+    st = os.fstat(fd)
+    blob = os.pread(fd, st.st_size + 1, 0)
+    now = os.stat(blob_path)  # the store's check that the file was not replaced meanwhile
+    if blob != cache[0] or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
         raise AssertionError
     if (len(blob) + PAGE - 1) // PAGE > npages:
         raise AssertionError
