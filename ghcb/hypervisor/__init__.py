@@ -26,6 +26,7 @@ from ghcb.hypervisor.store import CertificateStore, Lease, StoreError
 from ghcb.hypervisor.vcpu import (
     KVM_RUN_SIZE,
     CertsExit,
+    DoneExit,
     Interrupted,
     MergedAbi,
     Resumed,
@@ -46,6 +47,7 @@ __all__ = [
     "CertificateStore",
     "CertsExit",
     "DisabledAbi",
+    "DoneExit",
     "Firmware",
     "FirmwareFailure",
     "GuestMemory",

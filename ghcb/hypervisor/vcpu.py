@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KVM_RUN_SIZE",
     "CertsExit",
+    "DoneExit",
     "Interrupted",
     "MergedAbi",
     "Resumed",
@@ -159,6 +160,15 @@ class CertsExit:
     gpa: int
     npages: int
     done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DoneExit(CertsExit):
+    """The v15 second exit (``req_certs.status`` DONE, ``flags`` 0): the request reached
+    firmware and userspace may drop its lock. Whatever userspace writes back is ignored: the
+    next KVM_RUN enters the guest."""
+
+    done: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +326,7 @@ class Vcpu:
                 spec="ghcb.hypervisor.vcpu rules 1-7",
             )
         result = handler(self, arg)
-        self.state = _NEXT_STATE[type(result), getattr(result, "done", False)]
+        self.state = _NEXT_STATE[type(result)]
         return result
 
     def _handle_vmgexit(self, gpa: object) -> RunResult:
@@ -411,7 +421,8 @@ class Vcpu:
             return self._enter_guest()
         if isinstance(outcome, Exit):
             self.kvm_run = outcome.kvm_run
-            return CertsExit(outcome.kvm_run, outcome.gpa, outcome.npages, outcome.done)
+            kind = DoneExit if outcome.done else CertsExit
+            return kind(outcome.kvm_run, outcome.gpa, outcome.npages)
         if isinstance(outcome, Fail):
             return RunFailed(outcome.errno, outcome.reason)
         raise HypervisorBug(f"unknown handler outcome {outcome!r}")  # pragma: no cover
@@ -453,13 +464,13 @@ _TRANSITIONS: Final[dict[tuple[_State, _Input], _Handler]] = {
     (_State.MAPPED, _Input.COMPLETE): Vcpu._complete_mapped,
 }
 
-#: The state each result leaves the vCPU in, by (result type, its ``done`` flag): a v15 DONE
-#: ``CertsExit`` leaves the GHCB mapped with no callback pending.
-_NEXT_STATE: Final[dict[tuple[type[RunResult], bool], _State]] = {
-    (Resumed, False): _State.IDLE,
-    (CertsExit, False): _State.AWAIT_CERTS,
-    (CertsExit, True): _State.MAPPED,
-    (Interrupted, False): _State.MAPPED,
-    (RunFailed, False): _State.MAPPED,
-    (Unhandled, False): _State.IDLE,
+#: The state each result leaves the vCPU in (the v15 DONE exit leaves the GHCB mapped with no
+#: callback pending).
+_NEXT_STATE: Final[dict[type[RunResult], _State]] = {
+    Resumed: _State.IDLE,
+    CertsExit: _State.AWAIT_CERTS,
+    DoneExit: _State.MAPPED,
+    Interrupted: _State.MAPPED,
+    RunFailed: _State.MAPPED,
+    Unhandled: _State.IDLE,
 }
