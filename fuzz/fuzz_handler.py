@@ -35,6 +35,7 @@ with atheris.instrument_imports(include=["ghcb"]):
         Vcpu,
         Vm,
     )
+    from ghcb.hypervisor.kvm_abi import with_immediate_exit
 
 ABIS = [None, MergedAbi(), V15Abi(), MergedAbi(exit_reason=42)]
 PAGE = 4096
@@ -60,7 +61,7 @@ def TestOneInput(data: bytes) -> None:
         if isinstance(result, CertsExit):
             result = vcpu.complete(kvm_run)
         elif isinstance(result, Interrupted | RunFailed):
-            result = vcpu.run()
+            result = vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0))
         else:
             break
     page = result.page if isinstance(result, Resumed | Interrupted) else None

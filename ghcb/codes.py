@@ -442,8 +442,11 @@ class Errno(_Code):
     EIO = 5
     EAGAIN = 11
     EFAULT = 14
+    EBUSY = 16
+    ENODEV = 19
     EINVAL = 22
     ENOSPC = 28
+    ETIMEDOUT = 110  # asm-generic/errno.h
 
 
 class KvmExit(_Code):

@@ -17,6 +17,8 @@ from ghcb.hypervisor import (
     CertsExit,
     DisabledAbi,
     DoneExit,
+    FirmwareFailure,
+    HostError,
     HypervisorUsageError,
     Interrupted,
     MergedAbi,
@@ -30,6 +32,7 @@ from ghcb.hypervisor import (
     decode_kvm_run,
     encode_kvm_run,
 )
+from ghcb.hypervisor.kvm_abi import with_immediate_exit
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -311,22 +314,63 @@ class TestGuestRequestMerged:
         assert firmware.requests == [g.memory.host_read(REQ, PAGE_SIZE)]
         assert g.memory.guest_read(REQ, PAGE_SIZE) != g.memory.host_read(REQ, PAGE_SIZE)
 
-    @pytest.mark.parametrize(
-        "firmware",
-        [RecordingFirmware(fail=True), RecordingFirmware(respond=lambda r: (r + r, 0))],
-        ids=["no-status", "oversized"],
-    )
-    def test_firmware_failure_fails_run(self, abi: Any, firmware: RecordingFirmware) -> None:
-        """ "if (ret && !fw_err) return ret;": KVM_RUN fails, nothing written to the response
-        page, the GHCB holds the presets."""
+    @pytest.mark.parametrize("errno", [Errno.ETIMEDOUT, Errno.EBUSY, Errno.ENODEV])
+    def test_firmware_failure_fails_run(self, abi: Any, errno: Errno) -> None:
+        """ "if (ret && !fw_err) return ret;": KVM_RUN fails with sev_issue_cmd's error
+        (-ETIMEDOUT: no answer; -EBUSY: PSP dead; -ENODEV: no PSP), nothing is written to the
+        response page, the GHCB holds the presets."""
+
+        def dead(request: bytes) -> tuple[bytes, int]:
+            raise FirmwareFailure("no status", errno=errno)
+
         g = guest()
         page = g.request(ExitCode.SNP_GUEST_REQUEST)
         response = g.response()
-        result = vcpu_for(g, abi, firmware=firmware).run()
+        vcpu = vcpu_for(g, abi, firmware=RecordingFirmware(respond=dead))
+        result = vcpu.run()
         assert isinstance(result, RunFailed)
-        assert result.errno == Errno.EIO
+        assert result.errno == errno
         assert g.response() == response
         assert g.ghcb() == at_exit(page)
+        assert vcpu.run() == Resumed(answered(page, regs_of(page), 0, 0))  # fail-open
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            lambda r: (r + r, 0),
+            lambda r: None,
+            lambda r: (r, "x"),
+            lambda r: (r, 2**32),
+            lambda r: (r.decode("latin-1"), 0),
+        ],
+        ids=["two-pages", "none", "str-status", "wide-status", "str-page"],
+    )
+    def test_broken_firmware_is_a_host_error(self, abi: Any, answer: Any) -> None:
+        """A firmware double that answers something else than (one page or None, u32): a
+        HostError out of KVM_RUN (the host's fault, not the guest's); the GHCB stays mapped
+        and the next KVM_RUN enters the guest with KVM's presets."""
+        g = guest()
+        page = g.request(ExitCode.SNP_GUEST_REQUEST)
+        response = g.response()
+        vcpu = vcpu_for(g, abi, firmware=RecordingFirmware(respond=answer))
+        with pytest.raises(HostError) as e:
+            vcpu.run()
+        assert e.value.rule == "firmware-answer"
+        assert g.response() == response
+        assert vcpu.run() == Resumed(answered(page, regs_of(page), 0, 0))
+
+    def test_raising_firmware_is_wrapped(self, abi: Any) -> None:
+        """A firmware that raises a plain Python error: HostError from it."""
+
+        def boom(request: bytes) -> tuple[bytes, int]:
+            raise OSError("PSP mailbox gone")
+
+        g = guest()
+        g.request(ExitCode.SNP_GUEST_REQUEST)
+        with pytest.raises(HostError) as e:
+            vcpu_for(g, abi, firmware=RecordingFirmware(respond=boom)).run()
+        assert e.value.rule == "firmware-raised"
+        assert isinstance(e.value.__cause__, OSError)
 
 
 # -- the v15-era tree ------------------------------------------------------------------------------
@@ -550,8 +594,8 @@ class TestMerged:
 
     def test_immediate_exit(self) -> None:
         """immediate_exit: the completion runs (x86.c calls the callback before checking
-        wants_to_run), then KVM_RUN returns -EINTR; the registers reach the GHCB when the
-        next KVM_RUN enters the guest."""
+        wants_to_run), then KVM_RUN returns -EINTR; the registers reach the GHCB when a
+        KVM_RUN with immediate_exit cleared enters the guest."""
         g = guest()
         vcpu, exit_ = self.start(g)
         answer = with_ret(self.abi, exit_, ret=Errno.ENOSPC, npages=9, immediate_exit=1)
@@ -560,16 +604,36 @@ class TestMerged:
         first = at_exit(page).with_fields(sw_exit_info_2=0x0000000100000000)
         assert result == Interrupted(first)
         assert g.ghcb() == first
-        assert vcpu.run() == Resumed(answered(page, regs_of(page, rbx=9), 0, 0x100000000))
+        cleared = with_immediate_exit(vcpu.kvm_run, 0)
+        want = Resumed(answered(page, regs_of(page, rbx=9), 0, 0x100000000))
+        assert vcpu.run(kvm_run=cleared) == want
 
-    def test_immediate_exit_twice(self) -> None:
-        """KVM_RUN with immediate_exit still set returns -EINTR again without entering."""
+    def test_immediate_exit_is_checked_on_every_kvm_run(self) -> None:
+        """ "vcpu->wants_to_run = !immediate_exit" on every KVM_RUN: left set, the next
+        KVM_RUN returns -EINTR again without entering the guest; set on an idle vCPU, KVM_RUN
+        returns -EINTR before the guest runs (no VMGEXIT handled)."""
         g = guest()
         vcpu, exit_ = self.start(g)
-        answer = with_ret(self.abi, exit_, ret=0, immediate_exit=1)
-        assert isinstance(vcpu.complete(answer), Interrupted)
-        assert isinstance(vcpu.complete(answer), Interrupted)
-        assert isinstance(vcpu.complete(with_ret(self.abi, exit_, ret=0)), Resumed)
+        assert isinstance(
+            vcpu.complete(with_ret(self.abi, exit_, ret=0, immediate_exit=1)), Interrupted
+        )
+        before = g.ghcb_bytes()
+        assert isinstance(vcpu.run(), Interrupted)
+        assert isinstance(vcpu.complete(vcpu.kvm_run), Interrupted)
+        assert g.ghcb_bytes() == before  # not entered: registers not yet written back
+        assert isinstance(vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0)), Resumed)
+        page = g.request()
+        assert vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 1)) == Interrupted(None)
+        assert g.ghcb() == page  # the VMGEXIT was not handled
+        assert isinstance(vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0)), CertsExit)
+
+    def test_gpa_while_mapped_is_misuse(self) -> None:
+        """With a GHCB still mapped KVM_RUN enters the guest: a gpa makes no sense."""
+        g = guest()
+        vcpu, exit_ = self.start(g)
+        assert isinstance(vcpu.complete(with_ret(self.abi, exit_, ret=7)), RunFailed)
+        with pytest.raises(HypervisorUsageError):
+            vcpu.run(gpa=GHCB)
 
     def test_private_cert_buffer_invisible(self) -> None:
         """The VMM writes certificates through its mapping: into a page the guest holds

@@ -28,6 +28,7 @@ from ghcb.hypervisor import (
     decode_kvm_run,
     encode_kvm_run,
 )
+from ghcb.hypervisor.kvm_abi import with_immediate_exit
 from ghcb.schemas.page import PAGE_SIZE
 
 GHCB, REQ, RESP, CERTS = 0x1000, 0x7F000, 0x7E000, 0x80000
@@ -128,16 +129,21 @@ class VcpuMachine(RuleBasedStateMachine):
         if self.vcpu is not None and self.exit is None and not self.mapped:
             self.run()
 
-    @rule()
+    @rule(immediate=st.sampled_from([0, 0, 0, 1]))
     @precondition(lambda self: self.vcpu is not None)
-    def run(self) -> None:
+    def run(self, immediate: int = 0) -> None:
         assert self.vcpu is not None
+        kvm_run = with_immediate_exit(self.vcpu.kvm_run, immediate)
         try:
-            result = self.vcpu.run()
+            result = self.vcpu.run(kvm_run=kvm_run)
         except GhcbError:
             assert self.exit is not None  # only misuse: run() while an exit is outstanding
             return
         assert self.exit is None
+        if immediate:  # wants_to_run is false: -EINTR, the guest does not run
+            assert isinstance(result, Interrupted)
+            assert (result.page is None) == (not self.mapped)
+            return self.record(result, was_mapped=self.mapped)
         if self.mapped:  # KVM_RUN after a failure / -EINTR / DONE exit enters the guest
             assert isinstance(result, Resumed)
             assert result.page is not None
@@ -155,34 +161,39 @@ class VcpuMachine(RuleBasedStateMachine):
         self, ret: int, npages: int, flags: int, immediate: int, garbage: bool
     ) -> None:
         assert self.vcpu is not None
-        abi = self.vcpu.vm.cert_abi
-        if self.exit is None or abi is None:
-            kvm_run = bytes(KVM_RUN_SIZE) if not immediate else b"\0\1" + bytes(KVM_RUN_SIZE - 2)
+        abi = self.vcpu.vm.abi
+        if self.exit is None:
+            kvm_run = with_immediate_exit(self.vcpu.kvm_run, immediate)
         elif garbage:
             kvm_run = bytes(KVM_RUN_SIZE - 1)
         else:
             _, body = decode_kvm_run(abi, self.exit.kvm_run)
-            fields = dict(body)
-            fields["ret"] = ret if isinstance(abi, MergedAbi) else ret & 0xFFFFFFFF
-            fields["npages" if isinstance(abi, MergedAbi) else "data_npages"] = npages
+            fields = {**body, "ret": ret, abi.npages_field: npages}
             if "flags" in fields:
                 fields["flags"] = flags
             kvm_run = encode_kvm_run(abi, fields, immediate_exit=immediate)
+        was_mapped = self.mapped
         try:
             result = self.vcpu.complete(kvm_run)
         except GhcbError:
-            assert (self.exit is None and not self.mapped) or garbage or abi is None
+            assert (self.exit is None and not self.mapped) or garbage
             return
         assert self.exit is not None or self.mapped
         self.exit = None
-        self.record(result)
+        self.record(result, was_mapped=was_mapped)
 
-    def record(self, result: Any) -> None:
+    def record(self, result: Any, *, was_mapped: bool = True) -> None:
         assert isinstance(result, Resumed | CertsExit | Interrupted | RunFailed | Unhandled)
         self.results.append(result)
         SEEN.add(type(result).__name__)
-        self.mapped = isinstance(result, Interrupted | RunFailed) or (
-            isinstance(result, CertsExit) and result.done
+        # an -EINTR before any VMGEXIT (nothing mapped) leaves nothing mapped
+        interrupted_mapped = isinstance(result, Interrupted) and (
+            result.page is not None or was_mapped
+        )
+        self.mapped = (
+            interrupted_mapped
+            or isinstance(result, RunFailed)
+            or (isinstance(result, CertsExit) and result.done)
         )
         if isinstance(result, CertsExit) and not result.done:
             self.exit = result
@@ -193,7 +204,7 @@ class VcpuMachine(RuleBasedStateMachine):
         if isinstance(result, Resumed) and result.page is not None:
             assert {"rax", "rbx", "rcx", "rdx"} <= result.page.valid_fields
         if isinstance(result, RunFailed):
-            assert result.errno in (Errno.EINVAL, Errno.EIO, Errno.EFAULT)
+            assert result.errno in (Errno.EINVAL, Errno.EIO, Errno.ETIMEDOUT)
 
     @invariant()
     def state_matches_outstanding_exit(self) -> None:

@@ -15,7 +15,6 @@ from ghcb.hypervisor import MergedAbi, RecordingFirmware, Resumed, V15Abi, Vcpu,
 from ghcb.hypervisor.rules import (
     KVM_EXIT_RULES,
     V15_EXIT_RULES,
-    Validator,
     findings,
     first_error,
 )
@@ -60,7 +59,7 @@ def vcpu_answer(data: bytes, abi: Any, snp: bool) -> tuple[int, int] | None:
 def test_vcpu_and_check_page_agree(data: bytes, abi: Any, snp: bool) -> None:
     """check_page's first error is the reason the vCPU answers; no error, no validator
     answer."""
-    validator = Validator.V15 if isinstance(abi, V15Abi) else Validator.CURRENT
+    validator = Vm(RecordingFirmware(), cert_abi=abi).abi.validator
     errors = [
         v for v in check_page(data, snp=snp, validator=validator) if v.severity is Severity.ERROR
     ]

@@ -17,6 +17,7 @@ from ghcb.guest import Guest, GuestLayout
 from ghcb.hypervisor import (
     CertificateStore,
     CertsExit,
+    DoneExit,
     GuestMemory,
     HypervisorUsageError,
     Interrupted,
@@ -31,6 +32,7 @@ from ghcb.hypervisor import (
     Vmm,
     VmmAnswer,
 )
+from ghcb.hypervisor.kvm_abi import with_immediate_exit
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -161,7 +163,7 @@ class TestVmm:
         g = Guest(GuestLayout(cert_pages=1), fill=FILL)
         g.request(rbx=2)
         Vmm(g.memory, store).run(vcpu_for(g, abi))
-        assert g.ghcb().sw_exit_info_2 == GENERIC[request.node.callspec.id]
+        assert g.ghcb().sw_exit_info_2 == GENERIC[abi.name]
         assert g.certs(PAGE_SIZE) == untouched(PAGE_SIZE)
 
     def test_rate_limited_busy(
@@ -183,8 +185,8 @@ class TestVmm:
         assert [*seen, g.ghcb().sw_exit_info_2] == [0, 0, 0x0000000200000000, 0]
 
     def test_lock_held_until_firmware(self, abi: Any, store: CertificateStore) -> None:
-        """The shared lock is held from supplying the blob until the request reached firmware:
-        merged learns it from the -EINTR of immediate_exit, v15 from the DONE exit."""
+        """The shared lock is held from supplying the blob until the request reached firmware
+        (merged: the -EINTR of immediate_exit; v15: the DONE exit), and only then released."""
         g = guest()
         g.request(rbx=2)
         seen, firmware = lock_probe(store)
@@ -197,16 +199,14 @@ class TestVmm:
         assert not exclusive_lock_free(store)
         result = vcpu.complete(answer)
         assert seen == [False]  # the firmware ran under the lock
-        if isinstance(abi, MergedAbi):
-            assert isinstance(result, Interrupted)
-            assert vmm.holding_lock  # until the VMM sees the -EINTR
-            vmm.release()
-            assert isinstance(vcpu.run(), Resumed)
-        else:
-            assert isinstance(result, CertsExit)
-            assert result.done
+        assert type(result) is HOLD_ENDS_WITH[abi.name]
+        assert vmm.holding_lock  # until the VMM sees that result
+        if isinstance(result, CertsExit):  # the v15 DONE exit: the VMM answers it
             final = vcpu.complete(vmm.service(abi, result))
-            assert isinstance(final, Resumed)
+        else:  # -EINTR: drop the lock, KVM_RUN again with immediate_exit cleared
+            vmm.release()
+            final = vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0))
+        assert isinstance(final, Resumed)
         assert not vmm.holding_lock
         assert exclusive_lock_free(store)
 
@@ -220,39 +220,45 @@ class TestVmm:
         assert isinstance(vmm.run(vcpu_for(g, abi, firmware)), Resumed)
         assert seen == [True]
 
-    def test_reply_bytes(self, abi: Any) -> None:
-        """What the ABI writes for each answer: ret, the page count, the hold request."""
+    def test_reply_needs_the_page_count(self, abi: Any) -> None:
+        """TOO_SMALL without the page count is the caller's mistake."""
         g = guest()
         g.request(rbx=1)
         exit_ = vcpu_for(g, abi).run()
         assert isinstance(exit_, CertsExit)
-        if isinstance(abi, MergedAbi):
-            # immediate_exit @1; gpa @32, npages @40, ret @48
-            too_small = abi.reply(exit_.kvm_run, VmmAnswer.TOO_SMALL, npages=2, hold=False)
-            assert (too_small[1], *struct.unpack_from("<QQQ", too_small, 32)) == (
-                0,
-                CERTS,
-                2,
-                Errno.ENOSPC,
-            )
-            ok = abi.reply(exit_.kvm_run, VmmAnswer.OK, hold=True)
-            assert (ok[1], *struct.unpack_from("<QQQ", ok, 32)) == (1, CERTS, 1, 0)
-            busy = abi.reply(exit_.kvm_run, VmmAnswer.BUSY, hold=False)
-            assert struct.unpack_from("<Q", busy, 48)[0] == Errno.EAGAIN
-            generic = abi.reply(exit_.kvm_run, VmmAnswer.GENERIC, hold=False)
-            assert struct.unpack_from("<Q", generic, 48)[0] == Errno.EIO
-        else:
-            # data_gpa @40, data_npages @48, ret @56, flags @60, status @61
-            too_small = abi.reply(exit_.kvm_run, VmmAnswer.TOO_SMALL, npages=2, hold=False)
-            assert struct.unpack_from("<QQIBB", too_small, 40) == (CERTS, 2, 1, 0, 0)
-            ok = abi.reply(exit_.kvm_run, VmmAnswer.OK, hold=True)
-            assert struct.unpack_from("<QQIBB", ok, 40) == (CERTS, 1, 0, 1, 0)
-            busy = abi.reply(exit_.kvm_run, VmmAnswer.BUSY, hold=False)
-            assert struct.unpack_from("<I", busy, 56)[0] == 2
-            generic = abi.reply(exit_.kvm_run, VmmAnswer.GENERIC, hold=False)
-            assert struct.unpack_from("<I", generic, 56)[0] == 1 << 31
         with pytest.raises(HypervisorUsageError):
             abi.reply(exit_.kvm_run, VmmAnswer.TOO_SMALL, hold=False)
+
+
+def first_exit(abi: Any) -> CertsExit:
+    g = guest()
+    g.request(rbx=1)
+    exit_ = vcpu_for(g, abi).run()
+    assert isinstance(exit_, CertsExit)
+    return exit_
+
+
+def test_reply_bytes_merged() -> None:
+    """Merged: immediate_exit @1; gpa @32, npages @40, ret @48 (ENOSPC/EAGAIN/EIO)."""
+    abi, run = MergedAbi(), first_exit(MergedAbi()).kvm_run
+    too_small = abi.reply(run, VmmAnswer.TOO_SMALL, npages=2, hold=False)
+    assert (too_small[1], *struct.unpack_from("<QQQ", too_small, 32)) == (0, CERTS, 2, 28)
+    ok = abi.reply(run, VmmAnswer.OK, hold=True)
+    assert (ok[1], *struct.unpack_from("<QQQ", ok, 32)) == (1, CERTS, 1, 0)
+    assert struct.unpack_from("<Q", abi.reply(run, VmmAnswer.BUSY, hold=False), 48) == (11,)
+    assert struct.unpack_from("<Q", abi.reply(run, VmmAnswer.GENERIC, hold=False), 48) == (5,)
+
+
+def test_reply_bytes_v15() -> None:
+    """v15: data_gpa @40, data_npages @48, ret @56 (1/2/1<<31), flags @60 (NOTIFY_DONE)."""
+    abi, run = V15Abi(), first_exit(V15Abi()).kvm_run
+    too_small = abi.reply(run, VmmAnswer.TOO_SMALL, npages=2, hold=False)
+    assert struct.unpack_from("<QQIBB", too_small, 40) == (CERTS, 2, 1, 0, 0)
+    ok = abi.reply(run, VmmAnswer.OK, hold=True)
+    assert struct.unpack_from("<QQIBB", ok, 40) == (CERTS, 1, 0, 1, 0)
+    assert struct.unpack_from("<I", abi.reply(run, VmmAnswer.BUSY, hold=False), 56) == (2,)
+    generic = abi.reply(run, VmmAnswer.GENERIC, hold=False)
+    assert struct.unpack_from("<I", generic, 56) == (1 << 31,)
 
 
 @pytest.mark.parametrize("abi", ABIS, ids=IDS)
@@ -269,7 +275,7 @@ class TestVmmFailures:
         vcpu = vcpu_for(g, abi)
         vmm = Vmm(g.memory, store)
         assert isinstance(vmm.run(vcpu), Resumed)
-        assert g.ghcb().sw_exit_info_2 == GENERIC[request.node.callspec.id]
+        assert g.ghcb().sw_exit_info_2 == GENERIC[abi.name]
         assert g.certs(PAGE_SIZE) == untouched(PAGE_SIZE)
         assert vcpu.vm.firmware.requests == []  # type: ignore[attr-defined]
         store = CertificateStore(tmp_path / "certs.blob", create=True)
@@ -290,7 +296,7 @@ class TestVmmFailures:
         g.request(rbx=2)
         vmm = Vmm(g.memory, store)
         assert isinstance(vmm.run(vcpu_for(g, abi)), Resumed)
-        assert g.ghcb().sw_exit_info_2 == GENERIC[request.node.callspec.id]
+        assert g.ghcb().sw_exit_info_2 == GENERIC[abi.name]
         assert g.certs(2 * PAGE_SIZE) == untouched(2 * PAGE_SIZE)
         assert not vmm.holding_lock
         assert exclusive_lock_free(store)
@@ -327,20 +333,27 @@ class TestVmmFailures:
         assert not vmm.holding_lock
         assert exclusive_lock_free(store)
 
-    def test_failed_run_is_returned(self, abi: Any, store: CertificateStore) -> None:
-        """The firmware dies (merged: KVM_RUN fails -EIO); the VMM returns the failure with the
-        lock released. (v15 answers GENERIC instead.)"""
+    def test_firmware_failure(self, abi: Any, store: CertificateStore) -> None:
+        """The firmware times out: merged KVM_RUN fails (-ETIMEDOUT) and the VMM returns that,
+        the guest's GHCB holding KVM's presets (0/0); the v15 tree answers GENERIC. Either way
+        the lock is released."""
         g = guest()
         g.request(rbx=2)
-        vmm = Vmm(g.memory, store)
-        result = vmm.run(vcpu_for(g, abi, RecordingFirmware(fail=True)))
-        if isinstance(abi, MergedAbi):
-            assert isinstance(result, RunFailed)
-            assert result.errno == Errno.EIO
-        else:
-            assert isinstance(result, Resumed)
-            assert g.ghcb().sw_exit_info_2 == 0x8000000000000000
+        result = Vmm(g.memory, store).run(vcpu_for(g, abi, RecordingFirmware(fail=True)))
+        kind, errno, info2 = FIRMWARE_FAILURE[abi.name]
+        assert type(result) is kind
+        assert getattr(result, "errno", None) == errno
+        assert (g.ghcb().sw_exit_info_1, g.ghcb().sw_exit_info_2) == (0, info2)
         assert exclusive_lock_free(store)
+
+
+#: What each ABI's VMM run ends with when it supplied certificates and held the lock.
+HOLD_ENDS_WITH: dict[str, type] = {"merged": Interrupted, "v15": DoneExit}
+#: (result type, errno, guest's EXITINFO2) when the firmware fails without a status.
+FIRMWARE_FAILURE: dict[str, tuple[type, int | None, int]] = {
+    "merged": (RunFailed, Errno.ETIMEDOUT, 0),
+    "v15": (Resumed, None, GENERIC["v15"]),
+}
 
 
 class TestTokenBucket:

@@ -11,19 +11,47 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ghcb.codes import FirmwareStatus
+from ghcb._bytes import byte_string
+from ghcb.codes import Errno, FirmwareStatus
+from ghcb.errors import GhcbError, InputTypeError
 from ghcb.hypervisor.errors import HostError
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Firmware", "FirmwareFailure", "RecordingFirmware"]
+__all__ = ["Firmware", "FirmwareFailure", "RecordingFirmware", "call_firmware"]
 
 
 class FirmwareFailure(HostError):
-    """The firmware command failed without a firmware status (e.g. the PSP is dead): KVM
-    makes KVM_RUN fail instead of answering the guest."""
+    """The firmware command failed without a firmware status: KVM makes KVM_RUN fail with
+    ``-errno`` instead of answering the guest ("if (ret && !fw_err) return ret;").
+
+    ``errno`` is what ``sev_issue_cmd`` returned (drivers/crypto/ccp/sev-dev.c
+    ``__sev_do_cmd_locked``): ``ETIMEDOUT`` when the PSP did not answer (the default),
+    ``EBUSY`` once the PSP is marked dead, ``ENODEV`` without a PSP. (``EIO`` comes only with
+    a status, which is an answer, not a failure.)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str = "firmware",
+        spec: str = "drivers/crypto/ccp/sev-dev.c __sev_do_cmd_locked",
+        errno: int = Errno.ETIMEDOUT,
+        field: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(message, rule=rule, spec=spec, field=field, offset=offset)
+        self.errno = errno
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_failure, (self.message, self.rule, self.spec, self.errno))
+
+
+def _rebuild_failure(message: str, rule: str, spec: str, errno: int) -> FirmwareFailure:
+    return FirmwareFailure(message, rule=rule, spec=spec, errno=errno)
 
 
 class Firmware(Protocol):
@@ -37,6 +65,61 @@ class Firmware(Protocol):
             FirmwareFailure: the command failed without a status.
         """
         ...
+
+
+_SPEC_ANSWER = "ghcb.hypervisor.firmware Firmware.guest_request (one page, a u32 status)"
+_U32_MAX = 0xFFFFFFFF
+
+
+def call_firmware(firmware: Firmware, request: bytes) -> tuple[bytes | None, int]:
+    """Ask ``firmware`` for ``request`` and check the answer's shape (what the handler may
+    rely on: no response or exactly one page, and a u32 status).
+
+    Raises:
+        FirmwareFailure: the firmware failed without a status (as it raised it).
+        HostError: the firmware answered something else, or raised anything but a
+            :class:`~ghcb.errors.GhcbError` (wrapped, ``from`` the original).
+    """
+    try:
+        answer = firmware.guest_request(request)
+    except GhcbError:
+        raise
+    except Exception as e:
+        raise HostError(
+            f"the firmware raised {type(e).__name__}: {e}",
+            rule="firmware-raised",
+            spec=_SPEC_ANSWER,
+        ) from e
+    if not isinstance(answer, tuple) or len(answer) != 2:
+        raise HostError(
+            f"the firmware answered {type(answer).__name__}, not (response, status)",
+            rule="firmware-answer",
+            spec=_SPEC_ANSWER,
+        )
+    response, status = answer
+    if type(status) is not int and (not isinstance(status, int) or isinstance(status, bool)):
+        raise HostError(
+            f"firmware status must be an int, not {type(status).__name__}",
+            rule="firmware-answer",
+            spec=_SPEC_ANSWER,
+        )
+    if not 0 <= status <= _U32_MAX:
+        raise HostError(
+            f"firmware status {status} is not a u32", rule="firmware-answer", spec=_SPEC_ANSWER
+        )
+    if response is None:
+        return None, status
+    try:
+        page = byte_string(response, what="the firmware response", spec=_SPEC_ANSWER)
+    except InputTypeError as e:
+        raise HostError(e.message, rule="firmware-answer", spec=_SPEC_ANSWER) from e
+    if len(page) != PAGE_SIZE:
+        raise HostError(
+            f"the firmware answered {len(page)} bytes, not one {PAGE_SIZE}-byte page",
+            rule="firmware-answer",
+            spec=_SPEC_ANSWER,
+        )
+    return page, status
 
 
 def _echo(request: bytes) -> tuple[bytes | None, int]:
@@ -60,7 +143,5 @@ class RecordingFirmware:
             )
         self.requests.append(request)
         if self.fail:
-            raise FirmwareFailure(
-                "firmware failed without a status", rule="firmware", spec="SNP ABI"
-            )
+            raise FirmwareFailure("firmware failed without a status (timed out)")
         return self.respond(request)

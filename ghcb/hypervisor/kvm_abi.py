@@ -37,7 +37,7 @@ from ghcb._fast import FlatField, flat_fields, struct_format
 from ghcb.codes import Errno, GhcbErr, HvResp, KvmExit, MsgType, VmmError
 from ghcb.errors import InputTypeError
 from ghcb.hypervisor.errors import HypervisorUsageError
-from ghcb.hypervisor.firmware import FirmwareFailure
+from ghcb.hypervisor.firmware import FirmwareFailure, call_firmware
 from ghcb.hypervisor.rules import Validator
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
 from ghcb.schemas.guest_msg import snp_guest_msg_hdr
@@ -74,6 +74,7 @@ __all__ = [
     "VmmAnswer",
     "decode_kvm_run",
     "encode_kvm_run",
+    "with_immediate_exit",
 ]
 
 SPEC_KVM: Final = "Linux arch/x86/kvm/svm/sev.c"
@@ -290,8 +291,7 @@ class _Abi:
     validator: ClassVar[Validator]
     _codec: ClassVar[_Codec | None] = None
     _ret: ClassVar[Mapping[VmmAnswer, int]] = {}
-    _gpa_field: ClassVar[str] = "gpa"  # the exit's field names for the buffer
-    _npages_field: ClassVar[str] = "npages"
+    npages_field: ClassVar[str] = "npages"  # the exit's field for the buffer's page count
 
     @property
     def exit_reason(self) -> int:  # overridden by the dataclass field where there is an exit
@@ -337,8 +337,8 @@ class _Abi:
         return codec.write(_BLANK_RUN, {**prefix, **fields})
 
     def kvm_run_bytes(self, data: object) -> bytes:
-        """A copy of ``data`` checked to be ``kvm_run`` bytes of this ABI's size."""
-        self._require_codec()
+        """A copy of ``data`` checked to be ``kvm_run`` bytes (prefix + exit union; every ABI,
+        the disabled one too: ``immediate_exit`` is in the prefix)."""
         checked = _kvm_run_bytes(data)
         return checked if type(checked) is bytes else bytes(checked)
 
@@ -378,14 +378,9 @@ class _Abi:
         base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
         fields = {"ret": self._ret[answer]}
         if answer is VmmAnswer.TOO_SMALL:
-            fields[self._npages_field] = _required_npages(npages)
+            fields[self.npages_field] = _required_npages(npages)
         self._hold(base, fields, hold)
         return codec.write(base, fields)
-
-    def exit_request(self, kvm_run: bytes | bytearray) -> tuple[int, int]:
-        """``(gpa, npages)`` of a certificate exit, as the VMM reads them."""
-        _, body = self.decode(kvm_run)
-        return body[self._gpa_field], body[self._npages_field]
 
     def _hold(self, base: bytes | bytearray, fields: dict[str, int], hold: bool) -> None:
         """Ask (in ``fields``) to learn when the request reached firmware."""
@@ -419,12 +414,12 @@ class _MergedTree(_Abi):
             if request is None:
                 return Fail(Errno.EIO, "kvm_read_guest of the request page failed")
             try:
-                response, fw_err = ctx.firmware.guest_request(request)
-                if response is not None:  # the firmware wrote sev->guest_resp_buf
-                    ctx.guest_resp_buf[:] = _page(response)
+                response, fw_err = call_firmware(ctx.firmware, request)
             except FirmwareFailure as e:
-                # "if (ret && !fw_err) return ret;" — e.g. the PSP is dead
-                return Fail(Errno.EIO, f"firmware command failed without a status: {e.message}")
+                # "if (ret && !fw_err) return ret;" — e.g. the PSP timed out or is dead
+                return Fail(e.errno, f"firmware command failed without a status: {e.message}")
+            if response is not None:  # the firmware wrote sev->guest_resp_buf
+                ctx.guest_resp_buf[:] = response
             # A firmware error falls through: the response buffer — stale if the firmware did
             # not write it — is still copied to the guest.
             # "if (kvm_write_guest(kvm, resp_gpa, sev->guest_resp_buf, PAGE_SIZE)) return -EIO;"
@@ -536,8 +531,7 @@ class V15Abi(_Abi):
     name: ClassVar[str] = "v15"
     validator: ClassVar[Validator] = Validator.V15
     _codec: ClassVar[_Codec | None] = _V15_CODEC
-    _gpa_field: ClassVar[str] = "data_gpa"
-    _npages_field: ClassVar[str] = "data_npages"
+    npages_field: ClassVar[str] = "data_npages"
     # KVM_USER_VMGEXIT_REQ_CERTS_ERROR_INVALID_LEN 1, _BUSY 2, _GENERIC (1 << 31)
     _ret: ClassVar[Mapping[VmmAnswer, int]] = {
         VmmAnswer.OK: 0,
@@ -563,11 +557,11 @@ class V15Abi(_Abi):
         if request is None:  # pragma: no cover - mapped pages are always readable
             return 0, True
         try:
-            response, fw_err = ctx.firmware.guest_request(request)
-            if response is not None:
-                ctx.write_guest(resp_gpa, _page(response))
+            response, fw_err = call_firmware(ctx.firmware, request)
         except FirmwareFailure:
             return 0, True  # "ret = sev_issue_cmd(...); if (ret) return ret;" fw_err stays 0
+        if response is not None:
+            ctx.write_guest(resp_gpa, response)
         # sev_issue_cmd fails (-EIO) whenever the firmware returns a non-zero status.
         return fw_err, fw_err != 0
 
@@ -647,15 +641,12 @@ def _required_npages(npages: int | None) -> int:
     return npages
 
 
-def _page(response: bytes | bytearray) -> bytes | bytearray:
-    """A firmware response must be exactly one page (KVM copies exactly PAGE_SIZE bytes)."""
-    if not isinstance(response, bytes | bytearray) or len(response) != PAGE_SIZE:
-        raise FirmwareFailure(
-            "the firmware answered something other than one 4096-byte page",
-            rule="firmware-response",
-            spec="SNP ABI SNP_GUEST_REQUEST",
-        )
-    return response
+def with_immediate_exit(kvm_run: bytes | bytearray, value: int) -> bytes:
+    """``kvm_run`` with ``immediate_exit`` set to ``value`` (0 or 1) — what a VMM writes before
+    KVM_RUN; the field is in the prefix every ABI shares."""
+    out = bytearray(_kvm_run_bytes(kvm_run))
+    out[IMMEDIATE_EXIT_OFFSET] = 1 if value else 0
+    return bytes(out)
 
 
 def _require_abi(abi: object) -> _Abi:

@@ -8,8 +8,12 @@ validator's table in :mod:`ghcb.hypervisor.rules`.
 
 Rules of this module (h11 style: everything that moves the state machine is in this file):
 
-1. :meth:`Vcpu.run` is ``KVM_RUN`` with ``kvm_run`` untouched; :meth:`Vcpu.complete` is
-   ``KVM_RUN`` with the ``kvm_run`` bytes userspace filled in after a :class:`CertsExit`.
+1. :meth:`Vcpu.run` is ``KVM_RUN`` with ``kvm_run`` as it stands (or as given);
+   :meth:`Vcpu.complete` is ``KVM_RUN`` with the ``kvm_run`` bytes userspace filled in after a
+   :class:`CertsExit`. Every KVM_RUN reads ``immediate_exit`` ("vcpu->wants_to_run =
+   !immediate_exit"): a pending completion callback runs first, then -EINTR
+   (:class:`Interrupted`) instead of entering the guest. A VMM clears it to go on
+   (:func:`~ghcb.hypervisor.kvm_abi.with_immediate_exit`).
 2. In state ``IDLE`` a run handles the guest's next VMGEXIT, in ``sev_handle_vmgexit``'s
    order: a GHCB GPA with bits 11:0 set is the MSR protocol (not modelled: :class:`Unhandled`);
    GPA 0 or a GPA no page is mapped at → the guest resumes untouched (``Resumed(None)``); then
@@ -24,19 +28,21 @@ Rules of this module (h11 style: everything that moves the state machine is in t
 4. A handler either resumes the guest (:class:`Resumed`, state ``IDLE``), exits to userspace
    (:class:`CertsExit`, state ``AWAIT_CERTS``), or fails (:class:`RunFailed`, state
    ``MAPPED``: the GHCB stays mapped).
-5. :meth:`complete` in ``AWAIT_CERTS`` runs the ABI's completion callback first (x86.c clears
-   ``complete_userspace_io`` and calls it), then honours ``immediate_exit``
-   (:class:`Interrupted`: -EINTR, state ``MAPPED``), then enters the guest. A callback that
-   exits again (v15 ``NOTIFY_DONE``) gives a :class:`CertsExit` with ``done`` set, state
+5. :meth:`complete` in ``AWAIT_CERTS`` runs the ABI's completion callback (x86.c clears
+   ``complete_userspace_io`` and calls it), then honours ``immediate_exit``, then enters the
+   guest. A callback that exits again (v15 ``NOTIFY_DONE``) gives a :class:`DoneExit`, state
    ``MAPPED``: the callback is not re-armed, so the next KVM_RUN just enters the guest.
-6. In state ``MAPPED`` (after a failure, an -EINTR or the v15 DONE exit) the next KVM_RUN
-   enters the guest: unless ``immediate_exit`` is set again, the registers are written back
-   and the result is :class:`Resumed` with the page the guest now reads. A failed completion
-   therefore resumes the guest with EXITINFO1/2 as KVM preset them: 0/0 — a fail-open path of
-   merged KVM (ghcb-facts.md §5.1a).
-7. The transitions are :data:`_TRANSITIONS` (handler per state and input) and
-   :data:`_NEXT_STATE` (state per result type); anything else is caller misuse
-   (:class:`~ghcb.hypervisor.errors.HypervisorUsageError`).
+6. In state ``MAPPED`` (after a failure, an -EINTR or the DONE exit) the next KVM_RUN without
+   ``immediate_exit`` enters the guest: the registers are written back and the result is
+   :class:`Resumed` with the page the guest now reads. A failed completion therefore resumes
+   the guest with EXITINFO1/2 as KVM preset them: 0/0 — a fail-open path of merged KVM
+   (ghcb-facts.md §5.1a).
+7. The transitions are :data:`_TRANSITIONS`: per (state, input) the handler and the state
+   each of its results leads to; anything else is caller misuse
+   (:class:`~ghcb.hypervisor.errors.HypervisorUsageError`, raised before anything changes).
+8. An exception from the host under KVM (a firmware double answering out of protocol:
+   :class:`~ghcb.hypervisor.errors.HostError`) propagates; a GHCB already mapped stays mapped
+   (state ``MAPPED``), as KVM's writes to it have happened.
 
 Guest memory is touched only through the host side of
 :class:`~ghcb.hypervisor.memory.GuestMemory` (the memslot mapping KVM uses). Firmware requests
@@ -48,7 +54,6 @@ from __future__ import annotations
 import enum
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -74,6 +79,8 @@ from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from ghcb.hypervisor.firmware import Firmware
 
 __all__ = [
@@ -177,7 +184,7 @@ class Interrupted:
     answer is in the GHCB (``page``, as guest memory holds it; the registers are written back
     when the next ``run`` enters the guest)."""
 
-    page: GhcbPage
+    page: GhcbPage | None
     errno: int = Errno.EINTR
 
 
@@ -215,6 +222,23 @@ class Vm:
     lock: threading.Lock = field(default_factory=threading.Lock)
     guest_resp_buf: bytearray = field(default_factory=lambda: bytearray(PAGE_SIZE))
 
+    def __post_init__(self) -> None:
+        problem = None
+        if not callable(getattr(self.firmware, "guest_request", None)):
+            problem = "firmware must have a guest_request(request) method"
+        elif self.cert_abi is not None and not isinstance(self.cert_abi, _ABIS):
+            problem = "cert_abi must be None, DisabledAbi(), MergedAbi() or V15Abi()"
+        elif not isinstance(self.snp, bool):
+            problem = "snp must be a bool"
+        elif not (hasattr(self.lock, "__enter__") and hasattr(self.lock, "__exit__")):
+            problem = "lock must be a context manager (a threading.Lock)"
+        elif not isinstance(self.guest_resp_buf, bytearray) or len(self.guest_resp_buf) != (
+            PAGE_SIZE
+        ):
+            problem = "guest_resp_buf must be a bytearray of one page"
+        if problem is not None:
+            raise HypervisorUsageError(problem, rule="input-type", spec=_SPEC_MODEL)
+
     @property
     def abi(self) -> CertAbi:
         """The ABI object in force (:class:`~ghcb.hypervisor.kvm_abi.DisabledAbi` for None)."""
@@ -222,6 +246,8 @@ class Vm:
 
 
 _DISABLED: Final = DisabledAbi()
+_ABIS: Final = (DisabledAbi, MergedAbi, V15Abi)
+_SPEC_MODEL: Final = "ghcb.hypervisor.vcpu (module rules)"
 
 
 class _State(enum.StrEnum):
@@ -233,6 +259,15 @@ class _State(enum.StrEnum):
 class _Input(enum.StrEnum):
     RUN = "run"
     COMPLETE = "complete"
+
+
+class _RunArgs(NamedTuple):
+    gpa: int | None
+    kvm_run: object  # userspace's kvm_run bytes, or None: as they stand
+
+
+def _is_u64(value: object) -> bool:
+    return type(value) is int and 0 <= value < 1 << 64
 
 
 class Vcpu:
@@ -249,7 +284,14 @@ class Vcpu:
             raise HypervisorUsageError(
                 "Vcpu(vm, memory, ghcb_gpa) needs a Vm and a GuestMemory",
                 rule="input-type",
-                spec="ghcb.hypervisor.vcpu",
+                spec=_SPEC_MODEL,
+            )
+        # GHCB_MSR_REG_GPA registers a GFN: the GPA is a page address below 2**64.
+        if not _is_u64(ghcb_gpa) or ghcb_gpa & _GHCB_MSR_INFO_MASK:
+            raise HypervisorUsageError(
+                f"ghcb_gpa must be a page-aligned u64, not {ghcb_gpa!r}",
+                rule="input-type",
+                spec="sev-common.h GHCB_MSR_REG_GPA (a GFN)",
             )
         self.vm = vm
         self.memory = memory
@@ -263,14 +305,16 @@ class Vcpu:
         self._undefined: str | None = None
 
     # -- public ---------------------------------------------------------------------------
-    def run(self, *, gpa: int | None = None) -> RunResult:
-        """KVM_RUN: handle the VMGEXIT whose GHCB the guest put at ``gpa`` (default: the
-        registered GPA), or enter the guest if a GHCB is still mapped (see the module rules)."""
-        return self._dispatch(_Input.RUN, gpa)
+    def run(self, *, gpa: int | None = None, kvm_run: bytes | None = None) -> RunResult:
+        """KVM_RUN with ``kvm_run`` as it stands (or as given): -EINTR at once if its
+        ``immediate_exit`` is set; else enter the guest if a GHCB is still mapped, or handle
+        the VMGEXIT whose GHCB the guest put at ``gpa`` (default: the registered GPA).
+        See the module rules."""
+        return self._dispatch(_Input.RUN, _RunArgs(gpa, kvm_run))
 
     def complete(self, kvm_run: bytes) -> RunResult:
         """KVM_RUN after a :class:`CertsExit`, with the ``kvm_run`` bytes userspace filled."""
-        return self._dispatch(_Input.COMPLETE, kvm_run)
+        return self._dispatch(_Input.COMPLETE, _RunArgs(None, kvm_run))
 
     # -- RequestContext (what the ABI handlers use) ---------------------------------------
     @property
@@ -317,24 +361,48 @@ class Vcpu:
         self._undefined = what
 
     # -- state machine --------------------------------------------------------------------
-    def _dispatch(self, event: _Input, arg: object) -> RunResult:
-        handler = _TRANSITIONS.get((self.state, event))
-        if handler is None:
+    def _dispatch(self, event: _Input, args: _RunArgs) -> RunResult:
+        transition = _TRANSITIONS.get((self.state, event))
+        if transition is None:
             raise HypervisorUsageError(
                 f"{event.value} is not allowed in state {self.state.value}",
                 rule="vcpu-state",
-                spec="ghcb.hypervisor.vcpu rules 1-7",
+                spec="ghcb.hypervisor.vcpu rules 1-8",
             )
-        result = handler(self, arg)
-        self.state = _NEXT_STATE[type(result)]
+        try:
+            result = transition.handler(self, args)
+        except HypervisorUsageError:
+            raise  # the caller's arguments are checked before anything happens: no change
+        except BaseException:
+            # rule 8: the host failed under KVM (firmware, hooks); a mapped GHCB stays mapped
+            if self._map is not None:
+                self.state = _State.MAPPED
+            raise
+        next_state = transition.next.get(type(result))
+        if next_state is None:  # pragma: no cover - the table lists every result of a handler
+            raise HypervisorBug(f"{type(result).__name__} from {self.state}/{event}")
+        self.state = next_state
         return result
 
-    def _handle_vmgexit(self, gpa: object) -> RunResult:
+    def _take_kvm_run(self, kvm_run: object) -> int:
+        """Keep userspace's ``kvm_run`` bytes (checked) if given; its ``immediate_exit``."""
+        if kvm_run is not None:
+            self.kvm_run = self.vm.abi.kvm_run_bytes(kvm_run)
+        return self.kvm_run[IMMEDIATE_EXIT_OFFSET]
+
+    def _run_idle(self, args: _RunArgs) -> RunResult:
+        """KVM_RUN with nothing pending: "if (!vcpu->wants_to_run) { r = -EINTR; goto out; }"
+        before the guest runs, else the guest's next VMGEXIT."""
+        if self._take_kvm_run(args.kvm_run):
+            return Interrupted(None)
+        return self._handle_vmgexit(args.gpa)
+
+    def _handle_vmgexit(self, gpa: int | None) -> RunResult:
         """``sev_handle_vmgexit``."""
         target = self.ghcb_gpa if gpa is None else gpa
-        if not isinstance(target, int) or isinstance(target, bool) or not 0 <= target < 1 << 64:
+        if not _is_u64(target):
             raise HypervisorUsageError(
-                f"gpa must be a u64, not {target!r}", rule="input-type", spec="sev.c"
+                f"gpa must be a u64, not {target!r}", rule="input-type", spec=_SPEC_MODEL
             )
         # "if (ghcb_gpa & GHCB_MSR_INFO_MASK) return sev_handle_vmgexit_msr_protocol(svm);"
         if target & _GHCB_MSR_INFO_MASK:
@@ -392,23 +460,25 @@ class Vcpu:
         view[_BITMAP] = _ZERO_BITMAP
         return bits
 
-    def _complete_certs(self, kvm_run: object) -> RunResult:
+    def _complete_certs(self, args: _RunArgs) -> RunResult:
         """``kvm_arch_vcpu_ioctl_run`` with ``complete_userspace_io`` pending."""
         abi = self.vm.abi
-        self.kvm_run = data = abi.kvm_run_bytes(kvm_run)
+        immediate_exit = self._take_kvm_run(args.kvm_run)
         # "vcpu->arch.complete_userspace_io = NULL; r = cui(vcpu); if (r <= 0) goto out;"
-        outcome = abi.complete(self, abi.exit_fields(data))
+        outcome = abi.complete(self, abi.exit_fields(self.kvm_run))
         if outcome is not None:
             return self._outcome(outcome)
-        return self._resume_or_interrupt(data[IMMEDIATE_EXIT_OFFSET])
+        return self._resume_or_interrupt(immediate_exit)
 
-    def _complete_mapped(self, kvm_run: object) -> RunResult:
+    def _run_mapped(self, args: _RunArgs) -> RunResult:
         """KVM_RUN with the GHCB mapped and no callback pending: enter the guest."""
-        self.kvm_run = data = self.vm.abi.kvm_run_bytes(kvm_run)
-        return self._resume_or_interrupt(data[IMMEDIATE_EXIT_OFFSET])
-
-    def _run_mapped(self, _gpa: object) -> RunResult:
-        return self._resume_or_interrupt(0)
+        if args.gpa is not None:
+            raise HypervisorUsageError(
+                "a GHCB is still mapped: this KVM_RUN enters the guest, it takes no gpa",
+                rule="vcpu-state",
+                spec=_SPEC_MODEL,
+            )
+        return self._resume_or_interrupt(self._take_kvm_run(args.kvm_run))
 
     def _resume_or_interrupt(self, immediate_exit: int) -> RunResult:
         # "if (!vcpu->wants_to_run) { r = -EINTR; goto out; }" — after the callback
@@ -454,23 +524,32 @@ class Vcpu:
         return Resumed(page, self._undefined)
 
 
-_Handler = Callable[[Vcpu, object], RunResult]
+class _Transition(NamedTuple):
+    """What an input does in a state: the handler, and the state each result it can return
+    leads to."""
 
-#: The vCPU's transitions: the handler for each (state, input); anything else is misuse.
-_TRANSITIONS: Final[dict[tuple[_State, _Input], _Handler]] = {
-    (_State.IDLE, _Input.RUN): Vcpu._handle_vmgexit,
-    (_State.AWAIT_CERTS, _Input.COMPLETE): Vcpu._complete_certs,
-    (_State.MAPPED, _Input.RUN): Vcpu._run_mapped,
-    (_State.MAPPED, _Input.COMPLETE): Vcpu._complete_mapped,
-}
+    handler: Callable[[Vcpu, _RunArgs], RunResult]
+    next: Mapping[type[RunResult], _State]
 
-#: The state each result leaves the vCPU in (the v15 DONE exit leaves the GHCB mapped with no
-#: callback pending).
-_NEXT_STATE: Final[dict[type[RunResult], _State]] = {
-    Resumed: _State.IDLE,
-    CertsExit: _State.AWAIT_CERTS,
-    DoneExit: _State.MAPPED,
-    Interrupted: _State.MAPPED,
-    RunFailed: _State.MAPPED,
-    Unhandled: _State.IDLE,
+
+_ENTER_GUEST: Final = {Resumed: _State.IDLE, Interrupted: _State.MAPPED}
+
+#: The vCPU's transitions; any (state, input) not here is caller misuse.
+_TRANSITIONS: Final[dict[tuple[_State, _Input], _Transition]] = {
+    (_State.IDLE, _Input.RUN): _Transition(
+        Vcpu._run_idle,
+        {
+            Resumed: _State.IDLE,
+            Interrupted: _State.IDLE,  # -EINTR before a VMGEXIT: nothing mapped
+            CertsExit: _State.AWAIT_CERTS,
+            RunFailed: _State.MAPPED,
+            Unhandled: _State.IDLE,
+        },
+    ),
+    (_State.AWAIT_CERTS, _Input.COMPLETE): _Transition(
+        Vcpu._complete_certs,
+        {**_ENTER_GUEST, RunFailed: _State.MAPPED, DoneExit: _State.MAPPED},
+    ),
+    (_State.MAPPED, _Input.RUN): _Transition(Vcpu._run_mapped, _ENTER_GUEST),
+    (_State.MAPPED, _Input.COMPLETE): _Transition(Vcpu._run_mapped, _ENTER_GUEST),
 }

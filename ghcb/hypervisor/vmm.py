@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 
 from ghcb.certs import pages_needed
 from ghcb.hypervisor.errors import HostError, HypervisorUsageError
-from ghcb.hypervisor.kvm_abi import VmmAnswer
+from ghcb.hypervisor.kvm_abi import VmmAnswer, with_immediate_exit
 from ghcb.hypervisor.memory import GuestMemoryError
 from ghcb.hypervisor.vcpu import CertsExit, Interrupted, RunResult, Vcpu
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
@@ -135,9 +135,10 @@ class Vmm:
                 if isinstance(result, CertsExit):
                     result = vcpu.complete(self.service(abi, result))
                 elif isinstance(result, Interrupted):
-                    # "…exits with -EINTR, at which point the lock can be dropped"
+                    # "…exits with -EINTR, at which point the lock can be dropped"; then
+                    # KVM_RUN again with immediate_exit cleared, to enter the guest
                     self.release()
-                    result = vcpu.run()  # KVM_RUN again: enter the guest
+                    result = vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0))
                 else:
                     return result
         finally:
