@@ -441,12 +441,11 @@ class Errno(_Code):
     EINTR = 4
     EIO = 5
     EAGAIN = 11
-    EFAULT = 14
     EBUSY = 16
     ENODEV = 19
     EINVAL = 22
     ENOSPC = 28
-    ETIMEDOUT = 110  # asm-generic/errno.h
+    ETIMEDOUT = 110  # asm-generic/errno.h (the others: errno-base.h)
 
 
 class KvmExit(_Code):
