@@ -11,6 +11,7 @@ from __future__ import annotations
 import array
 import io
 import json
+import tempfile
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,7 @@ from ghcb.hypervisor import (
     V15Abi,
     Vcpu,
     Vm,
+    Vmm,
     decode_kvm_run,
     encode_kvm_run,
 )
@@ -72,6 +74,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 HUE = HypervisorUsageError
+
+
+def new_store() -> CertificateStore:
+    """An empty certificate store in a fresh temporary directory."""
+    return CertificateStore(tempfile.mkdtemp() + "/certs.blob", create=True)
+
+
 RAW_MSR = UnknownMsr(info=0xFFF, data=0)
 BAD_BACKEND: Any = "ctypes"
 ARK = CertEntry(CertGuid.ARK, b"ark")
@@ -379,6 +388,54 @@ CASES: list[tuple[str, Callable[[], object], type[GhcbError], str]] = [
         lambda: Vcpu(Vm(RecordingFirmware()), GuestMemory(), 0x1000).complete(bytes(288)),
         HUE,
         "vcpu-state",
+    ),
+    ("CertificateStore(None)", lambda: CertificateStore(bad(None)), HUE, "input-type"),
+    ("CertificateStore(5)", lambda: CertificateStore(bad(5)), HUE, "input-type"),
+    (
+        "CertificateStore(lock=None)",
+        lambda: CertificateStore("x", lock=bad(None)),
+        HUE,
+        "input-type",
+    ),
+    ("store.update(None)", lambda: new_store().update(bad(None)), HUE, "input-type"),
+    ("store.update('abc')", lambda: new_store().update(bad("abc")), HUE, "input-type"),
+    ("store.update(5)", lambda: new_store().update(bad(5)), HUE, "input-type"),
+    (
+        "store.update(with_firmware=5)",
+        lambda: new_store().update(b"", with_firmware=bad(5)),
+        HUE,
+        "input-type",
+    ),
+    ("Vmm(None, store)", lambda: Vmm(bad(None), new_store()), HUE, "input-type"),
+    ("Vmm(limiter=5)", lambda: Vmm(GuestMemory(), new_store(), limiter=bad(5)), HUE, "input-type"),
+    ("Vmm.run('x')", lambda: Vmm(GuestMemory(), new_store()).run(bad("x")), HUE, "input-type"),
+    (
+        "TokenBucket(1e308, 2**2000)",
+        lambda: TokenBucket(rate=1e308, burst=2**2000),
+        HUE,
+        "rate-limit",
+    ),
+    (
+        "MergedAbi().reply(run, 'ok')",
+        lambda: MergedAbi().reply(bytes(288), bad("ok"), hold=False),
+        HUE,
+        "input-type",
+    ),
+    ("Vm(firmware=None)", lambda: Vm(bad(None)), HUE, "input-type"),
+    ("Vm(cert_abi='x')", lambda: Vm(RecordingFirmware(), cert_abi=bad("x")), HUE, "input-type"),
+    ("Vm(lock=None)", lambda: Vm(RecordingFirmware(), lock=bad(None)), HUE, "input-type"),
+    ("Vm(snp=1)", lambda: Vm(RecordingFirmware(), snp=bad(1)), HUE, "input-type"),
+    (
+        "Vcpu(ghcb_gpa=0x1008)",
+        lambda: Vcpu(Vm(RecordingFirmware()), GuestMemory(), 0x1008),
+        HUE,
+        "input-type",
+    ),
+    (
+        "Vcpu(ghcb_gpa=-1)",
+        lambda: Vcpu(Vm(RecordingFirmware()), GuestMemory(), -1),
+        HUE,
+        "input-type",
     ),
     (
         "CertificateStore(missing)",

@@ -376,6 +376,10 @@ class _Abi:
         """
         codec = self._require_codec()
         base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
+        if not isinstance(answer, VmmAnswer):
+            raise HypervisorUsageError(
+                f"answer must be a VmmAnswer, not {answer!r}", rule="input-type", spec=SPEC_KVM
+            )
         fields = {"ret": self._ret[answer]}
         if answer is VmmAnswer.TOO_SMALL:
             fields[self.npages_field] = _required_npages(npages)

@@ -61,9 +61,10 @@ import os
 import stat
 from typing import TYPE_CHECKING, Final
 
+from ghcb._bytes import byte_string
 from ghcb.certs import check_cert_table
-from ghcb.errors import Severity
-from ghcb.hypervisor.errors import HostError
+from ghcb.errors import InputTypeError, Severity
+from ghcb.hypervisor.errors import HostError, HypervisorUsageError
 from ghcb.hypervisor.locking import OfdLock
 
 if TYPE_CHECKING:
@@ -129,12 +130,24 @@ class CertificateStore:
 
     Raises:
         StoreError: ``path`` is missing (and ``create`` is not set) or not a regular file.
+        HypervisorUsageError: ``path`` is not a path, ``lock`` not callable.
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, create: bool = False, lock: LockFactory = OfdLock
     ) -> None:
+        if not isinstance(path, str | os.PathLike) or not callable(lock):
+            raise HypervisorUsageError(
+                "CertificateStore(path, lock=...) needs a str or os.PathLike path and a "
+                f"callable lock factory, not {type(path).__name__} / {type(lock).__name__}",
+                rule="input-type",
+                spec=_SPEC,
+            )
         self.path = os.fspath(path)
+        if not isinstance(self.path, str):
+            raise HypervisorUsageError(
+                "the blob path must be a text path", rule="input-type", spec=_SPEC
+            )
         self.create = create
         self.lock = lock
         self._valid: bytes | None = None  # the last blob that passed the table check
@@ -207,7 +220,14 @@ class CertificateStore:
                 the file is missing (without ``create``), or an I/O step failed.
             LockError: the lock could not be taken.
         """
-        blob = bytes(blob)
+        try:  # the package's one bytes converter: any buffer of bytes, nothing else
+            blob = byte_string(blob, what="the new blob", spec=_SPEC)
+        except InputTypeError as e:
+            raise HypervisorUsageError(e.message, rule=e.rule, spec=_SPEC) from e
+        if with_firmware is not None and not callable(with_firmware):
+            raise HypervisorUsageError(
+                "with_firmware must be callable (or None)", rule="input-type", spec=_SPEC
+            )
         _check_table(blob, "the new blob")
         target = os.path.realpath(self.path)  # replace a symlink's target, not the link
         fd = self._open_current(target)

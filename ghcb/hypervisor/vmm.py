@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Final
 from ghcb.certs import pages_needed
 from ghcb.hypervisor.errors import HostError, HypervisorUsageError
 from ghcb.hypervisor.kvm_abi import VmmAnswer, with_immediate_exit
-from ghcb.hypervisor.memory import GuestMemoryError
+from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
+from ghcb.hypervisor.store import CertificateStore
 from ghcb.hypervisor.vcpu import CertsExit, Interrupted, RunResult, Vcpu
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
 
@@ -33,12 +34,22 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ghcb.hypervisor.kvm_abi import CertAbi
-    from ghcb.hypervisor.memory import GuestMemory
-    from ghcb.hypervisor.store import CertificateStore, Lease
+    from ghcb.hypervisor.store import Lease
 
 __all__ = ["TokenBucket", "Vmm"]
 
 _EMPTY_TABLE: Final = bytes(CERT_ENTRY_SIZE)
+_SPEC_VMM: Final = "ghcb.hypervisor.vmm"
+
+
+def _finite(value: float) -> bool:
+    """A number that converts to a finite float (2**2000 does not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 _SPEC_RATE: Final = "GHCB spec §4.1.7 (BUSY)"
 
 
@@ -60,7 +71,7 @@ class TokenBucket:
     def __post_init__(self) -> None:
         rate_ok = isinstance(self.rate, int | float) and not isinstance(self.rate, bool)
         burst_ok = isinstance(self.burst, int) and not isinstance(self.burst, bool)
-        if not (rate_ok and burst_ok and math.isfinite(self.rate)):
+        if not (rate_ok and burst_ok and _finite(self.rate) and _finite(self.burst)):
             raise HypervisorUsageError(
                 f"rate must be a finite number and burst an int, not {self.rate!r} / "
                 f"{self.burst!r}",
@@ -117,10 +128,20 @@ class Vmm:
         limiter: TokenBucket | None = None,
         notify: bool = True,
     ) -> None:
+        if not isinstance(memory, GuestMemory) or not isinstance(store, CertificateStore):
+            raise HypervisorUsageError(
+                "Vmm(memory, store) needs a GuestMemory and a CertificateStore",
+                rule="input-type",
+                spec=_SPEC_VMM,
+            )
+        if limiter is not None and not isinstance(limiter, TokenBucket):
+            raise HypervisorUsageError(
+                "limiter must be a TokenBucket or None", rule="input-type", spec=_SPEC_VMM
+            )
         self.memory = memory
         self.store = store
         self.limiter = limiter
-        self.notify = notify
+        self.notify = bool(notify)
         self._lease: Lease | None = None
 
     def run(self, vcpu: Vcpu) -> RunResult:
@@ -128,6 +149,10 @@ class Vmm:
         certificate exit in between; the blob's lock is released once the request reached
         firmware (the -EINTR of ``immediate_exit``, or the v15 DONE exit) and in any case
         before returning."""
+        if not isinstance(vcpu, Vcpu) or vcpu.memory is not self.memory:
+            raise HypervisorUsageError(
+                "Vmm.run needs a Vcpu of this VMM's guest memory", rule="input-type", spec=_SPEC_VMM
+            )
         abi = vcpu.vm.abi
         result = vcpu.run()
         try:
