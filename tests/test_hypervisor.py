@@ -111,7 +111,9 @@ class TestEntry:
     def test_unmapped_gpa_resumes(self, abi: Any) -> None:
         """kvm_vcpu_map fails (no memslot): the guest resumes untouched, registered or not."""
         g = guest()
+        page = g.request()
         assert vcpu_for(g, abi).run(gpa=0xDEAD000) == Resumed(None)
+        assert g.ghcb() == page  # the registered GHCB is untouched too
 
     def test_msr_protocol_is_unhandled(self, abi: Any) -> None:
         """GPA bits 11:0 set: the MSR protocol path (not modelled here)."""
@@ -178,10 +180,7 @@ class TestValidation:
         g = guest()
         page = g.request(code, **fields)
         result = vcpu_for(g, abi).run()
-        if reason is None:
-            assert isinstance(result, Resumed)
-            return
-        want = answered(page, regs_of(page), 2, reason)
+        want = answered(page, regs_of(page), *((0, 0) if reason is None else (2, reason)))
         assert result == Resumed(want)
         assert g.ghcb_bytes() == build_page(want)
 
@@ -309,10 +308,15 @@ class TestGuestRequestMerged:
         firmware = RecordingFirmware()
         g = guest()
         g.request(ExitCode.SNP_GUEST_REQUEST)
+        page = g.ghcb()
         g.memory.set_shared(REQ, shared=False)
-        vcpu_for(g, abi, firmware=firmware).run()
+        result = vcpu_for(g, abi, firmware=firmware).run()
         assert firmware.requests == [g.memory.host_read(REQ, PAGE_SIZE)]
-        assert g.memory.guest_read(REQ, PAGE_SIZE) != g.memory.host_read(REQ, PAGE_SIZE)
+        assert g.memory.host_read(REQ, PAGE_SIZE) == b"\x5a" * 0x34 + b"\x05" + b"\x5a" * (
+            PAGE_SIZE - 0x35
+        )  # what the guest wrote while the page was shared
+        assert g.memory.guest_read(REQ, PAGE_SIZE) == bytes(PAGE_SIZE)  # its private backing
+        assert result == Resumed(answered(page, regs_of(page), 0, 0))
 
     @pytest.mark.parametrize("errno", [Errno.ETIMEDOUT, Errno.EBUSY, Errno.ENODEV])
     def test_firmware_failure_fails_run(self, abi: Any, errno: Errno) -> None:
@@ -448,6 +452,51 @@ class TestV15Tree:
         assert isinstance(exit_, CertsExit)
         result = vcpu.complete(with_ret(self.abi, exit_, ret=0))
         assert result == Resumed(answered(page, regs_of(page), 0, GENERIC_V15))
+        assert firmware.requests == []
+
+    def test_extended_unaligned_response_page_exit_then_generic(self) -> None:
+        """The same with only EXITINFO2 unaligned: snp_setup_guest_buf checks both."""
+        firmware = RecordingFirmware()
+        g = guest()
+        page = g.request(sw_exit_info_2=RESP + 0x10)
+        vcpu = vcpu_for(g, self.abi, firmware=firmware)
+        exit_ = vcpu.run()
+        assert isinstance(exit_, CertsExit)
+        result = vcpu.complete(with_ret(self.abi, exit_, ret=0))
+        assert result == Resumed(answered(page, regs_of(page), 0, GENERIC_V15))
+        assert firmware.requests == []
+
+    def test_extended_same_page_reaches_firmware(self) -> None:
+        """Request page == response page: no check anywhere in this tree; the firmware reads
+        the request and its response overwrites it in place."""
+        firmware = RecordingFirmware(respond=lambda r: (b"\x66" * PAGE_SIZE, 0))
+        g = guest()
+        page = g.request(sw_exit_info_2=REQ)
+        vcpu = vcpu_for(g, self.abi, firmware=firmware)
+        exit_ = vcpu.run()
+        assert isinstance(exit_, CertsExit)
+        result = vcpu.complete(with_ret(self.abi, exit_, ret=0))
+        assert result == Resumed(answered(page, regs_of(page), 0, 0))
+        assert len(firmware.requests) == 1
+        assert g.memory.guest_read(REQ, PAGE_SIZE) == b"\x66" * PAGE_SIZE
+
+    @pytest.mark.parametrize(
+        ("ret", "info2"), [(2, 0x0000000200000000), (1 << 31, GENERIC_V15)], ids=["BUSY", "GENERIC"]
+    )
+    def test_error_with_notify_done_still_exits_done(self, ret: int, info2: int) -> None:
+        """An error ret with NOTIFY_DONE: "goto out" sets EXITINFO2, then the DONE exit still
+        comes (flags 0, status DONE); the firmware is not called."""
+        firmware = RecordingFirmware()
+        g = guest()
+        page = g.request()
+        vcpu = vcpu_for(g, self.abi, firmware=firmware)
+        exit_ = vcpu.run()
+        assert isinstance(exit_, CertsExit)
+        done = vcpu.complete(with_ret(self.abi, exit_, ret=ret, flags=1))
+        assert type(done) is DoneExit
+        assert struct.unpack_from("<IBB", done.kvm_run, 56) == (ret, 0, 1)
+        assert g.ghcb() == at_exit(page).with_fields(sw_exit_info_2=info2)
+        assert vcpu.complete(done.kvm_run) == Resumed(answered(page, regs_of(page), 0, info2))
         assert firmware.requests == []
 
     def test_abort_path_is_flagged_undefined(self) -> None:

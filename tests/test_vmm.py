@@ -138,9 +138,12 @@ class TestVmm:
         """RBX = 2**64 - 1 passes the size check; still only len(blob) bytes are written."""
         g = guest()
         g.request(rbx=2**64 - 1)
-        Vmm(g.memory, store).run(vcpu_for(g, abi))
+        vcpu = vcpu_for(g, abi)
+        assert isinstance(Vmm(g.memory, store).run(vcpu), Resumed)
         size = (CERT_PAGES + 1) * PAGE_SIZE
         assert g.certs(size) == BLOB + untouched(size - len(BLOB))
+        assert (g.ghcb().sw_exit_info_2, g.ghcb().rbx) == (0, 2**64 - 1)
+        assert len(vcpu.vm.firmware.requests) == 1  # type: ignore[attr-defined]
 
     def test_private_buffer_is_written_through_the_host_mapping(
         self, abi: Any, store: CertificateStore

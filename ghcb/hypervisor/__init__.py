@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ghcb.hypervisor.errors import HostError, HypervisorBug, HypervisorUsageError
 from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
-from ghcb.hypervisor.kvm_abi import CertAbi, DisabledAbi, VmmAnswer
+from ghcb.hypervisor.kvm_abi import CertAbi, DisabledAbi, VmmAnswer, with_immediate_exit
 from ghcb.hypervisor.locking import LockError
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
 from ghcb.hypervisor.store import CertificateStore, Lease, StoreError
@@ -73,4 +73,5 @@ __all__ = [
     "VmmAnswer",
     "decode_kvm_run",
     "encode_kvm_run",
+    "with_immediate_exit",
 ]
