@@ -440,25 +440,19 @@ class TestV15Tree:
         result = vcpu_for(g, self.abi, firmware=RecordingFirmware(fail=True)).run()
         assert result == Resumed(answered(page, regs_of(page), 0, GENERIC_V15))
 
-    def test_extended_unaligned_pages_exit_then_generic(self) -> None:
-        """An Extended Guest Request with unaligned request/response pages still exits (no
-        page checks in the v15 validator); after ret = 0 the completion's
-        __snp_handle_guest_req fails: GENERIC, the firmware never called."""
+    @pytest.mark.parametrize(
+        "fields",
+        [{"sw_exit_info_1": REQ + 8}, {"sw_exit_info_2": RESP + 0x10}],
+        ids=["info1-unaligned", "info2-unaligned"],
+    )
+    def test_extended_unaligned_pages_exit_then_generic(self, fields: dict[str, int]) -> None:
+        """An Extended Guest Request with an unaligned request or response page still exits
+        (no page checks in the v15 validator); after ret = 0 the completion's
+        __snp_handle_guest_req (snp_setup_guest_buf checks both) fails: GENERIC, the firmware
+        never called."""
         firmware = RecordingFirmware()
         g = guest()
-        page = g.request(sw_exit_info_1=REQ + 8)
-        vcpu = vcpu_for(g, self.abi, firmware=firmware)
-        exit_ = vcpu.run()
-        assert isinstance(exit_, CertsExit)
-        result = vcpu.complete(with_ret(self.abi, exit_, ret=0))
-        assert result == Resumed(answered(page, regs_of(page), 0, GENERIC_V15))
-        assert firmware.requests == []
-
-    def test_extended_unaligned_response_page_exit_then_generic(self) -> None:
-        """The same with only EXITINFO2 unaligned: snp_setup_guest_buf checks both."""
-        firmware = RecordingFirmware()
-        g = guest()
-        page = g.request(sw_exit_info_2=RESP + 0x10)
+        page = g.request(**fields)
         vcpu = vcpu_for(g, self.abi, firmware=firmware)
         exit_ = vcpu.run()
         assert isinstance(exit_, CertsExit)
