@@ -9,7 +9,7 @@ only the outer-shape checks of :mod:`ghcb._der`.
 from __future__ import annotations
 
 import warnings
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -17,6 +17,9 @@ from cryptography.x509.oid import NameOID
 from ghcb._bytes import byte_string
 from ghcb._der import der_fits_label, is_pem, is_x509_der, pem_block, pem_to_der
 from ghcb.errors import CertTableError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["ask_or_asvk", "payload_der", "subject_common_name", "subject_text"]
 
@@ -45,20 +48,31 @@ def _load_x509(der_or_pem: object) -> x509.Certificate | None:
             return None
 
 
+def _read_subject(
+    der_or_pem: bytes | bytearray | memoryview, read: Callable[[x509.Name], object]
+) -> object:
+    """``read(subject)`` of the certificate, or None when it cannot be read."""
+    cert = _load_x509(der_or_pem)
+    if cert is None:
+        return None
+    try:
+        return read(cert.subject)
+    except ValueError:
+        return None
+
+
+def _common_name(subject: x509.Name) -> object:
+    attrs = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return attrs[0].value if attrs else None
+
+
 def subject_common_name(der_or_pem: bytes | bytearray | memoryview) -> str | None:
     """The subject CN of an X.509 certificate (DER or PEM), or None if it cannot be read.
 
     Raises:
         InputTypeError: ``der_or_pem`` is not bytes-like.
     """
-    cert = _load_x509(der_or_pem)
-    if cert is None:
-        return None
-    try:
-        attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError:
-        return None
-    value = attrs[0].value if attrs else None
+    value = _read_subject(der_or_pem, _common_name)
     return value if isinstance(value, str) else None
 
 
@@ -68,13 +82,8 @@ def subject_text(der_or_pem: bytes | bytearray | memoryview) -> str | None:
     Raises:
         InputTypeError: ``der_or_pem`` is not bytes-like.
     """
-    cert = _load_x509(der_or_pem)
-    if cert is None:
-        return None
-    try:
-        return cert.subject.rfc4514_string()
-    except ValueError:
-        return None
+    value = _read_subject(der_or_pem, x509.Name.rfc4514_string)
+    return value if isinstance(value, str) else None
 
 
 def ask_or_asvk(data: bytes, *, has_vlek: bool, has_vcek: bool) -> str:
