@@ -37,9 +37,9 @@ the cached roots and issues a new VCEK and VLEK with **new keys** derived for th
 the hardware does, so a report signed at TCB n+1 does not verify against a stale VCEK for TCB n
 (the certificate-store race the demo shows). It costs two PSS signatures and two P-384 key
 derivations (milliseconds); only the first chain of a product generates its three RSA-4096
-keys. Measured here (one process, cold; not asserted): 1.0-1.6 s per product, nearly all of
-it RSA-4096 generation, whose time varies a lot from run to run; a chain for a new TCB
-≈ 11 ms.
+keys. Measured (not asserted; a shared machine, one process, cold): 1-5 s per product,
+nearly all of it RSA-4096 generation, whose time varies a lot from run to run (prime search);
+a chain for a new TCB ≈ 12 ms.
 """
 
 from __future__ import annotations
