@@ -410,13 +410,13 @@ def seal_message(
             spec=SPEC_HDR,
             field="msg_sz",
         )
-    header = MsgHeader(
+    header = MsgHeader.pack(
         msg_seqno=seqno,
         msg_type=msg_type,
         msg_version=msg_version,
         msg_sz=len(plain),
         msg_vmpck=vmpck,
-    ).to_bytes()
+    )
     sealed = aead.encrypt(iv(seqno), plain, header[AAD_OFFSET:])
     ciphertext, tag = sealed[:-AUTHTAG_LEN], sealed[-AUTHTAG_LEN:]
     page = bytearray(PAGE_SIZE)

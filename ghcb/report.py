@@ -26,6 +26,7 @@ fields, their checks and the ``struct`` codec all come from the schema.
 from __future__ import annotations
 
 import enum
+import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
@@ -137,6 +138,12 @@ class SchemaRecord:
     FIELDS: ClassVar[tuple[FlatField, ...]]
     SIZE: ClassVar[int]
     _STRUCT: ClassVar[struct.Struct]
+    # (name, is_int, max value or exact length, field) per field: the common case checked inline
+    _PLAN: ClassVar[tuple[tuple[str, bool, int, FlatField], ...]]
+    # the slot setters of the fields, in layout order (set once @dataclass made the slots)
+    _SETTERS: ClassVar[tuple[Callable[[object, object], None], ...]] = ()
+    _BY_NAME: ClassVar[dict[str, FlatField]]
+    _DEFAULTS: ClassVar[dict[str, int | bytes]]
 
     def __init_subclass__(cls) -> None:
         # (no zero-argument super() here: @dataclass(slots=True) replaces the class)
@@ -144,25 +151,65 @@ class SchemaRecord:
             cls.FIELDS = flat_fields(cls.SCHEMA)
             cls._STRUCT = struct_format(cls.FIELDS)
             cls.SIZE = cls._STRUCT.size
+            cls._BY_NAME = {f.name: f for f in cls.FIELDS}
+            cls._PLAN = tuple(
+                (f.name, f.kind == "int", f.max_value if f.kind == "int" else f.size, f)
+                for f in cls.FIELDS
+            )
+        slots = [cls.__dict__.get(f.name) for f in getattr(cls, "FIELDS", ())]
+        if slots and all(isinstance(d, types.MemberDescriptorType) for d in slots):
+            cls._SETTERS = tuple(d.__set__ for d in slots)  # type: ignore[union-attr]
 
     def __post_init__(self) -> None:
-        for f in self.FIELDS:
-            value = getattr(self, f.name)
-            checked = _check_field(f, value, self.SPEC)
-            if f.name in self.ENUMS:
-                checked = self.ENUMS[f.name](checked)  # type: ignore[arg-type]
-            if checked is not value:
-                object.__setattr__(self, f.name, checked)
+        for name, is_int, limit, f in self._PLAN:
+            value = getattr(self, name)
+            if is_int:
+                if type(value) is int and 0 <= value <= limit:
+                    continue
+            elif type(value) is bytes and len(value) == limit:
+                continue
+            object.__setattr__(self, name, _check_field(f, value, self.SPEC))
+        for name, from_int in self.ENUMS.items():
+            object.__setattr__(self, name, from_int(getattr(self, name)))
 
     @classmethod
     def _trusted(cls, values: tuple[Any, ...]) -> Self:
         """A record from values that the schema's own decoder produced (not re-checked)."""
         obj = object.__new__(cls)
-        for f, value in zip(cls.FIELDS, values, strict=True):
-            object.__setattr__(obj, f.name, value)
+        for set_slot, value in zip(cls._SETTERS, values, strict=True):
+            set_slot(obj, value)
         for name, from_int in cls.ENUMS.items():
             object.__setattr__(obj, name, from_int(getattr(obj, name)))
         return obj
+
+    @classmethod
+    def pack(cls, **values: object) -> bytes:
+        """The ``SIZE`` bytes of the record with ``values`` set and every other field at its
+        default, without building the record (each value is checked as construction does).
+
+        Raises:
+            UnknownFieldError: a name that is not a field.
+            FieldValueError / LengthError: as construction.
+        """
+        fields = dict(cls._defaults())
+        for name, value in values.items():
+            f = cls._BY_NAME.get(name)
+            if f is None:
+                raise UnknownFieldError(
+                    f"{cls.WHAT} has no field {name!r}", rule="unknown-field", spec=cls.SPEC
+                )
+            fields[name] = _check_field(f, value, cls.SPEC)
+        return cls._STRUCT.pack(*fields.values())
+
+    @classmethod
+    def _defaults(cls) -> dict[str, int | bytes]:
+        defaults: dict[str, int | bytes] | None = cls.__dict__.get("_DEFAULTS")
+        if defaults is None:
+            defaults = {
+                name: int(v) if isinstance(v, int) else v for name, v in cls().fields().items()
+            }
+            cls._DEFAULTS = defaults
+        return defaults
 
     @classmethod
     def from_bytes(cls, data: object, *, backend: Backend = "struct") -> Self:

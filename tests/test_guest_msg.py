@@ -18,13 +18,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ghcb import FieldValueError, GhcbError, InputTypeError, LengthError
+from ghcb import FieldValueError, GhcbError, InputTypeError, LengthError, UnknownFieldError
 from ghcb._fast import flat_fields
 from ghcb.codes import FirmwareStatus, MsgType
 from ghcb.guest_msg import (
     PAYLOADS,
     GuestMessageError,
     KeyReq,
+    KeySel,
     MessageAuthError,
     MessageHeaderError,
     MessageSequenceError,
@@ -165,6 +166,20 @@ class TestHeaderLayout:
             hdr_sz=MSG["header_size"],
             msg_version=1,
         )
+
+    def test_pack(self) -> None:
+        """MsgHeader.pack writes the record's bytes without building it, checking values."""
+        values: dict[str, Any] = {"msg_seqno": 9, "msg_type": 5, "msg_sz": 96, "msg_vmpck": 3}
+        assert MsgHeader.pack(**values) == MsgHeader(**values).to_bytes()
+        with pytest.raises(UnknownFieldError):
+            MsgHeader.pack(msg_seq=1)
+        with pytest.raises(FieldValueError) as info:
+            MsgHeader.pack(msg_vmpck=256)
+        assert (info.value.field, info.value.offset) == ("msg_vmpck", _hdr("msg_vmpck")["offset"])
+
+    def test_key_sel(self) -> None:
+        """KeySel has exactly the table's values."""
+        assert {m.name: int(m) for m in KeySel} == {r["name"]: r["value"] for r in TABLE["key_sel"]}
 
     def test_msg_type_decodes_to_enum(self) -> None:
         """msg_type is a MsgType when known, the plain int otherwise."""

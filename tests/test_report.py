@@ -235,6 +235,12 @@ class TestLayout:
                 expected = (fam, model) in models
                 assert (product_from_cpuid(fam, model) is not None) == expected
 
+    @pytest.mark.parametrize("cls", [AttestationReport, TcbGenoaMilan, TcbTurin])
+    def test_record_fields_are_the_schema(self, cls: Any) -> None:
+        """Each record declares exactly its schema's fields, in order, with slot setters."""
+        assert [f.name for f in dataclasses.fields(cls)] == [f.name for f in cls.FIELDS]
+        assert len(cls._SETTERS) == len(cls.FIELDS)
+
     def test_schema_roundtrip_and_compiled_twin(self) -> None:
         """The construct schema (and its compiled twin) parse a real report to the struct
         codec's fields and build it back."""
