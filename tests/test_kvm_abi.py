@@ -62,25 +62,26 @@ def test_sizes_and_numbers() -> None:
     }
 
 
-@pytest.mark.parametrize("abi", [MergedAbi(), V15Abi()], ids=["merged", "v15"])
-def test_struct_codec_matches_schema(abi: Any) -> None:
+#: Per ABI: the exit fields to encode, the construct schema, and its reserved bytes.
+CODEC_CASES: list[tuple[Any, dict[str, int], Any, dict[str, bytes]]] = [
+    (MergedAbi(), {"gpa": 0x80000, "npages": 4, "ret": 28}, kvm.kvm_exit_snp_req_certs, {}),
+    (
+        V15Abi(),
+        {"type": 1, "data_gpa": 0x80000, "data_npages": 4, "ret": 1, "flags": 1, "status": 0},
+        kvm.kvm_user_vmgexit,
+        {"reserved_0x4": bytes(4), "reserved_0x1e": bytes(2)},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("abi", "fields", "schema", "reserved"), CODEC_CASES, ids=["merged", "v15"]
+)
+def test_struct_codec_matches_schema(
+    abi: Any, fields: dict[str, int], schema: Any, reserved: dict[str, bytes]
+) -> None:
     """encode/decode_kvm_run (struct, derived) agree with the construct schemas."""
-    obj: dict[str, int | bytes]
-    if isinstance(abi, MergedAbi):
-        fields = {"gpa": 0x80000, "npages": 4, "ret": 28}
-        schema = kvm.kvm_exit_snp_req_certs
-        obj = dict(fields)
-    else:
-        fields = {
-            "type": 1,
-            "data_gpa": 0x80000,
-            "data_npages": 4,
-            "ret": 1,
-            "flags": 1,
-            "status": 0,
-        }
-        schema = kvm.kvm_user_vmgexit
-        obj = {**fields, "reserved_0x4": bytes(4), "reserved_0x1e": bytes(2)}
+    obj: dict[str, int | bytes] = {**fields, **reserved}
     data = encode_kvm_run(abi, fields, immediate_exit=1)
     assert data[1] == 1
     assert int.from_bytes(data[8:12], "little") == abi.exit_reason
