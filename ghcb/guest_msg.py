@@ -33,9 +33,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ghcb._bytes import byte_string, byte_view
 from ghcb._fast import Backend, check_int
+from ghcb._record import SchemaRecord
 from ghcb.codes import FirmwareStatus, MsgType
 from ghcb.errors import GhcbError, InputTypeError, LengthError
-from ghcb.report import ATTESTATION_REPORT_SIZE, AttestationReport, SchemaRecord, parse_report
+from ghcb.report import ATTESTATION_REPORT_SIZE, AttestationReport, parse_report
 from ghcb.schemas import guest_msg as schema
 from ghcb.schemas.page import PAGE_SIZE
 
