@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     import pathlib
     from collections.abc import Callable
 
-    from ghcb.hypervisor.pki import Product
+    from ghcb.tcb import Product
 
 TABLE = load_table("pki")
 SIG = TABLE["signature"]
