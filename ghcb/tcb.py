@@ -193,6 +193,12 @@ class TcbTurin(_TcbRecord):
     microcode: int = 0
 
 
+#: The TCB_VERSION layout of each product (facts §1.3).
+TCB_LAYOUTS: Final[Mapping[Product, type[TcbGenoaMilan | TcbTurin]]] = MappingProxyType(
+    {Product.MILAN: TcbGenoaMilan, Product.GENOA: TcbGenoaMilan, Product.TURIN: TcbTurin}
+)
+
+
 def decode_tcb(value: int, product: Product) -> TcbGenoaMilan | TcbTurin:
     """A TCB_VERSION u64 in ``product``'s layout (snp-firmware-facts §1.3).
 
@@ -206,15 +212,7 @@ def decode_tcb(value: int, product: Product) -> TcbGenoaMilan | TcbTurin:
             rule="input-type",
             spec=SPEC_TCB,
         )
-    if product is Product.TURIN:
-        return TcbTurin.from_int(value)
-    return TcbGenoaMilan.from_int(value)
-
-
-#: The TCB_VERSION layout of each product (facts §1.3).
-TCB_LAYOUTS: Final[Mapping[Product, type[TcbGenoaMilan | TcbTurin]]] = MappingProxyType(
-    {Product.MILAN: TcbGenoaMilan, Product.GENOA: TcbGenoaMilan, Product.TURIN: TcbTurin}
-)
+    return TCB_LAYOUTS[product].from_int(value)
 
 
 # ---------------------------------------------------------------------------------------------

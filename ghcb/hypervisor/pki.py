@@ -395,13 +395,7 @@ def verify_chain(chain: Chain) -> None:
             rule="chain-type",
             spec=SPEC_CERTS,
         )
-    certs: dict[str, x509.Certificate] = {
-        "ark": chain.ark,
-        "ask": chain.ask,
-        "asvk": chain.asvk,
-        "vcek": chain.vcek,
-        "vlek": chain.vlek,
-    }
+    certs: dict[str, x509.Certificate] = {name: getattr(chain, name) for name in CERT_NAMES}
     for name, issuer in _LINKS:
         verify_signed_by(certs[name], certs[issuer], name=name)
     for name in ("vcek", "vlek"):
