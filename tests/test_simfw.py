@@ -1,0 +1,474 @@
+"""The simulated SNP firmware: guest messages sealed as a guest seals them, answered with exact
+headers, statuses and signed reports (snp-firmware-facts §1, §3.4-§3.7)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ghcb import InputTypeError
+from ghcb.codes import FirmwareStatus, MsgType
+from ghcb.guest_msg import (
+    KeyReq,
+    KeyRsp,
+    KeySel,
+    MsgHeader,
+    ReportReq,
+    ReportRsp,
+    TscInfoReq,
+    TscInfoRsp,
+    open_message,
+    seal_message,
+)
+from ghcb.hypervisor.errors import HypervisorUsageError
+from ghcb.hypervisor.firmware import FirmwareFailure, call_firmware
+from ghcb.hypervisor.pki import DEFAULT_CHIP_IDS, chain
+from ghcb.hypervisor.simfw import (
+    DEFAULT_SEED,
+    FirmwareConfig,
+    SimulatedFirmware,
+    default_vmpcks,
+)
+from ghcb.report import AttestationReport, SigningKey, check_report, verify_report
+from ghcb.tcb import Product, Tcb
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ghcb._record import SchemaRecord
+
+USER_DATA = bytes(range(64))
+MEASUREMENT = bytes.fromhex("b747d554" * 12)
+HOST_DATA = b"\x42" * 32
+POLICY = 0xB0000  # SMT + bit 17 + DEBUG
+# DEFAULT_TCB (bl 4, tee 0, snp 0x1B, ucode 0xDE) in the Milan layout (facts §1.3).
+DEFAULT_TCB_INT = 0xDE1B000000000004
+NEW_TCB = Tcb(boot_loader=5, tee=1, snp=0x1C, microcode=0xDF)
+NEW_TCB_INT = 0xDF1C000000000105
+
+
+def _config(**values: object) -> FirmwareConfig:
+    base: dict[str, object] = {
+        "measurement": MEASUREMENT,
+        "host_data": HOST_DATA,
+        "policy": POLICY,
+    }
+    return FirmwareConfig(**{**base, **values})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def fw() -> SimulatedFirmware:
+    return SimulatedFirmware(_config())
+
+
+def _request(
+    fw: SimulatedFirmware,
+    payload: SchemaRecord | bytes,
+    *,
+    msg_type: int = MsgType.REPORT_REQ,
+    seqno: int = 1,
+    vmpck: int = 0,
+    key: bytes | None = None,
+    msg_version: int = 1,
+) -> bytes:
+    return seal_message(
+        fw.config.vmpcks[vmpck] if key is None else key,
+        msg_type=msg_type,
+        msg_version=msg_version,
+        seqno=seqno,
+        vmpck=vmpck,
+        payload=payload,
+    )
+
+
+def _exchange(
+    fw: SimulatedFirmware, payload: SchemaRecord | bytes, **kw: object
+) -> tuple[MsgHeader, bytes]:
+    vmpck = kw.get("vmpck", 0)
+    assert isinstance(vmpck, int)
+    page, status = fw.guest_request(_request(fw, payload, **kw))  # type: ignore[arg-type]
+    assert status == FirmwareStatus.SUCCESS
+    assert page is not None
+    assert len(page) == 4096
+    return open_message(fw.config.vmpcks[vmpck], page)
+
+
+def _report(fw: SimulatedFirmware, req: ReportReq, **kw: object) -> AttestationReport:
+    _hdr, plain = _exchange(fw, req, **kw)
+    rsp = ReportRsp.from_bytes(plain)
+    assert rsp.status == FirmwareStatus.SUCCESS
+    return rsp.attestation_report
+
+
+# ---------------------------------------------------------------------------------------------
+# REPORT_REQ
+# ---------------------------------------------------------------------------------------------
+
+
+def test_report_round_trip(fw: SimulatedFirmware) -> None:
+    page, status = fw.guest_request(_request(fw, ReportReq(user_data=USER_DATA)))
+    assert status == 0
+    assert page is not None
+    hdr, plain = open_message(fw.config.vmpcks[0], page)
+    assert (hdr.msg_type, hdr.msg_seqno, hdr.msg_version, hdr.msg_vmpck, hdr.msg_sz) == (
+        MsgType.REPORT_RSP,
+        2,
+        1,
+        0,
+        0x4C0,
+    )
+    rsp = ReportRsp.from_bytes(plain)
+    assert (rsp.status, rsp.report_size) == (0, 0x4A0)
+    report = rsp.attestation_report
+    assert report.report_data == USER_DATA
+    assert report.vmpl == 0
+    assert report.policy == POLICY
+    assert report.measurement == MEASUREMENT
+    assert report.host_data == HOST_DATA
+    assert report.chip_id == DEFAULT_CHIP_IDS[Product.MILAN]
+    assert report.version == 5
+    assert (report.cpuid_fam_id, report.cpuid_mod_id, report.cpuid_step) == (0x19, 0x01, 0)
+    assert report.product is Product.MILAN
+    for name in ("current_tcb", "reported_tcb", "committed_tcb", "launch_tcb"):
+        assert getattr(report, name) == DEFAULT_TCB_INT
+    assert report.tcb("reported_tcb").to_bytes() == bytes.fromhex("040000000000" + "1bde")
+    assert (report.current_major, report.current_minor, report.current_build) == (1, 55, 35)
+    assert report.signature_algo == 1
+    assert report.signing_key is SigningKey.VCEK
+    assert report.report_id_ma == b"\xff" * 32
+    assert report.platform_info == 1
+    assert [v for v in check_report(report) if v.severity.name == "ERROR"] == []
+    assert verify_report(report, fw.chain.vcek) is True
+    assert verify_report(report, fw.chain.vcek_key.public_key()) is True
+    other = chain(Product.MILAN, chip_id=bytes(range(1, 65)))
+    assert verify_report(report, other.vcek) is False
+    assert fw.counter(0) == 2
+    assert call_firmware(fw, _request(fw, ReportReq(), seqno=3))[1] == 0
+    assert fw.counter(0) == 4
+
+
+def test_report_signature_is_deterministic(fw: SimulatedFirmware) -> None:
+    first = _report(fw, ReportReq(user_data=USER_DATA))
+    again = SimulatedFirmware(_config())
+    assert _report(again, ReportReq(user_data=USER_DATA)) == first
+
+
+def test_second_request_uses_next_seqno(fw: SimulatedFirmware) -> None:
+    _exchange(fw, ReportReq())
+    hdr, _ = _exchange(fw, ReportReq(), seqno=3)
+    assert hdr.msg_seqno == 4
+    assert fw.counter(0) == 4
+
+
+def test_vmpl_from_request_at_or_above_key_level(fw: SimulatedFirmware) -> None:
+    report = _report(fw, ReportReq(user_data=USER_DATA, vmpl=2), vmpck=1)
+    assert report.vmpl == 2
+    assert (fw.counter(0), fw.counter(1)) == (0, 2)
+
+
+def test_vmpl_below_vmpck_level_is_invalid_param_in_payload(fw: SimulatedFirmware) -> None:
+    # §3.5: a payload failure is a normal response (counter += 2) carrying STATUS 0x16.
+    hdr, plain = _exchange(fw, ReportReq(vmpl=1), vmpck=2)
+    rsp = ReportRsp.from_bytes(plain)
+    assert (rsp.status, rsp.report_size, rsp.report) == (0x16, 0x4A0, bytes(0x4A0))
+    assert (hdr.msg_seqno, fw.counter(2)) == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("req", "status"),
+    [
+        (ReportReq(key_sel=4), FirmwareStatus.INVALID_PARAM),
+        (ReportReq(reserved_0x48=b"\x01" + bytes(23)), FirmwareStatus.INVALID_PARAM),
+        (ReportReq(key_sel=3), FirmwareStatus.INVALID_KEY),
+        (ReportReq(key_sel=KeySel.VLEK), FirmwareStatus.INVALID_KEY),  # no VLEK loaded
+    ],
+    ids=["key-sel-reserved", "reserved-bytes", "key-sel-3", "vlek-not-loaded"],
+)
+def test_report_payload_statuses(fw: SimulatedFirmware, req: ReportReq, status: int) -> None:
+    _, plain = _exchange(fw, req)
+    rsp = ReportRsp.from_bytes(plain)
+    assert (rsp.status, rsp.report_size, rsp.report) == (status, 0x4A0, bytes(0x4A0))
+    assert fw.counter(0) == 2
+
+
+@pytest.mark.parametrize(
+    ("version", "cpuid"), [(2, (0, 0, 0)), (3, (0x19, 0x01, 1)), (5, (0x19, 0x01, 1))]
+)
+def test_report_versions(version: int, cpuid: tuple[int, int, int]) -> None:
+    fw = SimulatedFirmware(
+        _config(report_version=version, cpuid_step=1, launch_mit_vector=0xB, current_mit_vector=0xC)
+    )
+    report = _report(fw, ReportReq(user_data=USER_DATA))
+    assert report.version == version
+    assert (report.cpuid_fam_id, report.cpuid_mod_id, report.cpuid_step) == cpuid
+    mit = (0xB, 0xC) if version == 5 else (0, 0)
+    assert (report.launch_mit_vector, report.current_mit_vector) == mit
+    assert report.reported_tcb == DEFAULT_TCB_INT
+    assert [v for v in check_report(report) if v.severity.name == "ERROR"] == []
+    assert verify_report(report, fw.chain.vcek) is True
+
+
+def test_tcb_change_signs_with_new_vcek(fw: SimulatedFirmware) -> None:
+    old = fw.chain
+    fw.set_tcb(NEW_TCB)
+    assert fw.tcb == NEW_TCB
+    assert fw.chain is old.at_tcb(NEW_TCB)
+    report = _report(fw, ReportReq(user_data=USER_DATA))
+    assert (report.reported_tcb, report.current_tcb, report.committed_tcb) == (NEW_TCB_INT,) * 3
+    assert report.launch_tcb == DEFAULT_TCB_INT
+    assert verify_report(report, old.at_tcb(NEW_TCB).vcek) is True
+    assert verify_report(report, old.vcek) is False
+
+
+def test_set_tcb_refuses_fmc_on_milan(fw: SimulatedFirmware) -> None:
+    with pytest.raises(HypervisorUsageError):
+        fw.set_tcb(Tcb(fmc=1))
+    assert fw.tcb == fw.config.tcb
+
+
+def test_vlek_signing() -> None:
+    fw = SimulatedFirmware(_config(signing_key="vlek"))
+    report = _report(fw, ReportReq(user_data=USER_DATA))  # KEY_SEL 0: the loaded VLEK
+    assert report.signing_key is SigningKey.VLEK
+    assert report.signer_info == 1 << 2
+    assert verify_report(report, fw.chain.vlek) is True
+    assert verify_report(report, fw.chain.vcek) is False
+    vcek_report = _report(fw, ReportReq(key_sel=KeySel.VCEK), seqno=3)
+    assert vcek_report.signing_key is SigningKey.VCEK
+    assert verify_report(vcek_report, fw.chain.vcek) is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Command failures: no response, counter unchanged (§3.4)
+# ---------------------------------------------------------------------------------------------
+
+
+def _flip(page: bytes, offset: int) -> bytes:
+    out = bytearray(page)
+    out[offset] ^= 1
+    return bytes(out)
+
+
+def _with_byte(page: bytes, offset: int, value: int) -> bytes:
+    return page[:offset] + bytes([value]) + page[offset + 1 :]
+
+
+def _with_msg_sz(page: bytes, size: int) -> bytes:
+    out = bytearray(page)
+    out[0x36:0x38] = size.to_bytes(2, "little")
+    return bytes(out)
+
+
+FAILURES: dict[str, tuple[Callable[[SimulatedFirmware], bytes], int]] = {
+    "bad-tag": (lambda fw: _flip(_request(fw, ReportReq()), 0x60 + 5), 0x0B),
+    "tampered-aad": (lambda fw: _flip(_request(fw, ReportReq()), 0x3D), 0x0B),
+    "wrong-vmpck-key": (lambda fw: _request(fw, ReportReq(), key=fw.config.vmpcks[1]), 0x0B),
+    "vmpck-4": (lambda fw: _with_byte(_request(fw, ReportReq()), 0x3C, 4), 0x16),
+    "future-seqno": (lambda fw: _request(fw, ReportReq(), seqno=3), 0x1D),
+    "seqno-0": (lambda fw: _request(fw, ReportReq(), seqno=0), 0x1D),
+    "msg-size-unaligned": (lambda fw: _request(fw, bytes(0x61)), 0x16),
+    "msg-size-zero": (lambda fw: _with_msg_sz(_request(fw, ReportReq()), 0), 0x16),
+    "msg-size-over-page": (lambda fw: _with_msg_sz(_request(fw, ReportReq()), 4016), 0x16),
+    "msg-version-2": (lambda fw: _request(fw, ReportReq(), msg_version=2), 0x16),
+    "msg-version-0": (lambda fw: _request(fw, ReportReq(), msg_version=0), 0x16),
+    "cpuid-req": (lambda fw: _request(fw, bytes(16), msg_type=MsgType.CPUID_REQ), 0x16),
+    "type-0xff": (lambda fw: _request(fw, bytes(16), msg_type=0xFF), 0x16),
+    "report-rsp-as-request": (lambda fw: _request(fw, ReportReq(), msg_type=6), 0x16),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAILURES))
+def test_command_failures(fw: SimulatedFirmware, case: str) -> None:
+    make, status = FAILURES[case]
+    assert fw.guest_request(make(fw)) == (None, status)
+    assert [fw.counter(i) for i in range(4)] == [0, 0, 0, 0]
+    # The expected seqno did not move: the right request still succeeds.
+    assert _report(fw, ReportReq(user_data=USER_DATA)).report_data == USER_DATA
+    assert fw.counter(0) == 2
+
+
+def test_replayed_request_is_aead_oflow(fw: SimulatedFirmware) -> None:
+    page = _request(fw, ReportReq())
+    assert fw.guest_request(page)[1] == 0
+    assert fw.guest_request(page) == (None, FirmwareStatus.AEAD_OFLOW)
+    assert fw.counter(0) == 2
+    stale = _request(fw, ReportReq(), seqno=2)  # the response's seqno, never a request's
+    assert fw.guest_request(stale) == (None, FirmwareStatus.AEAD_OFLOW)
+    assert fw.counter(0) == 2
+
+
+def test_counters_are_per_vmpck(fw: SimulatedFirmware) -> None:
+    _exchange(fw, ReportReq(vmpl=3), vmpck=3)
+    assert fw.guest_request(_request(fw, ReportReq(vmpl=3), vmpck=3))[0] is None  # seqno 1 again
+    hdr, _ = _exchange(fw, ReportReq(vmpl=1), vmpck=1)  # VMPCK1 still starts at 1
+    assert hdr.msg_seqno == 2
+    assert [fw.counter(i) for i in range(4)] == [0, 2, 0, 2]
+
+
+def test_page_not_one_page_fails_without_status(fw: SimulatedFirmware) -> None:
+    with pytest.raises(FirmwareFailure) as info:
+        fw.guest_request(_request(fw, ReportReq())[:4095])
+    assert info.value.rule == "request-length"
+    with pytest.raises(InputTypeError):
+        fw.guest_request("page")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# KEY_REQ, TSC_INFO_REQ
+# ---------------------------------------------------------------------------------------------
+
+# Pinned output of the simulated derivation for KeyReq(vmpl=0, guest_field_select=0b101001)
+# with the default seed and _config(): guards its determinism across versions.
+# (POLICY | MEASUREMENT | TCB_VERSION at the current TCB).
+PINNED_KEY_REQ = KeyReq(guest_field_select=0b101001, tcb_version=DEFAULT_TCB_INT)
+PINNED_KEY_HEX = "b79cbe1163720fb54fd82d0040655a3cb6515600c4cbc0443904e1b72d9b4212"
+
+
+def _derived(fw: SimulatedFirmware, req: KeyReq, **kw: object) -> KeyRsp:
+    hdr, plain = _exchange(fw, req, msg_type=MsgType.KEY_REQ, **kw)
+    assert (hdr.msg_type, hdr.msg_sz) == (MsgType.KEY_RSP, 0x40)
+    return KeyRsp.from_bytes(plain)
+
+
+def test_key_req_is_deterministic(fw: SimulatedFirmware) -> None:
+    rsp = _derived(fw, PINNED_KEY_REQ)
+    assert rsp.status == 0
+    assert len(rsp.derived_key) == 32
+    assert rsp.derived_key == _derived(SimulatedFirmware(_config()), PINNED_KEY_REQ).derived_key
+    assert rsp.derived_key == bytes.fromhex(PINNED_KEY_HEX)
+    # Every input moves the key: VMPL, field selection, seed, measurement when selected.
+    keys = {
+        rsp.derived_key,
+        _derived(fw, KeyReq(vmpl=1), seqno=3).derived_key,
+        _derived(fw, KeyReq(), seqno=5).derived_key,
+        _derived(SimulatedFirmware(_config(seed=b"other")), PINNED_KEY_REQ).derived_key,
+        _derived(SimulatedFirmware(_config(measurement=bytes(48))), PINNED_KEY_REQ).derived_key,
+    }
+    assert len(keys) == 5
+    # Not selected → the measurement does not matter.
+    assert (
+        _derived(SimulatedFirmware(_config(measurement=bytes(48))), KeyReq()).derived_key
+        == _derived(fw, KeyReq(), seqno=7).derived_key
+    )
+
+
+@pytest.mark.parametrize(
+    ("req", "status"),
+    [
+        (KeyReq(root_key_select=1 << 3), 0x16),
+        (KeyReq(reserved_0x4=b"\x01\0\0\0"), 0x16),
+        (KeyReq(root_key_select=3 << 1), 0x27),
+        (KeyReq(root_key_select=2 << 1), 0x27),  # VLEK not loaded
+        (KeyReq(guest_field_select=1 << 6), 0x16),
+        (KeyReq(guest_field_select=1 << 5, tcb_version=0xDF1B000000000004), 0x16),  # > current
+        (KeyReq(guest_field_select=1 << 5, tcb_version=0x0000000100000000), 0x16),  # reserved
+        (KeyReq(guest_field_select=1 << 4, guest_svn=1), 0x16),  # > launch SVN 0
+    ],
+    ids=[
+        "rks-reserved",
+        "reserved",
+        "key-sel-3",
+        "vlek-missing",
+        "gfs-bit6",
+        "tcb-above",
+        "tcb-reserved-byte",
+        "svn-above",
+    ],
+)
+def test_key_req_payload_statuses(fw: SimulatedFirmware, req: KeyReq, status: int) -> None:
+    rsp = _derived(fw, req)
+    assert (rsp.status, rsp.derived_key) == (status, bytes(32))
+    assert fw.counter(0) == 2
+
+
+def test_key_req_vmpl_below_vmpck(fw: SimulatedFirmware) -> None:
+    rsp = _derived(fw, KeyReq(vmpl=0), vmpck=1)
+    assert (rsp.status, rsp.derived_key) == (0x16, bytes(32))
+
+
+def test_key_req_lower_tcb_accepted(fw: SimulatedFirmware) -> None:
+    lower = _derived(fw, KeyReq(guest_field_select=1 << 5, tcb_version=0xDE1A000000000004))
+    assert lower.status == 0
+    assert lower.derived_key != _derived(fw, PINNED_KEY_REQ, seqno=3).derived_key
+
+
+def test_tsc_info() -> None:
+    fw = SimulatedFirmware(_config(tsc_scale=0x1234, tsc_offset=0x5678, tsc_factor=300))
+    hdr, plain = _exchange(fw, TscInfoReq(), msg_type=MsgType.TSC_INFO_REQ)
+    assert (hdr.msg_type, hdr.msg_seqno, hdr.msg_sz) == (MsgType.TSC_INFO_RSP, 2, 128)
+    rsp = TscInfoRsp.from_bytes(plain)
+    assert (rsp.status, rsp.tsc_scale, rsp.tsc_offset, rsp.tsc_factor) == (0, 0x1234, 0x5678, 300)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration, threads
+# ---------------------------------------------------------------------------------------------
+
+
+def test_default_vmpcks() -> None:
+    keys = default_vmpcks()
+    assert FirmwareConfig().vmpcks == keys
+    assert len(set(keys)) == 4
+    assert all(len(k) == 32 for k in keys)
+    assert default_vmpcks(DEFAULT_SEED + b"x") != keys
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"report_version": 4},
+        {"measurement": bytes(32)},
+        {"vmpcks": (bytes(32),) * 3},
+        {"vmpcks": (bytes(31),) * 4},
+        {"signing_key": "ark"},
+        {"product": "Naples"},
+        {"tcb": Tcb(fmc=1)},
+    ],
+)
+def test_config_rejects(values: dict[str, object]) -> None:
+    with pytest.raises(HypervisorUsageError):
+        FirmwareConfig(**values)  # type: ignore[arg-type]
+
+
+def test_concurrent_requests_and_tcb_updates(fw: SimulatedFirmware) -> None:
+    tcbs = [fw.config.tcb, NEW_TCB]
+    by_int = {tcb.to_int(Product.MILAN): tcb for tcb in tcbs}
+    for tcb in tcbs:
+        fw.chain.at_tcb(tcb)  # warm the chain cache
+    reports: dict[int, list[AttestationReport]] = {i: [] for i in range(4)}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def guest(vmpck: int) -> None:
+        try:
+            for n in range(12):
+                req = ReportReq(user_data=bytes([vmpck, n]) + bytes(62), vmpl=vmpck)
+                reports[vmpck].append(_report(fw, req, vmpck=vmpck, seqno=2 * n + 1))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    def updater() -> None:
+        i = 0
+        while not stop.is_set():
+            fw.set_tcb(tcbs[i % 2])
+            i += 1
+
+    threads = [threading.Thread(target=guest, args=(v,)) for v in range(4)]
+    upd = threading.Thread(target=updater)
+    upd.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    upd.join()
+    assert errors == []
+    assert [fw.counter(i) for i in range(4)] == [24] * 4
+    for vmpck, got in reports.items():
+        assert [r.report_data[:2] for r in got] == [bytes([vmpck, n]) for n in range(12)]
+        for r in got:
+            assert r.current_tcb == r.reported_tcb == r.committed_tcb
+            signer = fw.chain.at_tcb(by_int[r.reported_tcb])
+            assert verify_report(r, signer.vcek) is True
