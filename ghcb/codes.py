@@ -443,6 +443,7 @@ class Errno(_Code):
     EAGAIN = 11
     EBUSY = 16
     ENODEV = 19
+    ENOTTY = 25  # the sev-guest driver once its VMPCK is disabled
     EINVAL = 22
     ENOSPC = 28
     ETIMEDOUT = 110  # asm-generic/errno.h (the others: errno-base.h)

@@ -12,17 +12,42 @@ it grows into the guest driver model (sequence numbers, retries, verification) n
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ghcb._fast import flat_fields
-from ghcb.codes import ExitCode, MsgType
+from ghcb.codes import Errno, ExitCode, MsgType, VmmError
+from ghcb.errors import FieldValueError, GhcbError
+from ghcb.guest_msg import (
+    HDR_SIZE,
+    KeyReq,
+    MsgHeader,
+    ReportReq,
+    ReportRsp,
+    advance_counter,
+    check_response_header,
+    open_message,
+    request_seqno,
+    seal_message,
+)
+from ghcb.hypervisor.kvm_abi import guest_error
 from ghcb.hypervisor.memory import GuestMemory
 from ghcb.page import GHCB_PROTOCOL_MAX, GhcbPage, build_page, parse_page
 from ghcb.schemas.guest_msg import snp_guest_msg_hdr
 from ghcb.schemas.page import PAGE_SIZE
 
-__all__ = ["DEFAULT_LAYOUT", "Guest", "GuestLayout"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "DEFAULT_LAYOUT",
+    "Guest",
+    "GuestAnswer",
+    "GuestLayout",
+    "GuestRequestError",
+    "SnpGuestDriver",
+]
 
 #: ``offsetof(struct snp_guest_msg_hdr, msg_type)``.
 _MSG_TYPE_OFFSET: Final = next(
@@ -128,3 +153,209 @@ class Guest:
         if size is None:
             size = self.layout.cert_pages * PAGE_SIZE
         return self.memory.guest_read(self.layout.certs, size)
+
+
+# -- the guest driver (Linux sev-guest) -----------------------------------------------------------
+#: Linux sev-guest: "SNP_REQ_RETRY_DELAY (2*HZ)" and "SNP_REQ_MAX_RETRY_DURATION (60*HZ)".
+RETRY_DELAY: Final = 2.0
+MAX_RETRY_DURATION: Final = 60.0
+_SPEC_DRIVER: Final = "Linux drivers/virt/coco/sev-guest + arch/x86/coco/sev/core.c"
+_U32_MASK: Final = 0xFFFFFFFF
+
+
+class GuestRequestError(GhcbError):
+    """A guest request failed as the Linux driver reports it: ``errno`` (EIO, ETIMEDOUT,
+    EINVAL, ENOTTY), the ``exit_info_2`` it saw and, after INVALID_LEN, the ``npages`` the
+    host asked for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        errno: int,
+        exit_info_2: int = 0,
+        npages: int | None = None,
+    ) -> None:
+        super().__init__(message, rule=rule, spec=_SPEC_DRIVER)
+        self.errno = errno
+        self.exit_info_2 = exit_info_2
+        self.npages = npages
+
+
+@dataclass(frozen=True, slots=True)
+class GuestAnswer:
+    """A guest request the firmware answered: the response header and decrypted payload, the
+    certificate buffer's bytes (extended requests) and how many BUSY retries it took."""
+
+    header: MsgHeader
+    payload: bytes
+    certs: bytes = b""
+    busy_retries: int = 0
+
+
+class SnpGuestDriver:
+    """The guest side of SNP guest requests, as Linux's ``sev-guest`` driver does them.
+
+    Args:
+        guest: the guest's memory and layout (:class:`Guest`).
+        vmgexit: performs one VMGEXIT and returns once the guest runs again (e.g.
+            ``lambda: vmm.run(vcpu)``).
+        vmpck: the 32-byte VMPCK (secrets page) the driver uses.
+        vmpck_id: its index, 0-3 (``msg_vmpck``).
+        counter: the secrets page's ``msg_seqno`` counter for this VMPCK.
+        clock, sleep: injected time for the BUSY retry loop.
+
+    Rules (``__handle_guest_request`` / ``snp_issue_guest_request``):
+
+    * EXITINFO1 != 0 → the VMGEXIT itself failed: -EIO.
+    * EXITINFO2 0 → the firmware answered; BUSY → the same message again every 2 s up to
+      60 s, then -ETIMEDOUT; INVALID_LEN on an extended request → RBX holds the pages the
+      host wants: the *same* message is re-issued as a plain request (its sequence number is
+      used up, no IV is reused), then the request fails with -EIO, ``exit_info_2`` =
+      INVALID_LEN and ``npages``; anything else → -EIO.
+    * The counter advances by 2 after every request that reached the host (the firmware
+      advanced its own). Any failure but INVALID_LEN disables the VMPCK ("snp_disable_vmpck":
+      the key is wiped); so does a response that does not verify. Later requests fail
+      -ENOTTY.
+    """
+
+    def __init__(
+        self,
+        guest: Guest,
+        vmgexit: Callable[[], object],
+        vmpck: bytes,
+        *,
+        vmpck_id: int = 0,
+        counter: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not isinstance(guest, Guest) or not callable(vmgexit):
+            raise FieldValueError(
+                "SnpGuestDriver(guest, vmgexit, vmpck) needs a Guest and a callable",
+                rule="input-type",
+                spec=_SPEC_DRIVER,
+            )
+        self.guest = guest
+        self.vmgexit = vmgexit
+        self.vmpck: bytes | None = bytes(vmpck)
+        self.vmpck_id = vmpck_id
+        self.counter = counter
+        self.clock = clock
+        self.sleep = sleep
+
+    @property
+    def vmpck_disabled(self) -> bool:
+        """Whether a failure wiped the key (every later request fails -ENOTTY)."""
+        return self.vmpck is None
+
+    def get_report(self, user_data: bytes = bytes(64), *, vmpl: int = 0) -> ReportRsp:
+        """SNP_GET_REPORT: a plain guest request for MSG_REPORT_REQ."""
+        answer = self.request(ReportReq(user_data=bytes(user_data), vmpl=vmpl))
+        return ReportRsp.from_bytes(answer.payload)
+
+    def get_ext_report(
+        self, user_data: bytes = bytes(64), *, pages: int, vmpl: int = 0
+    ) -> tuple[ReportRsp, bytes]:
+        """SNP_GET_EXT_REPORT with a certificate buffer of ``pages`` pages: the response and
+        the buffer's bytes (the certificate table the host wrote)."""
+        answer = self.request(
+            ReportReq(user_data=bytes(user_data), vmpl=vmpl), extended=True, pages=pages
+        )
+        return ReportRsp.from_bytes(answer.payload), answer.certs
+
+    def request(
+        self, payload: ReportReq | KeyReq, *, extended: bool = False, pages: int = 0
+    ) -> GuestAnswer:
+        """Send one message and return the firmware's answer.
+
+        Raises:
+            GuestRequestError: the request failed (see the class rules).
+        """
+        key = self.vmpck
+        if key is None:
+            raise GuestRequestError(
+                "the VMPCK is disabled", rule="vmpck-disabled", errno=Errno.ENOTTY
+            )
+        layout = self.guest.layout
+        if extended and not 0 <= pages <= layout.cert_pages:
+            raise FieldValueError(
+                f"the guest has {layout.cert_pages} certificate pages, not {pages}",
+                rule="cert-pages",
+                spec=_SPEC_DRIVER,
+            )
+        seqno = request_seqno(self.counter)
+        msg_type = payload.MSG_TYPE
+        page = seal_message(
+            key, msg_type=msg_type, seqno=seqno, vmpck=self.vmpck_id, payload=payload
+        )
+        memory = self.guest.memory
+        memory.guest_write(layout.request, page)
+        if extended and pages:
+            memory.guest_write(layout.certs, bytes(pages * PAGE_SIZE))  # zero-filled buffer
+        errno, info2, busy = self._issue(extended, pages)
+        self.counter = advance_counter(self.counter)  # "snp_inc_msg_seqno", whatever happened
+        if errno:
+            raise self._failed(errno, info2)
+        response = memory.guest_read(layout.response, PAGE_SIZE)
+        try:
+            header, plain = open_message(key, response)
+            check_response_header(MsgHeader.from_bytes(page[:HDR_SIZE]), header)
+        except GhcbError as e:
+            self.vmpck = None
+            raise GuestRequestError(
+                f"the response does not verify: {e.message}", rule="bad-response", errno=Errno.EIO
+            ) from e
+        certs = memory.guest_read(layout.certs, pages * PAGE_SIZE) if extended and pages else b""
+        return GuestAnswer(header, plain, certs, busy)
+
+    def _issue(self, extended: bool, pages: int) -> tuple[int, int, int]:
+        """The VMGEXIT loop: ``(errno, exit_info_2, busy retries)``."""
+        layout = self.guest.layout
+        start = self.clock()
+        busy = 0
+        override: int | None = None  # the INVALID_LEN page count, once re-issued as plain
+        while True:
+            code = ExitCode.SNP_EXT_GUEST_REQUEST if extended else ExitCode.SNP_GUEST_REQUEST
+            fields = {"rax": layout.certs if pages else 0, "rbx": pages} if extended else {}
+            self.guest.request(code, **fields)
+            self.vmgexit()
+            ghcb = self.guest.ghcb()
+            info1, info2 = ghcb.sw_exit_info_1, ghcb.sw_exit_info_2
+            if info1 & _U32_MASK:  # sev_es_ghcb_hv_call: not "no action" → VMM error
+                return Errno.EIO, info2, busy
+            if info2 == guest_error(VmmError.INVALID_LEN, 0) and extended:
+                # "Number of expected pages are returned in RBX"; re-issue as a plain request
+                override, extended = ghcb.rbx, False
+                continue
+            if info2 == guest_error(VmmError.BUSY, 0):
+                if self.clock() - start >= MAX_RETRY_DURATION:
+                    return Errno.ETIMEDOUT, info2, busy
+                busy += 1
+                self.sleep(RETRY_DELAY)
+                continue
+            if override is not None:
+                self._npages = override
+                return Errno.EIO, guest_error(VmmError.INVALID_LEN, 0), busy
+            return (Errno.EIO if info2 else 0), info2, busy
+
+    def _failed(self, errno: int, info2: int) -> GuestRequestError:
+        if errno == Errno.EIO and info2 == guest_error(VmmError.INVALID_LEN, 0):
+            npages = self._npages
+            return GuestRequestError(
+                f"the certificate buffer is too small: the host wants {npages} pages",
+                rule="invalid-len",
+                errno=errno,
+                exit_info_2=info2,
+                npages=npages,
+            )
+        self.vmpck = None  # "snp_disable_vmpck": any other failure wipes the key
+        return GuestRequestError(
+            f"guest request failed: errno {errno}, exit_info_2 {info2:#x}",
+            rule="request-failed",
+            errno=errno,
+            exit_info_2=info2,
+        )
+
+    _npages: int = 0
