@@ -17,11 +17,10 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.runtime
 
-DEMO_PAGE := spec/vectors/pages/snp_ext_guest_request.bin
-
+# The main job: a guest asks for a report and certificates, the reference KVM and VMM answer,
+# the simulated firmware signs, the guest verifies (ghcb/demo.py).
 demo: $(VENV)/.runtime
-	$(BIN)/ghcb page decode $(DEMO_PAGE)
-	$(BIN)/ghcb page check $(DEMO_PAGE)
+	$(BIN)/ghcb demo
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check ghcb tests fuzz

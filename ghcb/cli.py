@@ -302,6 +302,27 @@ def _cmd_certs_build(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from ghcb.demo import format_text, run_demo  # builds keys: only when asked
+
+    steps = run_demo()
+    ok = all(step.ok for step in steps)
+    if args.json:
+        _emit(
+            {
+                "ok": ok,
+                "steps": [
+                    {"title": s.title, "ok": s.ok, "lines": s.lines, "facts": s.facts}
+                    for s in steps
+                ],
+            },
+            out,
+        )
+    else:
+        print(format_text(steps), file=out)
+    return EXIT_OK if ok else EXIT_FINDINGS
+
+
 def _emit(doc: dict[str, object], out: TextIO) -> None:
     json.dump(doc, out, sort_keys=False)
     out.write("\n")
@@ -343,6 +364,12 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    command(
+        groups,
+        "demo",
+        "the whole exchange end to end: guest, reference KVM and VMM, simulated firmware",
+        _cmd_demo,
+    )
     page = groups.add_parser("page", help="GHCB pages (4096 bytes)").add_subparsers(
         dest="command", required=True, metavar="ACTION"
     )

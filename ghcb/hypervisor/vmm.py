@@ -114,6 +114,8 @@ class Vmm:
         memory: the guest's memory (the VMM writes certificates through the host side).
         store: where the certificate blob comes from.
         limiter: answer BUSY (v15 ret 2 / merged EAGAIN) when it has no token.
+        trace: called with each KVM_RUN result :meth:`run` sees and, for a certificate exit,
+            the ``kvm_run`` bytes the VMM answered (``None`` otherwise) — to watch the exchange.
         notify: hold the blob's lock until the request has reached firmware, learning when
             through ``immediate_exit`` (merged) or NOTIFY_DONE (v15), as KVM documents.
             ``False`` drops the lock right after writing the certificates (the race the
@@ -127,6 +129,7 @@ class Vmm:
         *,
         limiter: TokenBucket | None = None,
         notify: bool = True,
+        trace: Callable[[RunResult, bytes | None], None] | None = None,
     ) -> None:
         if not isinstance(memory, GuestMemory) or not isinstance(store, CertificateStore):
             raise HypervisorUsageError(
@@ -141,7 +144,10 @@ class Vmm:
         self.memory = memory
         self.store = store
         self.limiter = limiter
+        if trace is not None and not callable(trace):
+            raise HypervisorUsageError("trace must be callable", rule="input-type", spec=_SPEC_VMM)
         self.notify = bool(notify)
+        self.trace = trace
         self._lease: Lease | None = None
 
     def run(self, vcpu: Vcpu) -> RunResult:
@@ -157,8 +163,11 @@ class Vmm:
         result = vcpu.run()
         try:
             while True:
-                if isinstance(result, CertsExit):
-                    result = vcpu.complete(self.service(abi, result))
+                answer = self.service(abi, result) if isinstance(result, CertsExit) else None
+                if self.trace is not None:
+                    self.trace(result, answer)
+                if answer is not None:
+                    result = vcpu.complete(answer)
                 elif isinstance(result, Interrupted):
                     # "…exits with -EINTR, at which point the lock can be dropped"; then
                     # KVM_RUN again with immediate_exit cleared, to enter the guest
