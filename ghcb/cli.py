@@ -323,6 +323,62 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if ok else EXIT_FINDINGS
 
 
+def _cmd_pki_generate(args: argparse.Namespace, out: TextIO) -> int:
+    from ghcb.hypervisor.pki import write_chain  # builds keys: only when asked
+
+    folder = pathlib.Path(args.dir)
+    if not folder.is_dir():
+        raise _Usage(f"{args.dir}: not an existing directory")
+    written = write_chain(folder, _PRODUCTS[args.product], form=args.form)
+    files = {name: str(path) for name, path in written.items()}
+    if args.json:
+        _emit(
+            {"ok": True, "product": _PRODUCTS[args.product], "form": args.form, "files": files}, out
+        )
+    else:
+        for name, path in files.items():
+            print(f"{name:<5} {path}", file=out)
+    return EXIT_OK
+
+
+_PRODUCTS: Final = {"milan": "Milan", "genoa": "Genoa", "turin": "Turin"}
+
+
+def _user_data(text: str) -> bytes:
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise _Usage(f"--user-data is not hex: {text!r}") from None
+    if len(data) > 64:
+        raise _Usage(f"--user-data is at most 64 bytes, got {len(data)}")
+    return data
+
+
+def _cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+    from ghcb.simulate import SimulateOptions, SimulateUsageError, format_text, simulate
+
+    opts = SimulateOptions(
+        certs=None if args.certs is None else _read(args.certs),
+        no_certs=args.no_certs,
+        pages=args.pages,
+        abi=args.abi,
+        vmm_answer=args.vmm_answer,
+        product=args.product,
+        user_data=_user_data(args.user_data),
+        report_version=args.report_version,
+        signing_key=args.signing_key,
+    )
+    try:
+        doc = simulate(opts)
+    except SimulateUsageError as e:
+        raise _Usage(str(e)) from e
+    if args.json:
+        _emit(doc, out)
+    else:
+        print(format_text(doc), file=out)
+    return EXIT_OK if doc["ok"] else EXIT_FINDINGS
+
+
 def _emit(doc: dict[str, object], out: TextIO) -> None:
     json.dump(doc, out, sort_keys=False)
     out.write("\n")
@@ -343,6 +399,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _pages_arg(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"must be 0..256: {text}")
     return value
 
 
@@ -370,6 +436,40 @@ def _parser() -> argparse.ArgumentParser:
         "the whole exchange end to end: guest, reference KVM and VMM, simulated firmware",
         _cmd_demo,
     )
+    sim = command(
+        groups,
+        "simulate",
+        "one Extended Guest Request end to end, with the VMM's answer and the firmware chosen",
+        _cmd_simulate,
+    )
+    served = sim.add_mutually_exclusive_group()
+    served.add_argument("--certs", metavar="FILE", help="certificate blob the host serves")
+    served.add_argument(
+        "--no-certs", action="store_true", help="serve an empty store (the empty table)"
+    )
+    sim.add_argument(
+        "--pages",
+        type=_pages_arg,
+        metavar="N",
+        help="certificate pages the guest offers (default: as many as the table needs)",
+    )
+    sim.add_argument("--abi", choices=("v15", "merged"), default="merged")
+    sim.add_argument("--vmm-answer", choices=("ok", "busy", "generic", "invalid-len"), default="ok")
+    sim.add_argument("--product", choices=tuple(_PRODUCTS), default="milan")
+    sim.add_argument(
+        "--user-data", metavar="HEX", default="", help="REPORT_DATA (up to 64 bytes, zero-padded)"
+    )
+    sim.add_argument("--report-version", type=int, choices=(2, 3, 5), default=5)
+    sim.add_argument("--signing-key", choices=("vcek", "vlek"), default="vcek")
+    pki = groups.add_parser("pki", help="the synthetic AMD key chain").add_subparsers(
+        dest="command", required=True, metavar="ACTION"
+    )
+    gen = command(
+        pki, "generate", "write the synthetic chain (ARK, ASK, ASVK, VCEK, VLEK)", _cmd_pki_generate
+    )
+    gen.add_argument("dir", metavar="DIR", help="an existing directory")
+    gen.add_argument("--product", choices=tuple(_PRODUCTS), default="milan")
+    gen.add_argument("--form", choices=("pem", "der"), default="pem")
     page = groups.add_parser("page", help="GHCB pages (4096 bytes)").add_subparsers(
         dest="command", required=True, metavar="ACTION"
     )

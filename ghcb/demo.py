@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 
 from ghcb.certs import CertGuid, pages_needed, parse_cert_table
+from ghcb.errors import GhcbError
 from ghcb.exitinfo import unpack_guest_error
 from ghcb.guest import Guest, GuestRequestError, SnpGuestDriver
 from ghcb.guest_msg import ReportReq
@@ -36,7 +37,7 @@ from ghcb.hypervisor.simfw import SimulatedFirmware, default_vmpcks
 from ghcb.hypervisor.store import CertificateStore
 from ghcb.hypervisor.vcpu import CertsExit, Interrupted, Resumed, RunResult, Vcpu, Vm
 from ghcb.hypervisor.vmm import TokenBucket, Vmm
-from ghcb.report import verify_report
+from ghcb.report import SigningKey, verify_report
 from ghcb.tcb import Tcb
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
     from ghcb.guest_msg import ReportRsp
 
-__all__ = ["Step", "format_text", "run_demo"]
+__all__ = ["Host", "Step", "TableVerification", "format_text", "run_demo", "verify_with_table"]
 
 USER_DATA = b"ghcb demo nonce " + bytes(range(48))  # the guest's 64 bytes of REPORT_DATA
 
@@ -92,19 +93,33 @@ def _fields(values: dict[str, int]) -> str:
     return "{" + ", ".join(f"{k}={v:#x}" for k, v in values.items() if k in keep) + "}"
 
 
-class _Host:
-    """One guest, its vCPU and VMM, the firmware and the store."""
+class Host:
+    """One guest, its vCPU and VMM, the firmware and the store (shared with ``ghcb simulate``).
+
+    ``rate`` builds a token bucket on the host's injected clock (``limiter`` gives one
+    directly); ``guest`` defaults to a fresh :class:`~ghcb.guest.Guest`. Every KVM_RUN result
+    the VMM sees and its answer are kept in ``events``; ``trace`` holds them as text.
+    """
 
     def __init__(
-        self, directory: Path, abi: CertAbi, firmware: SimulatedFirmware, *, rate: float | None
+        self,
+        directory: Path,
+        abi: CertAbi,
+        firmware: SimulatedFirmware,
+        *,
+        rate: float | None = None,
+        limiter: TokenBucket | None = None,
+        guest: Guest | None = None,
     ) -> None:
         self.abi = abi
         self.clock = _Clock()
         self.store = CertificateStore(directory / "certs.blob", create=True)
         self.firmware = firmware
-        self.guest = Guest()
+        self.guest = Guest() if guest is None else guest
         self.trace: list[str] = []
-        limiter = None if rate is None else TokenBucket(rate=rate, burst=1, clock=self.clock.clock)
+        self.events: list[tuple[RunResult, bytes | None]] = []
+        if limiter is None and rate is not None:
+            limiter = TokenBucket(rate=rate, burst=1, clock=self.clock.clock)
         self.vcpu = Vcpu(Vm(firmware, cert_abi=abi), self.guest.memory, self.guest.layout.ghcb)
         self.vmm = Vmm(self.guest.memory, self.store, limiter=limiter, trace=self._record)
         self.driver = SnpGuestDriver(
@@ -116,6 +131,7 @@ class _Host:
         )
 
     def _record(self, result: RunResult, answer: bytes | None) -> None:
+        self.events.append((result, answer))
         line = _exit_line(self.abi, result, answer)
         if line is not None:
             self.trace.append(line)
@@ -141,23 +157,70 @@ def _name(code: int) -> str:
     return getattr(code, "name", None) or f"{int(code):#x}"
 
 
-def _verify(step: Step, rsp: ReportRsp, certs: bytes) -> bool:
-    """Verify the report against the table the guest got; record what was checked."""
-    entries = {entry.guid: entry.data for entry in parse_cert_table(certs, strict=False)}
-    der = {name: entries.get(guid.value) for name, guid in _CHAIN}
-    if any(value is None for value in der.values()):
-        step.say("  the table lacks ARK, ASK or VCEK: cannot verify")
-        return False
-    ark, ask, vcek = (x509.load_der_x509_certificate(der[n] or b"") for n, _ in _CHAIN)
+@dataclass(frozen=True)
+class TableVerification:
+    """What checking a report against a certificate table found: the signer the report names
+    (``"vcek"``/``"vlek"``), whether the table's certificate of that key verifies the
+    signature, whether the chain leaf <- ASK/ASVK <- ARK verifies, and, when the check could
+    not run, why (``problem``)."""
+
+    signer: str
+    signature_ok: bool = False
+    chain_ok: bool = False
+    certificates: tuple[str, ...] = ()
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.signature_ok and self.chain_ok
+
+
+def verify_with_table(rsp: ReportRsp, certs: bytes) -> TableVerification:
+    """Verify the report in ``rsp`` as a guest does with the table it got: the signature by
+    the table's VCEK or VLEK (as the report's SIGNING_KEY says), and the chain VCEK <- ASK <-
+    ARK or VLEK <- ASVK <- ARK (the ASVK travels under the ASK GUID)."""
     report = rsp.attestation_report
-    signature_ok = verify_report(rsp.report, vcek)
+    signer = "vlek" if report.signing_key == SigningKey.VLEK else "vcek"
+    mid = "asvk" if signer == "vlek" else "ask"
+    try:
+        entries = {entry.guid: entry.data for entry in parse_cert_table(certs, strict=False)}
+    except GhcbError as e:
+        return TableVerification(signer, problem=f"the table does not parse: {e.message}")
+    names = tuple(sorted(str(guid) for guid in entries))
+    leaf_guid = CertGuid.VLEK if signer == "vlek" else CertGuid.VCEK
+    wanted = {"ark": CertGuid.ARK, mid: CertGuid.ASK, signer: leaf_guid}
+    der = {name: entries.get(guid.value) for name, guid in wanted.items()}
+    missing = [name.upper() for name, value in der.items() if value is None]
+    if missing:
+        return TableVerification(
+            signer, certificates=names, problem=f"the table lacks {', '.join(missing)}"
+        )
+    try:
+        ark, middle, leaf = (x509.load_der_x509_certificate(der[n] or b"") for n in wanted)
+    except ValueError as e:
+        return TableVerification(signer, certificates=names, problem=f"not X.509: {e}")
+    try:
+        signature_ok = verify_report(rsp.report, leaf)
+    except GhcbError:
+        signature_ok = False
     try:
         verify_signed_by(ark, ark, name="ark")
-        verify_signed_by(ask, ark, name="ask")
-        verify_signed_by(vcek, ask, name="vcek")
+        verify_signed_by(middle, ark, name=mid)
+        verify_signed_by(leaf, middle, name=signer)
         chain_ok = True
     except Exception:
         chain_ok = False
+    return TableVerification(signer, signature_ok, chain_ok, names)
+
+
+def _verify(step: Step, rsp: ReportRsp, certs: bytes) -> bool:
+    """Verify the report against the table the guest got; record what was checked."""
+    check = verify_with_table(rsp, certs)
+    if check.problem is not None:
+        step.say("  the table lacks ARK, ASK or VCEK: cannot verify")
+        return False
+    report = rsp.attestation_report
+    signature_ok, chain_ok = check.signature_ok, check.chain_ok
     tcb = report.tcb("reported_tcb")
     spl = ", ".join(f"{name} {getattr(tcb, name):#x}" for name in tcb.components())
     step.say(
@@ -171,18 +234,15 @@ def _verify(step: Step, rsp: ReportRsp, certs: bytes) -> bool:
         "report_data_ok": report.report_data == USER_DATA,
         "signature_valid": signature_ok,
         "chain_valid": chain_ok,
-        "certificates": sorted(str(guid) for guid in entries),
+        "certificates": list(check.certificates),
     }
     return signature_ok and chain_ok and report.report_data == USER_DATA
-
-
-_CHAIN = (("ark", CertGuid.ARK), ("ask", CertGuid.ASK), ("vcek", CertGuid.VCEK))
 
 
 def _certificates_step(directory: Path, abi: CertAbi, title: str) -> Step:
     step = Step(title)
     firmware = SimulatedFirmware()
-    host = _Host(directory, abi, firmware, rate=None)
+    host = Host(directory, abi, firmware, rate=None)
     blob = firmware.chain.cert_table()
     host.store.update(blob)
     need = pages_needed(len(blob))
@@ -210,7 +270,7 @@ def _certificates_step(directory: Path, abi: CertAbi, title: str) -> Step:
 def _busy_step(directory: Path) -> Step:
     step = Step("BUSY: a rate-limited host (one request per 4 s)")
     firmware = SimulatedFirmware()
-    host = _Host(directory, MergedAbi(), firmware, rate=0.25)
+    host = Host(directory, MergedAbi(), firmware, rate=0.25)
     host.store.update(firmware.chain.cert_table())
     host.driver.get_ext_report(USER_DATA, pages=2)
     host.trace.clear()
@@ -233,7 +293,7 @@ def _busy_step(directory: Path) -> Step:
 def _tcb_step(directory: Path) -> Step:
     step = Step("TCB update: firmware and certificates change together under the lock")
     firmware = SimulatedFirmware()
-    host = _Host(directory, MergedAbi(), firmware, rate=None)
+    host = Host(directory, MergedAbi(), firmware, rate=None)
     host.store.update(firmware.chain.cert_table())
     pages = pages_needed(len(firmware.chain.cert_table()))
     old_vcek = firmware.chain.vcek
