@@ -125,11 +125,19 @@ def signature_from_der(der: bytes | bytearray | memoryview) -> bytes:
     return encode_signature(r, s)
 
 
+_ECDSA: dict[bool, ec.ECDSA] = {}
+
+
 def _ecdsa(deterministic: bool) -> ec.ECDSA:
-    if deterministic:
-        # RFC 6979 nonces: cryptography >= 44 with OpenSSL >= 3.2.
-        return ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
-    return ec.ECDSA(hashes.SHA384())
+    algo = _ECDSA.get(deterministic)
+    if algo is None:
+        if deterministic:
+            # RFC 6979 nonces: cryptography >= 44 with OpenSSL >= 3.2.
+            algo = ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
+        else:
+            algo = ec.ECDSA(hashes.SHA384())
+        _ECDSA[deterministic] = algo
+    return algo
 
 
 def _check_curve(curve: ec.EllipticCurve, caller: str) -> None:
@@ -176,8 +184,16 @@ def sign_report(
     if not isinstance(private_key, ec.EllipticCurvePrivateKey):
         raise _not_ec_key(private_key, "sign_report")
     _check_curve(private_key.curve, "sign_report")
-    der = private_key.sign(raw[:SIGNED_SIZE], _ecdsa(deterministic))
-    return raw[:SIGNED_SIZE] + signature_from_der(der)
+    return sign_signed_bytes(raw[:SIGNED_SIZE], private_key, deterministic=deterministic)
+
+
+def sign_signed_bytes(
+    signed: bytes, private_key: ec.EllipticCurvePrivateKey, *, deterministic: bool
+) -> bytes:
+    """The 1184 report bytes of the 672 signed bytes ``signed`` and their signature by
+    ``private_key`` (internal: the caller has checked both, as :func:`sign_report` does)."""
+    der = private_key.sign(signed, _ecdsa(deterministic))
+    return signed + signature_from_der(der)
 
 
 def verify_report(
@@ -209,7 +225,7 @@ def verify_report(
     except FieldValueError:
         return False
     try:
-        key.verify(der, raw[:SIGNED_SIZE], ec.ECDSA(hashes.SHA384()))
+        key.verify(der, raw[:SIGNED_SIZE], _ecdsa(False))
     except InvalidSignature:
         return False
     return True

@@ -181,6 +181,13 @@ class MsgHeader(SchemaRecord):
     reserved_0x3d: bytes = bytes(35)
 
 
+_HDR_PACK: Final = MsgHeader._STRUCT.pack
+_HDR_ZERO_TAG: Final = bytes(32)
+_HDR_ZERO_0x28: Final = bytes(8)
+_HDR_ZERO_0x38: Final = bytes(4)
+_HDR_ZERO_0x3D: Final = bytes(35)
+
+
 class _Payload(SchemaRecord):
     """A message payload; ``MSG_TYPE`` is the message type that carries it."""
 
@@ -354,7 +361,16 @@ def _header_bytes(data: object) -> bytes:
     return raw[:HDR_SIZE]
 
 
+# One AESGCM per VMPCK (building one per message costs more than the cipher on a report).
+_AEADS: dict[bytes, AESGCM] = {}
+_AEADS_MAX: Final = 64
+
+
 def _key(key: object) -> AESGCM:
+    if type(key) is bytes:
+        aead = _AEADS.get(key)
+        if aead is not None:
+            return aead
     raw = byte_string(key, what="a VMPCK", spec=SPEC_AEAD)
     if len(raw) != VMPCK_LEN:
         raise LengthError(
@@ -362,7 +378,50 @@ def _key(key: object) -> AESGCM:
             rule="key-length",
             spec=SPEC_AEAD,
         )
-    return AESGCM(raw)
+    aead = AESGCM(raw)
+    if len(_AEADS) >= _AEADS_MAX:
+        _AEADS.clear()
+    _AEADS[raw] = aead
+    return aead
+
+
+def _u8(value: object) -> bool:
+    """``value`` is a plain int (or a MsgType) in 0..255: packs as construction would."""
+    return (type(value) is int or type(value) is MsgType) and 0 <= value <= 0xFF
+
+
+def _header(
+    seqno: object, msg_type: object, msg_version: object, msg_sz: int, vmpck: object
+) -> bytes:
+    """:meth:`MsgHeader.pack` of a message's header; the common case packed directly."""
+    if (
+        type(seqno) is int
+        and 0 <= seqno <= _U64
+        and _u8(msg_type)
+        and _u8(msg_version)
+        and _u8(vmpck)
+    ):
+        return _HDR_PACK(
+            _HDR_ZERO_TAG,
+            seqno,
+            _HDR_ZERO_0x28,
+            SNP_AEAD_AES_256_GCM,
+            MSG_HDR_VER,
+            HDR_SIZE,
+            msg_type,
+            msg_version,
+            msg_sz,
+            _HDR_ZERO_0x38,
+            vmpck,
+            _HDR_ZERO_0x3D,
+        )
+    return MsgHeader.pack(
+        msg_seqno=seqno,
+        msg_type=msg_type,
+        msg_version=msg_version,
+        msg_sz=msg_sz,
+        msg_vmpck=vmpck,
+    )
 
 
 def seal_message(
@@ -411,13 +470,7 @@ def seal_message(
             spec=SPEC_HDR,
             field="msg_sz",
         )
-    header = MsgHeader.pack(
-        msg_seqno=seqno,
-        msg_type=msg_type,
-        msg_version=msg_version,
-        msg_sz=len(plain),
-        msg_vmpck=vmpck,
-    )
+    header = _header(seqno, msg_type, msg_version, len(plain), vmpck)
     sealed = aead.encrypt(iv(seqno), plain, header[AAD_OFFSET:])
     ciphertext, tag = sealed[:-AUTHTAG_LEN], sealed[-AUTHTAG_LEN:]
     page = bytearray(PAGE_SIZE)

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
 from ghcb._bytes import byte_string
+from ghcb._report_record import REPORT_OFFSET, SIGNED_SIZE
+from ghcb._report_sig import sign_signed_bytes
 from ghcb.codes import FirmwareStatus, MsgType
 from ghcb.guest_msg import (
     MSG_VERSION,
@@ -68,7 +70,6 @@ from ghcb.report import (
     AttestationReport,
     SignerInfo,
     SigningKey,
-    sign_report,
 )
 from ghcb.schemas.page import PAGE_SIZE
 from ghcb.tcb import TCB_COMPONENTS, Product, Tcb, require_product
@@ -215,6 +216,9 @@ class SimulatedFirmware:
         self._tcb = self._config.tcb
         # Firmware counters are u64 per VMPCK in the guest context, starting at 0 (§3.4, §3.8).
         self._counters = [0] * VMPCK_COUNT
+        # The signed bytes of a report with VMPL 0 and zero REPORT_DATA, for the config, TCB,
+        # chain and signing key it was built from (every other field depends on those only).
+        self._template: tuple[object, object, object, object, bytes] | None = None
 
     @property
     def config(self) -> FirmwareConfig:
@@ -341,6 +345,33 @@ class SimulatedFirmware:
         if req.vmpl < hdr.msg_vmpck:
             return ReportRsp(status=_INVALID_PARAM)
         signing_key, private_key = signer
+        cfg, tcb_state, chain_state = self._config, self._tcb, self._chain
+        cached = self._template
+        if (
+            cached is not None
+            and cached[0] is cfg
+            and cached[1] is tcb_state
+            and cached[2] is chain_state
+            and cached[3] == signing_key
+        ):
+            template = cached[4]
+        else:
+            template = self._report_template(signing_key)
+            self._template = (cfg, tcb_state, chain_state, signing_key, template)
+        # The requested level (§1.1) and the guest's REPORT_DATA, into the template's bytes
+        # (both checked by the ReportReq decoder: a u32 and 64 bytes).
+        signed = (
+            template[:_VMPL_AT]
+            + req.vmpl.to_bytes(4, "little")
+            + template[_VMPL_AT + 4 : _DATA_AT]
+            + req.user_data
+            + template[_DATA_AT + 64 :]
+        )
+        # §1.2: ECDSA P-384 / SHA-384 over [0, 0x2A0) by the selected key (RFC 6979 nonces).
+        report = sign_signed_bytes(signed, private_key, deterministic=True)
+        return ReportRsp._trusted((int(_STATUS_OK), ATTESTATION_REPORT_SIZE, bytes(24), report))
+
+    def _report_template(self, signing_key: SigningKey) -> bytes:
         cfg = self._config
         product = cfg.product
         tcb = self._tcb.to_int(product)
@@ -353,14 +384,13 @@ class SimulatedFirmware:
             policy=cfg.policy,
             family_id=cfg.family_id,
             image_id=cfg.image_id,
-            vmpl=req.vmpl,  # the requested level (§1.1)
+            vmpl=0,  # the requested level, set per request (§1.1)
             signature_algo=SIGNATURE_ALGO_ECDSA_P384_SHA384,
             current_tcb=tcb,
             platform_info=cfg.platform_info,
             signer_info=SignerInfo(
                 signing_key=signing_key, author_key_en=int(any(cfg.author_key_digest))
             ).encode(),
-            report_data=req.user_data,
             measurement=cfg.measurement,
             host_data=cfg.host_data,
             id_key_digest=cfg.id_key_digest,
@@ -383,9 +413,7 @@ class SimulatedFirmware:
             launch_mit_vector=cfg.launch_mit_vector if v5 else 0,
             current_mit_vector=cfg.current_mit_vector if v5 else 0,
         )
-        # §1.2: ECDSA P-384 / SHA-384 over [0, 0x2A0) by the selected key (RFC 6979 nonces).
-        signed = sign_report(report, private_key, deterministic=True)
-        return ReportRsp(report_size=ATTESTATION_REPORT_SIZE, report=signed)
+        return report.to_bytes()[:SIGNED_SIZE]
 
     def _key(self, hdr: MsgHeader, req: KeyReq) -> KeyRsp:
         # §3.5 KEY_REQ rows, in order.
@@ -438,6 +466,10 @@ class SimulatedFirmware:
         # NIST SP 800-108 counter mode, HMAC-SHA256, one block of L = 256 bits (§3.7).
         block = struct.pack("<I", 1) + _KDF_LABEL + b"\0" + context + struct.pack("<I", 256)
         return KeyRsp(derived_key=hmac.new(secret, block, hashlib.sha256).digest())
+
+
+_VMPL_AT: Final = REPORT_OFFSET["vmpl"]
+_DATA_AT: Final = REPORT_OFFSET["report_data"]
 
 
 def _fit(plain: bytes, size: int) -> bytes:
