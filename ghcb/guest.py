@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ghcb._fast import flat_fields
 from ghcb.codes import Errno, ExitCode, MsgType, VmmError
 from ghcb.errors import FieldValueError, GhcbError
 from ghcb.guest_msg import (
@@ -31,10 +30,9 @@ from ghcb.guest_msg import (
     request_seqno,
     seal_message,
 )
-from ghcb.hypervisor.kvm_abi import guest_error
+from ghcb.hypervisor.kvm_abi import MSG_TYPE_OFFSET, guest_error
 from ghcb.hypervisor.memory import GuestMemory
 from ghcb.page import GHCB_PROTOCOL_MAX, GhcbPage, build_page, parse_page
-from ghcb.schemas.guest_msg import snp_guest_msg_hdr
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -48,11 +46,6 @@ __all__ = [
     "GuestRequestError",
     "SnpGuestDriver",
 ]
-
-#: ``offsetof(struct snp_guest_msg_hdr, msg_type)``.
-_MSG_TYPE_OFFSET: Final = next(
-    f.offset for f in flat_fields(snp_guest_msg_hdr) if f.name == "msg_type"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +99,7 @@ class Guest:
     def write_message(self, msg_type: int, *, fill: int = 0) -> None:
         """Put a message of ``msg_type`` in the request page (header byte 0x34)."""
         request = bytearray([fill]) * PAGE_SIZE
-        request[_MSG_TYPE_OFFSET] = msg_type
+        request[MSG_TYPE_OFFSET] = msg_type
         self.memory.guest_write(self.layout.request, bytes(request))
 
     def request_page(

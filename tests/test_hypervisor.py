@@ -32,7 +32,7 @@ from ghcb.hypervisor import (
     decode_kvm_run,
     encode_kvm_run,
 )
-from ghcb.hypervisor.kvm_abi import with_immediate_exit
+from ghcb.hypervisor.kvm_abi import MSG_TYPE_OFFSET, with_immediate_exit
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -312,9 +312,9 @@ class TestGuestRequestMerged:
         g.memory.set_shared(REQ, shared=False)
         result = vcpu_for(g, abi, firmware=firmware).run()
         assert firmware.requests == [g.memory.host_read(REQ, PAGE_SIZE)]
-        assert g.memory.host_read(REQ, PAGE_SIZE) == b"\x5a" * 0x34 + b"\x05" + b"\x5a" * (
-            PAGE_SIZE - 0x35
-        )  # what the guest wrote while the page was shared
+        written = bytearray(b"\x5a" * PAGE_SIZE)
+        written[MSG_TYPE_OFFSET] = MsgType.REPORT_REQ
+        assert g.memory.host_read(REQ, PAGE_SIZE) == written  # written while it was shared
         assert g.memory.guest_read(REQ, PAGE_SIZE) == bytes(PAGE_SIZE)  # its private backing
         assert result == Resumed(answered(page, regs_of(page), 0, 0))
 

@@ -223,12 +223,7 @@ def _gfn(gpa: int) -> int:
 
 
 def _check_range(gpa: object, size: object) -> None:
-    if (
-        not isinstance(gpa, int)
-        or not isinstance(size, int)
-        or not _is_int(gpa)
-        or not _is_int(size)
-    ):
+    if type(gpa) is not int or type(size) is not int:  # bool and int subclasses refused too
         raise _error(None, "bad-range", f"bad guest range ({gpa!r}, {size!r})")
     if gpa < 0 or size < 0 or gpa + size > _GPA_LIMIT:
         raise _error(gpa if gpa >= 0 else None, "bad-range", "range outside the 52-bit space")

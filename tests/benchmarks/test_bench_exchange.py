@@ -13,9 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ghcb.guest import Guest, SnpGuestDriver
+from ghcb.guest_msg import AAD_OFFSET, HDR_SIZE, iv
 from ghcb.hypervisor import CertificateStore, MergedAbi, Vcpu, Vm, Vmm
 from ghcb.hypervisor.simfw import SimulatedFirmware, default_vmpcks
-from ghcb.report import verify_report
+from ghcb.report import SIGNED_SIZE, verify_report
+from ghcb.schemas.guest_msg import msg_report_rsp, snp_report_req
 
 if TYPE_CHECKING:
     import pathlib
@@ -46,24 +48,25 @@ def test_exchange_signed_report(benchmark: Any, tmp_path: pathlib.Path) -> None:
 
 
 def test_baseline_crypto_floor(benchmark: Any) -> None:
-    """Guest seals the 0x60-byte REPORT_REQ, firmware opens it, signs the report (RFC 6979, as
-    the simulated firmware does), seals the 0x4C0-byte REPORT_RSP, the guest opens it and
-    verifies the signature."""
+    """Guest seals the REPORT_REQ, firmware opens it, signs the report's signed bytes (RFC 6979,
+    as the simulated firmware does), seals the REPORT_RSP, the guest opens it and verifies the
+    signature (sizes from the schemas)."""
     benchmark.group = "exchange-signed-report"
     key = AESGCM(default_vmpcks()[0])
     signing = ec.generate_private_key(ec.SECP384R1())
     public = signing.public_key()
     ecdsa = ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
-    aad = bytes(0x30)
-    request, report = bytes(0x60), bytes(0x2A0)
-    iv_req, iv_rsp = (1).to_bytes(12, "little"), (2).to_bytes(12, "little")
+    aad = bytes(HDR_SIZE - AAD_OFFSET)  # header bytes 0x30-0x5F
+    request, report = bytes(snp_report_req.sizeof()), bytes(SIGNED_SIZE)
+    response = bytes(msg_report_rsp.sizeof())
+    iv_req, iv_rsp = iv(1), iv(2)
 
     def one() -> None:
         sealed = key.encrypt(iv_req, request, aad)
         key.decrypt(iv_req, sealed, aad)
         signature = signing.sign(report, ecdsa)
-        response = key.encrypt(iv_rsp, bytes(0x4C0), aad)
-        key.decrypt(iv_rsp, response, aad)
+        sealed_rsp = key.encrypt(iv_rsp, response, aad)
+        key.decrypt(iv_rsp, sealed_rsp, aad)
         public.verify(signature, report, ecdsa)
 
     benchmark(one)
