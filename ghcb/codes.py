@@ -440,12 +440,15 @@ class Errno(_Code):
 
     EINTR = 4
     EIO = 5
+    ENXIO = 6  # sev-guest configfs-tsm: a report STATUS other than INVALID_PARAM / INVALID_KEY
     EAGAIN = 11
+    ENOMEM = 12  # sev-guest configfs-tsm: REPORT_SIZE + 32 > 4096
     EBUSY = 16
     ENODEV = 19
     ENOTTY = 25  # the sev-guest driver once its VMPCK is disabled
     EINVAL = 22
     ENOSPC = 28
+    EBADMSG = 74  # asm-generic/errno.h: sev-guest when a response does not verify
     ETIMEDOUT = 110  # asm-generic/errno.h (the others: errno-base.h)
 
 

@@ -24,28 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
-from ghcb.certs import CertGuid, pages_needed, parse_cert_table
-from ghcb.errors import GhcbError
+from ghcb.certs import pages_needed
 from ghcb.exitinfo import unpack_guest_error
 from ghcb.guest import Guest, GuestRequestError, SnpGuestDriver
 from ghcb.guest_msg import ReportReq
 from ghcb.hypervisor.kvm_abi import CertAbi, MergedAbi, V15Abi, decode_kvm_run
-from ghcb.hypervisor.pki import verify_signed_by
 from ghcb.hypervisor.simfw import SimulatedFirmware, default_vmpcks
 from ghcb.hypervisor.store import CertificateStore
 from ghcb.hypervisor.vcpu import CertsExit, Interrupted, Resumed, RunResult, Vcpu, Vm
 from ghcb.hypervisor.vmm import TokenBucket, Vmm
-from ghcb.report import SigningKey, verify_report
+from ghcb.report import verify_report
 from ghcb.tcb import Tcb
+from ghcb.verify import verify_with_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ghcb.guest_msg import ReportRsp
 
-__all__ = ["Host", "Step", "TableVerification", "format_text", "run_demo", "verify_with_table"]
+__all__ = ["Host", "Step", "format_text", "run_demo"]
 
 USER_DATA = b"ghcb demo nonce " + bytes(range(48))  # the guest's 64 bytes of REPORT_DATA
 
@@ -155,62 +152,6 @@ def _valid(ok: bool) -> str:
 
 def _name(code: int) -> str:
     return getattr(code, "name", None) or f"{int(code):#x}"
-
-
-@dataclass(frozen=True)
-class TableVerification:
-    """What checking a report against a certificate table found: the signer the report names
-    (``"vcek"``/``"vlek"``), whether the table's certificate of that key verifies the
-    signature, whether the chain leaf <- ASK/ASVK <- ARK verifies, and, when the check could
-    not run, why (``problem``)."""
-
-    signer: str
-    signature_ok: bool = False
-    chain_ok: bool = False
-    certificates: tuple[str, ...] = ()
-    problem: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.signature_ok and self.chain_ok
-
-
-def verify_with_table(rsp: ReportRsp, certs: bytes) -> TableVerification:
-    """Verify the report in ``rsp`` as a guest does with the table it got: the signature by
-    the table's VCEK or VLEK (as the report's SIGNING_KEY says), and the chain VCEK <- ASK <-
-    ARK or VLEK <- ASVK <- ARK (the ASVK travels under the ASK GUID)."""
-    report = rsp.attestation_report
-    signer = "vlek" if report.signing_key == SigningKey.VLEK else "vcek"
-    mid = "asvk" if signer == "vlek" else "ask"
-    try:
-        entries = {entry.guid: entry.data for entry in parse_cert_table(certs, strict=False)}
-    except GhcbError as e:
-        return TableVerification(signer, problem=f"the table does not parse: {e.message}")
-    names = tuple(sorted(str(guid) for guid in entries))
-    leaf_guid = CertGuid.VLEK if signer == "vlek" else CertGuid.VCEK
-    wanted = {"ark": CertGuid.ARK, mid: CertGuid.ASK, signer: leaf_guid}
-    der = {name: entries.get(guid.value) for name, guid in wanted.items()}
-    missing = [name.upper() for name, value in der.items() if value is None]
-    if missing:
-        return TableVerification(
-            signer, certificates=names, problem=f"the table lacks {', '.join(missing)}"
-        )
-    try:
-        ark, middle, leaf = (x509.load_der_x509_certificate(der[n] or b"") for n in wanted)
-    except ValueError as e:
-        return TableVerification(signer, certificates=names, problem=f"not X.509: {e}")
-    try:
-        signature_ok = verify_report(rsp.report, leaf)
-    except GhcbError:
-        signature_ok = False
-    try:
-        verify_signed_by(ark, ark, name="ark")
-        verify_signed_by(middle, ark, name=mid)
-        verify_signed_by(leaf, middle, name=signer)
-        chain_ok = True
-    except Exception:
-        chain_ok = False
-    return TableVerification(signer, signature_ok, chain_ok, names)
 
 
 def _verify(step: Step, rsp: ReportRsp, certs: bytes) -> bool:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ghcb.certs import cert_names, cert_table_index, located_entries, pages_needed
 from ghcb.codes import ExitCode
-from ghcb.demo import Host, verify_with_table
+from ghcb.demo import Host
 from ghcb.errors import GhcbError
 from ghcb.exitinfo import unpack_guest_error
 from ghcb.guest import DEFAULT_LAYOUT, Guest, GuestLayout, GuestRequestError
@@ -38,6 +38,7 @@ from ghcb.hypervisor.vcpu import CertsExit, Interrupted, Resumed
 from ghcb.hypervisor.vmm import TokenBucket
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
 from ghcb.tcb import Product
+from ghcb.verify import verify_with_table
 
 if TYPE_CHECKING:
     from ghcb.guest_msg import ReportRsp
