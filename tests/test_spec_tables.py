@@ -21,6 +21,7 @@ from ghcb.exitinfo import (
     TermRequestInfo,
     pack_guest_error,
 )
+from ghcb.hypervisor import scratch
 from ghcb.hypervisor.rules import ALWAYS_REQUIRED, KVM_EXIT_RULES, V15_EXIT_RULES
 from ghcb.msr import GHCB_MSR, GHCB_MSR_PREF_GPA_NONE
 from ghcb.page import (
@@ -73,6 +74,18 @@ class TestPageLayout:
         assert meta["save_area_size"] == page_schema.GHCB_SAVE_AREA_SIZE
         assert meta["shared_buffer_size"] == page_schema.GHCB_SHARED_BUF_SIZE
         assert meta["valid_bitmap_bits"] == 8 * page_schema.VALID_BITMAP_SIZE
+
+    def test_kvm_scratch_limits(self) -> None:
+        """KVM's scratch-area limits in ghcb.hypervisor.scratch match the table."""
+        assert PAGE["kvm_scratch"] == {
+            "area_limit": scratch.GHCB_SCRATCH_AREA_LIMIT,
+            "shared_buffer_beg": scratch.SHARED_BUFFER_BEG,
+            "shared_buffer_end": scratch.SHARED_BUFFER_END,
+            "in_ghcb_version": scratch.SCRATCH_IN_GHCB_VERSION,
+            "mmio_max_len_v2": scratch.MMIO_MAX_LEN_V2,
+            "psc_min_len": scratch.PSC_SCRATCH_MIN_LEN,
+            "int_max": scratch.INT_MAX,
+        }
 
     def test_same_fields_in_same_order(self) -> None:
         """The schema has exactly the table's fields, in layout order, tiling the page."""

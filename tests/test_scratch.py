@@ -1,0 +1,126 @@
+"""KVM's scratch-area rules (``setup_vmgexit_scratch`` and its callers), path by path, with the
+exact values KVM checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from ghcb import ExitCode, GhcbErr, GhcbPage
+from ghcb.hypervisor.scratch import (
+    GHCB_SCRATCH_AREA_LIMIT,
+    HandlerStop,
+    ScratchArea,
+    ScratchError,
+    ScratchUse,
+    StopKind,
+    scratch_outcome,
+    scratch_use,
+    setup_scratch,
+)
+
+GHCB = 0x7F000  # a page-aligned GHCB GPA
+ALL64 = (1 << 64) - 1
+OUT_STR_8 = 0x0014  # IOIO EXITINFO1: OUT, string (bit 2), 8-bit (bit 4)
+IN_STR_32 = 0x0045  # IN (bit 0), string, 32-bit (bit 6)
+
+
+def _rule(sw_scratch: int, min_len: int, version: int = 2) -> str | None:
+    got = setup_scratch(sw_scratch, min_len, ghcb_gpa=GHCB, ghcb_version=version)
+    return got.rule if isinstance(got, ScratchError) else None
+
+
+@pytest.mark.parametrize(
+    ("sw_scratch", "min_len", "version", "rule"),
+    [
+        (GHCB + 0x800, 0, 2, "zero-length"),  # WARN_ON_ONCE(!min_len)
+        (0, 8, 2, "no-gpa"),  # "scratch gpa not provided"
+        (ALL64 - 3, 8, 1, "wraps"),  # scratch_gpa_end < scratch_gpa_beg
+        (GHCB + 0x7FF, 1, 2, "outside-shared-buffer"),  # before the buffer
+        (GHCB + 0xFEF, 2, 2, "outside-shared-buffer"),  # ends at 0xFF1 > 0xFF0
+        (GHCB + 0xFF0, 1, 1, "outside-shared-buffer"),  # in the page, v1 too
+        (GHCB + 0x1000, 8, 2, "outside-ghcb-v2"),  # the next page, GHCB v2
+        (GHCB - 0x1000, GHCB_SCRATCH_AREA_LIMIT + 1, 1, "too-large"),  # v1, 16 pages + 1
+        (GHCB + 0x800, 0x7F0, 2, None),  # the whole buffer
+        (GHCB + 0xFEF, 1, 2, None),  # the last byte
+        (GHCB - 0x1000, GHCB_SCRATCH_AREA_LIMIT, 1, None),  # v1, exactly 16 pages outside
+    ],
+)
+def test_setup_scratch_rules(sw_scratch: int, min_len: int, version: int, rule: str | None) -> None:
+    """Each check of setup_vmgexit_scratch at its boundary."""
+    assert _rule(sw_scratch, min_len, version) == rule
+
+
+def test_accepted_areas() -> None:
+    """In the GHCB the area is the rest of the shared buffer; outside it, min_len bytes."""
+    inside = setup_scratch(GHCB + 0x900, 8, ghcb_gpa=GHCB, ghcb_version=2, sync=True)
+    assert inside == ScratchArea(GHCB + 0x900, 0xFF0 - 0x900, in_ghcb=True, sync=False)
+    assert inside.offset == 0x900
+    outside = setup_scratch(0x5000, 24, ghcb_gpa=GHCB, ghcb_version=1, sync=True)
+    assert outside == ScratchArea(0x5000, 24, in_ghcb=False, sync=True)
+    assert outside.offset is None
+    err = setup_scratch(0, 8, ghcb_gpa=GHCB, ghcb_version=2)
+    assert isinstance(err, ScratchError)
+    assert (err.code, err.reason, err.offset) == (
+        "invalid-scratch-area",
+        GhcbErr.INVALID_SCRATCH_AREA,
+        0x3A8,
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "info1", "info2", "version", "want"),
+    [
+        (ExitCode.MMIO_READ, 0xFEE00000, 0, 2, ("mmio-zero-length", StopKind.NO_OP, None)),
+        (ExitCode.MMIO_WRITE, 0, 9, 2, ("mmio-length", StopKind.BAD_INPUT, GhcbErr.INVALID_INPUT)),
+        (ExitCode.IOIO, 0x0004, 1, 2, ("ioio-no-size", StopKind.NO_OP, None)),
+        (ExitCode.IOIO, OUT_STR_8, 0, 2, ("ioio-zero-count", StopKind.NO_OP, None)),
+        (ExitCode.IOIO, OUT_STR_8, 1 << 31, 2, ("ioio-count", StopKind.RUN_FAILS, None)),
+        (ExitCode.IOIO, IN_STR_32, 1 << 29, 2, ("ioio-overflow", StopKind.RUN_FAILS, None)),
+    ],
+)
+def test_handler_stops(
+    code: int, info1: int, info2: int, version: int, want: tuple[str, StopKind, GhcbErr | None]
+) -> None:
+    """The handler answers before the scratch area: no-ops, MMIO length, IOIO counts."""
+    got = scratch_use(code, info1, info2, ghcb_version=version)
+    assert isinstance(got, HandlerStop)
+    assert (got.rule, got.kind, got.reason) == want
+
+
+@pytest.mark.parametrize(
+    ("code", "info1", "info2", "version", "want"),
+    [
+        (ExitCode.MMIO_READ, 0, 8, 2, ScratchUse(8, sync=True)),
+        (ExitCode.MMIO_WRITE, 0, 9, 1, ScratchUse(9, sync=False)),  # v1: no 8-byte limit
+        (ExitCode.PSC, 0, 0, 2, ScratchUse(8, sync=True)),  # sizeof(struct psc_hdr)
+        (ExitCode.IOIO, OUT_STR_8, 3, 2, ScratchUse(3, sync=False)),
+        (ExitCode.IOIO, IN_STR_32, 0x1FFFFFFF, 2, ScratchUse(0x7FFFFFFC, sync=True)),
+        (ExitCode.IOIO, 0x0010, 5, 2, None),  # not a string: port I/O, no scratch
+        (ExitCode.CPUID, 0, 0, 2, None),
+        (ExitCode.SNP_GUEST_REQUEST, 0x1000, 0x2000, 2, None),
+    ],
+)
+def test_scratch_use(
+    code: int, info1: int, info2: int, version: int, want: ScratchUse | None
+) -> None:
+    """The bytes each exit asks of the scratch area, and whether KVM copies them back."""
+    assert scratch_use(code, info1, info2, ghcb_version=version) == want
+
+
+def test_outcome_from_page() -> None:
+    """A page's sw_scratch counts only when valid; ghcb_gpa=None takes the scratch's page."""
+    page = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.PSC, sw_exit_info_1=0, sw_exit_info_2=0, sw_scratch=GHCB + 0x800
+    )
+    assert scratch_outcome(page, ghcb_gpa=None, ghcb_version=2) == ScratchArea(
+        GHCB + 0x800, 0x7F0, in_ghcb=True, sync=False
+    )
+    got = scratch_outcome(page, ghcb_gpa=GHCB + 0x1000, ghcb_version=2)
+    assert isinstance(got, ScratchError)
+    assert got.rule == "outside-ghcb-v2"
+    unset = page.replace(valid_bitmap=bytes(16))
+    got = scratch_outcome(unset, ghcb_gpa=None, ghcb_version=2)
+    assert isinstance(got, ScratchError)
+    assert got.rule == "no-gpa"
+    cpuid = page.with_fields(sw_exit_code=ExitCode.CPUID)
+    assert scratch_outcome(cpuid, ghcb_gpa=None, ghcb_version=2) is None
