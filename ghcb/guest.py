@@ -6,8 +6,10 @@ page GPA, EXITINFO2 = response page GPA, RAX = certificate buffer GPA, RBX = its
 an Extended Guest Request; the GHCB protocol version in ``protocol_version``), the message
 header ``struct snp_guest_msg_hdr`` (ghcb-facts.md §8.1: ``msg_type`` at 0x34).
 
-This is the model's guest, used by the tests, the benchmarks, the fuzz harness and the README;
-it grows into the guest driver model (sequence numbers, retries, verification) next.
+:class:`SnpGuestDriver` is Linux's ``sev-guest`` driver (drivers/virt/coco/sev-guest): the
+ioctls (``get_report``, ``get_ext_report``, ``request``) and the configfs-tsm report
+(``tsm_report``), with the sequence-number, retry and key-wiping rules of
+snp-firmware-facts.md §4.1-4.2. The guest verifies what it gets with :mod:`ghcb.verify`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ghcb.codes import Errno, ExitCode, MsgType, VmmError
+from ghcb.certs import SEV_FW_BLOB_MAX_SIZE, cert_table_index
+from ghcb.codes import Errno, ExitCode, FirmwareStatus, MsgType, VmmError
 from ghcb.errors import FieldValueError, GhcbError
 from ghcb.guest_msg import (
     HDR_SIZE,
@@ -33,6 +36,7 @@ from ghcb.guest_msg import (
 from ghcb.hypervisor.kvm_abi import MSG_TYPE_OFFSET, guest_error
 from ghcb.hypervisor.memory import GuestMemory
 from ghcb.page import GHCB_PROTOCOL_MAX, GhcbPage, build_page, parse_page
+from ghcb.schemas.guest_msg import SNP_REPORT_USER_DATA_SIZE, snp_msg_report_resp_hdr
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -40,11 +44,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LAYOUT",
+    "TSM_PRIVLEVEL_MAX",
     "Guest",
     "GuestAnswer",
     "GuestLayout",
     "GuestRequestError",
     "SnpGuestDriver",
+    "TsmReport",
 ]
 
 
@@ -154,6 +160,12 @@ RETRY_DELAY: Final = 2.0
 MAX_RETRY_DURATION: Final = 60.0
 _SPEC_DRIVER: Final = "Linux drivers/virt/coco/sev-guest + arch/x86/coco/sev/core.c"
 _U32_MASK: Final = 0xFFFFFFFF
+#: include/linux/tsm.h "TSM_PRIVLEVEL_MAX 3": the highest privlevel configfs-tsm accepts.
+TSM_PRIVLEVEL_MAX: Final = 3
+#: sev-guest ``sev_report_new``: "const u32 report_size = SZ_4K" (header + report must fit).
+_TSM_REPORT_BUFFER: Final = PAGE_SIZE
+#: ``sizeof(struct snp_msg_report_resp_hdr)``: the outblob starts after it.
+REPORT_RSP_HEADER_SIZE: Final = snp_msg_report_resp_hdr.sizeof()
 
 
 class GuestRequestError(GhcbError):
@@ -174,6 +186,20 @@ class GuestRequestError(GhcbError):
         self.errno = errno
         self.exit_info_2 = exit_info_2
         self.npages = npages
+
+
+@dataclass(frozen=True, slots=True)
+class TsmReport:
+    """What configfs-tsm shows after a report (Documentation/ABI/testing/configfs-tsm-report):
+    ``outblob`` (the report's REPORT_SIZE bytes), ``auxblob`` (the certificate table up to its
+    largest offset + length, None when that is 0), the ``privlevel`` asked for, the
+    ``provider`` (``sev_guest``) and the driver's rate-limited warnings, in order."""
+
+    outblob: bytes
+    auxblob: bytes | None
+    privlevel: int
+    provider: str = "sev_guest"
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +284,64 @@ class SnpGuestDriver:
         )
         return ReportRsp.from_bytes(answer.payload), answer.certs
 
+    def tsm_report(self, inblob: bytes, *, privlevel: int = 0) -> TsmReport:
+        """A configfs-tsm report (sev-guest ``sev_report_new``): an extended request with
+        REPORT_DATA = ``inblob`` at VMPL ``privlevel`` and a 16 KiB certificate buffer, no
+        resize retry.
+
+        Rules: ``inblob`` must be exactly 64 bytes, else -EINVAL; ``privlevel`` must lie in
+        [privlevel_floor = ``vmpck_id``, TSM_PRIVLEVEL_MAX], else -EINVAL (tsm.c
+        ``tsm_report_privlevel_store``); a failed request fails as the ioctl does; report
+        STATUS INVALID_PARAM or INVALID_KEY → -EINVAL, any other non-zero → -ENXIO;
+        REPORT_SIZE + 32 > 4096 → -ENOMEM. The auxblob's size is the largest ``offset +
+        length`` (u32 arithmetic, as the C code) over the entries before the first all-zero
+        one (at most 16384 / 24 entries), truncated to 16 KiB with a warning.
+
+        Raises:
+            GuestRequestError: the rules above (``errno`` as Linux returns it).
+        """
+        blob = bytes(inblob) if isinstance(inblob, bytes | bytearray | memoryview) else None
+        if blob is None or len(blob) != SNP_REPORT_USER_DATA_SIZE:
+            raise GuestRequestError(
+                f"inblob must be {SNP_REPORT_USER_DATA_SIZE} bytes",
+                rule="tsm-inblob",
+                errno=Errno.EINVAL,
+            )
+        if type(privlevel) is not int or not self.vmpck_id <= privlevel <= TSM_PRIVLEVEL_MAX:
+            raise GuestRequestError(
+                f"privlevel must be {self.vmpck_id}..{TSM_PRIVLEVEL_MAX}",
+                rule="tsm-privlevel",
+                errno=Errno.EINVAL,
+            )
+        pages = SEV_FW_BLOB_MAX_SIZE // PAGE_SIZE
+        rsp, table = self.get_ext_report(blob, pages=pages, vmpl=privlevel)
+        if rsp.status in (FirmwareStatus.INVALID_PARAM, FirmwareStatus.INVALID_KEY):
+            raise GuestRequestError(
+                f"report status {rsp.status:#x}", rule="tsm-status", errno=Errno.EINVAL
+            )
+        if rsp.status:
+            raise GuestRequestError(
+                f"report status {rsp.status:#x}", rule="tsm-status", errno=Errno.ENXIO
+            )
+        if rsp.report_size + REPORT_RSP_HEADER_SIZE > _TSM_REPORT_BUFFER:
+            raise GuestRequestError(
+                f"REPORT_SIZE {rsp.report_size:#x} does not fit",
+                rule="tsm-report-size",
+                errno=Errno.ENOMEM,
+            )
+        payload = rsp.to_bytes()
+        outblob = payload[REPORT_RSP_HEADER_SIZE : REPORT_RSP_HEADER_SIZE + rsp.report_size]
+        size, slots = _tsm_extent(table)
+        warnings: list[str] = []
+        if not size and slots:
+            warnings.append("certificate slots conveyed without size")
+        if size > len(table):
+            warnings.append("certificate data truncated")
+            size = len(table)
+        return TsmReport(
+            outblob, table[:size] if size else None, privlevel, warnings=tuple(warnings)
+        )
+
     def request(
         self, payload: ReportReq | KeyReq, *, extended: bool = False, pages: int = 0
     ) -> GuestAnswer:
@@ -298,7 +382,7 @@ class SnpGuestDriver:
         except GhcbError as e:
             self.vmpck = None
             raise GuestRequestError(
-                f"the response does not verify: {e.message}", rule="bad-response", errno=Errno.EIO
+                f"the response does not verify: {e.message}", rule="bad-response", errno=Errno.EBADMSG
             ) from e
         certs = memory.guest_read(layout.certs, pages * PAGE_SIZE) if extended and pages else b""
         return GuestAnswer(header, plain, certs, busy)
@@ -352,3 +436,13 @@ class SnpGuestDriver:
         )
 
     _npages: int = 0
+
+
+def _tsm_extent(table: bytes) -> tuple[int, int]:
+    """``sev_report_new``'s walk: the largest ``offset + length`` (u32, as the C sum wraps)
+    over the entries before the first all-zero one, and how many entries it saw."""
+    heads = cert_table_index(table)
+    size = 0
+    for head in heads:
+        size = max(size, (head.offset + head.length) & _U32_MASK)
+    return size, len(heads)

@@ -37,6 +37,7 @@ from ghcb.hypervisor.store import StoreError
 from ghcb.hypervisor.vcpu import CertsExit, Interrupted, Resumed
 from ghcb.hypervisor.vmm import TokenBucket
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
+from ghcb.schemas.guest_msg import SNP_REPORT_USER_DATA_SIZE
 from ghcb.tcb import Product
 from ghcb.verify import verify_with_table
 
@@ -48,7 +49,6 @@ __all__ = ["MAX_PAGES", "SimulateOptions", "SimulateUsageError", "format_text", 
 
 #: The most certificate pages the simulated guest offers.
 MAX_PAGES: Final = 256
-USER_DATA_SIZE: Final = 64
 #: What the store holds for ``vmm_answer="generic"``: not a certificate table (no terminator),
 #: so the VMM's read of the blob fails and it answers GENERIC.
 CORRUPT_BLOB: Final = b"corrupt"
@@ -72,7 +72,7 @@ class SimulateOptions:
     abi: Literal["merged", "v15"] = "merged"
     vmm_answer: VmmAnswerName = "ok"
     product: str = "milan"
-    user_data: bytes = bytes(USER_DATA_SIZE)
+    user_data: bytes = bytes(SNP_REPORT_USER_DATA_SIZE)
     report_version: int = 5
     signing_key: Literal["vcek", "vlek"] = "vcek"
 
@@ -121,13 +121,13 @@ def simulate(opts: SimulateOptions, directory: str | Path | None = None) -> dict
             return simulate(opts, tmp)
     if opts.vmm_answer not in ("ok", "busy", "generic", "invalid-len"):
         raise SimulateUsageError(f"unknown VMM answer {opts.vmm_answer!r}")
-    if len(opts.user_data) > USER_DATA_SIZE:
+    if len(opts.user_data) > SNP_REPORT_USER_DATA_SIZE:
         raise SimulateUsageError(
-            f"user data is at most {USER_DATA_SIZE} bytes, got {len(opts.user_data)}"
+            f"user data is at most {SNP_REPORT_USER_DATA_SIZE} bytes, got {len(opts.user_data)}"
         )
     if opts.no_certs and opts.certs is not None:
         raise SimulateUsageError("give a blob or no certificates, not both")
-    user_data = opts.user_data.ljust(USER_DATA_SIZE, b"\0")
+    user_data = opts.user_data.ljust(SNP_REPORT_USER_DATA_SIZE, b"\0")
     abi = _abi(opts.abi)
     try:
         config = FirmwareConfig(

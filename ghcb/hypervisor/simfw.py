@@ -121,6 +121,9 @@ class FirmwareConfig:
     changes it later. ``vmpcks`` default to :func:`default_vmpcks` of ``seed``, ``report_id``
     to a value derived from it, ``chip_id`` to the chain's default for ``product``.
     ``signing_key="vlek"`` means a VLEK is loaded: KEY_SEL 0 then signs with it (§1.6).
+    ``captured_report`` (1184 bytes, e.g. one captured on real hardware) is returned verbatim,
+    not re-signed, to every REPORT_REQ the firmware accepts: its REPORT_DATA and VMPL are the
+    captured ones, so a guest can replay a real chip's report through the whole exchange.
 
     Raises:
         HypervisorUsageError: a field of the wrong type, length or range.
@@ -152,6 +155,7 @@ class FirmwareConfig:
     tsc_scale: int = 0
     tsc_offset: int = 0
     tsc_factor: int = 200  # what ASPFW writes to the secrets page (facts §3.8)
+    captured_report: bytes | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "product", require_product(self.product, spec=SPEC_CONFIG))
@@ -186,6 +190,8 @@ class FirmwareConfig:
         if not isinstance(self.tcb, Tcb):
             raise _usage(f"tcb must be a Tcb, not {type(self.tcb).__name__}", "tcb")
         self.tcb.to_int(self.product)  # fmc on Milan/Genoa → HypervisorUsageError
+        if self.captured_report is not None:
+            self._bytes("captured_report", ATTESTATION_REPORT_SIZE)
 
     def _bytes(self, name: str, size: int | None) -> bytes:
         raw = byte_string(getattr(self, name), what=name, spec=SPEC_CONFIG)
@@ -344,6 +350,10 @@ class SimulatedFirmware:
             return ReportRsp(status=_INVALID_KEY)
         if req.vmpl < hdr.msg_vmpck:
             return ReportRsp(status=_INVALID_PARAM)
+        if self._config.captured_report is not None:
+            return ReportRsp._trusted(
+                (int(_STATUS_OK), ATTESTATION_REPORT_SIZE, bytes(24), self._config.captured_report)
+            )
         signing_key, private_key = signer
         cfg, tcb_state, chain_state = self._config, self._tcb, self._chain
         cached = self._template

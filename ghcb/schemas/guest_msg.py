@@ -16,6 +16,8 @@ has no struct for are named after the firmware's messages: ``msg_report_rsp`` (t
 
 from __future__ import annotations
 
+from typing import Final
+
 from construct import Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
 from ghcb.schemas.report import ATTESTATION_REPORT_SIZE
@@ -46,10 +48,14 @@ snp_guest_msg_hdr = Struct(
     "reserved_0x3d" / Bytes(35),  # rsvd3
 )
 
+#: uapi/linux/sev-guest.h SNP_REPORT_USER_DATA_SIZE: the guest's REPORT_DATA (and a
+#: configfs-tsm inblob) is exactly 64 bytes.
+SNP_REPORT_USER_DATA_SIZE: Final = 64
+
 # MSG_REPORT_REQ (0x60 bytes): Linux struct snp_report_req; key_sel from the firmware's
 # snp_msg_report_req_t (snp-firmware-facts §3.6).
 snp_report_req = Struct(
-    "user_data" / Bytes(64),  # SNP_REPORT_USER_DATA_SIZE; becomes REPORT_DATA
+    "user_data" / Bytes(SNP_REPORT_USER_DATA_SIZE),  # becomes REPORT_DATA
     "vmpl" / Int32ul,
     "key_sel" / Int32ul,  # bits 1:0 KEY_SEL (0 VLEK else VCEK, 1 VCEK, 2 VLEK), 31:2 MBZ
     "reserved_0x48" / Bytes(24),

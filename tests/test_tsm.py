@@ -1,0 +1,227 @@
+"""The guest driver's configfs-tsm report (sev-guest ``sev_report_new``) and its response
+checks, through the reference vCPU, VMM and simulated firmware; verification of what the guest
+got (:mod:`ghcb.verify`)."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ghcb.certs import SEV_FW_BLOB_MAX_SIZE, CertEntry, CertGuid, build_cert_table
+from ghcb.codes import Errno, FirmwareStatus
+from ghcb.guest import REPORT_RSP_HEADER_SIZE, Guest, GuestRequestError, SnpGuestDriver
+from ghcb.guest_msg import ReportReq, ReportRsp
+from ghcb.hypervisor import CertificateStore, MergedAbi, V15Abi, Vcpu, Vm, Vmm
+from ghcb.hypervisor.simfw import SimulatedFirmware, default_vmpcks
+from ghcb.report import parse_report
+from ghcb.schemas.page import PAGE_SIZE
+from ghcb.verify import verify_with_table
+
+if TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Callable
+
+    from ghcb.guest_msg import MsgHeader
+
+ABIS = [MergedAbi(), V15Abi()]
+INBLOB = bytes(range(64))
+
+
+class StatusFirmware(SimulatedFirmware):
+    """Answers every REPORT_REQ with a sealed MSG_REPORT_RSP carrying ``status`` and
+    ``report_size`` (what a firmware that refuses the payload sends back)."""
+
+    def __init__(self, status: int, report_size: int = 0x4A0) -> None:
+        super().__init__()
+        self.status, self.size = status, report_size
+
+    def _report(self, hdr: MsgHeader, req: ReportReq) -> ReportRsp:
+        return ReportRsp(status=self.status, report_size=self.size)
+
+
+def make(
+    tmp_path: pathlib.Path,
+    abi: Any = ABIS[0],
+    *,
+    firmware: SimulatedFirmware | None = None,
+    vmpck_id: int = 0,
+    after_run: Callable[[Guest], None] | None = None,
+) -> tuple[SnpGuestDriver, SimulatedFirmware]:
+    """A guest driver whose host serves the firmware chain's table; ``after_run`` lets a
+    hostile host rewrite shared pages after each VMGEXIT."""
+    firmware = SimulatedFirmware() if firmware is None else firmware
+    store = CertificateStore(tmp_path / "certs.blob", create=True)
+    store.update(firmware.chain.cert_table())
+    guest = Guest()
+    vcpu = Vcpu(Vm(firmware, cert_abi=abi), guest.memory, guest.layout.ghcb)
+    vmm = Vmm(guest.memory, store)
+
+    def vmgexit() -> None:
+        vmm.run(vcpu)
+        if after_run is not None:
+            after_run(guest)
+
+    key = default_vmpcks()[vmpck_id]
+    return SnpGuestDriver(guest, vmgexit, key, vmpck_id=vmpck_id), firmware
+
+
+@pytest.mark.parametrize("abi", ABIS, ids=["merged", "v15"])
+def test_tsm_report(tmp_path: pathlib.Path, abi: Any) -> None:
+    """One extended request with 4 pages (16 KiB): outblob = the report's 0x4A0 bytes,
+    auxblob = the table up to its last certificate's end, VMPL = privlevel; it verifies, with
+    the chain's ARK pinned, and not with another pin."""
+    driver, firmware = make(tmp_path, abi)
+    blob = firmware.chain.cert_table()
+    got = driver.tsm_report(INBLOB, privlevel=2)
+    assert (len(got.outblob), got.auxblob, got.privlevel) == (0x4A0, blob, 2)
+    assert (got.provider, got.warnings, driver.counter) == ("sev_guest", (), 2)
+    report = parse_report(got.outblob)
+    assert (report.report_data, report.vmpl) == (INBLOB, 2)
+    assert got.auxblob is not None
+    pin = hashlib.sha256(firmware.chain.der["ark"]).digest()
+    check = verify_with_table(got.outblob, got.auxblob, ark_sha256=pin)
+    assert (check.signer, check.signature_ok, check.chain_ok, check.problem) == (
+        "vcek",
+        True,
+        True,
+        None,
+    )
+    assert not verify_with_table(got.outblob, got.auxblob, ark_sha256=bytes(32)).chain_ok
+
+
+@pytest.mark.parametrize(
+    ("inblob", "privlevel", "vmpck_id"),
+    [
+        (bytes(63), 0, 0),
+        (bytes(65), 0, 0),
+        ("x" * 64, 0, 0),
+        (INBLOB, 4, 0),  # > TSM_PRIVLEVEL_MAX
+        (INBLOB, -1, 0),
+        (INBLOB, 0, 1),  # below privlevel_floor = vmpck_id
+        (INBLOB, True, 0),
+    ],
+)
+def test_tsm_arguments_refused_before_any_request(
+    tmp_path: pathlib.Path, inblob: Any, privlevel: Any, vmpck_id: int
+) -> None:
+    driver, _ = make(tmp_path, vmpck_id=vmpck_id)
+    with pytest.raises(GuestRequestError) as e:
+        driver.tsm_report(inblob, privlevel=privlevel)
+    assert e.value.errno == Errno.EINVAL
+    assert e.value.rule in ("tsm-inblob", "tsm-privlevel")
+    assert (driver.counter, driver.vmpck_disabled) == (0, False)
+
+
+@pytest.mark.parametrize(
+    ("status", "size", "errno", "rule"),
+    [
+        (FirmwareStatus.INVALID_PARAM, 0x4A0, Errno.EINVAL, "tsm-status"),
+        (FirmwareStatus.INVALID_KEY, 0x4A0, Errno.EINVAL, "tsm-status"),
+        (FirmwareStatus.INVALID_GUEST, 0x4A0, Errno.ENXIO, "tsm-status"),
+        (0, PAGE_SIZE - REPORT_RSP_HEADER_SIZE + 1, Errno.ENOMEM, "tsm-report-size"),
+    ],
+)
+def test_tsm_report_status(
+    tmp_path: pathlib.Path, status: int, size: int, errno: int, rule: str
+) -> None:
+    """sev_report_new: STATUS 0x16 / 0x27 → -EINVAL, other non-zero → -ENXIO; REPORT_SIZE +
+    32 > 4096 → -ENOMEM. The request itself succeeded: the key is kept, the counter moved."""
+    driver, _ = make(tmp_path, firmware=StatusFirmware(status, size))
+    with pytest.raises(GuestRequestError) as e:
+        driver.tsm_report(INBLOB)
+    assert (e.value.errno, e.value.rule) == (errno, rule)
+    assert (driver.counter, driver.vmpck_disabled) == (2, False)
+
+
+def test_tsm_report_size_at_the_limit(tmp_path: pathlib.Path) -> None:
+    """REPORT_SIZE + 32 == 4096 is accepted: the outblob is the response's bytes after the
+    header, REPORT_SIZE of them as far as the payload has them."""
+    driver, _ = make(tmp_path, firmware=StatusFirmware(0, PAGE_SIZE - REPORT_RSP_HEADER_SIZE))
+    got = driver.tsm_report(INBLOB)
+    assert got.outblob == bytes(0x4A0)
+
+
+def _entry(guid: bytes, offset: int, length: int) -> bytes:
+    return guid + struct.pack("<II", offset, length)
+
+
+VCEK = CertGuid.VCEK.value.bytes
+
+
+@pytest.mark.parametrize(
+    ("table", "auxblob", "warnings"),
+    [
+        # A slot without size: extent 0 → no auxblob, a warning.
+        (_entry(VCEK, 0, 0), None, ("certificate slots conveyed without size",)),
+        # An extent past 16 KiB: truncated to the buffer, a warning.
+        (
+            _entry(VCEK, 48, SEV_FW_BLOB_MAX_SIZE),
+            "buffer",
+            ("certificate data truncated",),
+        ),
+        # offset + length wraps in u32 (the C sum): extent 0x10 → the first 16 bytes.
+        (_entry(VCEK, 0xFFFFFFF8, 0x18), "first16", ()),
+        # Nothing at all: no auxblob, no warning.
+        (b"", None, ()),
+    ],
+    ids=["no-size", "truncated", "u32-wrap", "empty"],
+)
+def test_tsm_auxblob_extent(
+    tmp_path: pathlib.Path, table: bytes, auxblob: Any, warnings: Any
+) -> None:
+    """A hostile host rewrites the certificate buffer after the request: the auxblob follows
+    sev_report_new's walk exactly (entries before the first all-zero one, max offset + length
+    in u32, at most 16 KiB)."""
+
+    def hostile(guest: Guest) -> None:
+        buffer = table.ljust(SEV_FW_BLOB_MAX_SIZE, b"\0")
+        guest.memory.guest_write(guest.layout.certs, buffer)
+
+    driver, _ = make(tmp_path, after_run=hostile)
+    got = driver.tsm_report(INBLOB)
+    buffer = table.ljust(SEV_FW_BLOB_MAX_SIZE, b"\0")
+    expected = {"buffer": buffer, "first16": buffer[:16], None: None}[auxblob]
+    assert (got.auxblob, got.warnings) == (expected, warnings)
+
+
+def test_tsm_auxblob_of_a_real_table(tmp_path: pathlib.Path) -> None:
+    """A table built with two entries and padding after the data: the auxblob stops at the
+    largest offset + length, not at the page end."""
+    table = build_cert_table([CertEntry(CertGuid.VCEK.value, b"v" * 10)])
+    driver, _ = make(tmp_path, after_run=lambda g: g.memory.guest_write(g.layout.certs, table))
+    got = driver.tsm_report(INBLOB)
+    assert got.auxblob == table
+    assert len(table) == 2 * 24 + 10
+
+
+@pytest.mark.parametrize("where", [0x05, 0x40, 0x200], ids=["tag", "aad", "ciphertext"])
+def test_a_response_that_does_not_verify_wipes_the_key(tmp_path: pathlib.Path, where: int) -> None:
+    """A host that flips a byte of the response page: the driver fails -EBADMSG and disables
+    the VMPCK (sev-guest ``snp_send_guest_request``: a decode failure → snp_disable_vmpck);
+    the next request fails -ENOTTY without a VMGEXIT."""
+
+    def flip(guest: Guest) -> None:
+        page = bytearray(guest.response())
+        page[where] ^= 0x01
+        guest.memory.guest_write(guest.layout.response, bytes(page))
+
+    driver, _ = make(tmp_path, after_run=flip)
+    with pytest.raises(GuestRequestError) as e:
+        driver.get_report(INBLOB)
+    assert (e.value.errno, e.value.rule, driver.vmpck_disabled) == (
+        Errno.EBADMSG,
+        "bad-response",
+        True,
+    )
+    assert driver.counter == 2
+    with pytest.raises(GuestRequestError) as later:
+        driver.tsm_report(INBLOB)
+    assert (later.value.errno, driver.counter) == (Errno.ENOTTY, 2)
+
+
+def test_outblob_starts_after_the_response_header() -> None:
+    """``sizeof(struct snp_msg_report_resp_hdr)`` = 32 (uapi sev-guest.h)."""
+    assert REPORT_RSP_HEADER_SIZE == 32
