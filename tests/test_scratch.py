@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ghcb import ExitCode, GhcbErr, GhcbPage
+from ghcb.hypervisor.rules import Validator
 from ghcb.hypervisor.scratch import (
     GHCB_SCRATCH_AREA_LIMIT,
     HandlerStop,
@@ -124,3 +125,46 @@ def test_outcome_from_page() -> None:
     assert got.rule == "no-gpa"
     cpuid = page.with_fields(sw_exit_code=ExitCode.CPUID)
     assert scratch_outcome(cpuid, ghcb_gpa=None, ghcb_version=2) is None
+
+
+V15 = Validator.V15
+
+
+@pytest.mark.parametrize(
+    ("code", "info1", "info2", "want"),
+    [
+        (ExitCode.MMIO_READ, 0, 0, ScratchUse(0, sync=True)),  # no "if (!len) return 1"
+        (ExitCode.MMIO_WRITE, 0, 9, ScratchUse(9, sync=False)),  # no "len > 8" on v2
+        (ExitCode.PSC, 0, 0x18, ScratchUse(0x18, sync=True)),  # control->exit_info_2
+        (ExitCode.IOIO, 0x0004, 1, ScratchUse(0, sync=False)),  # no size check: 0 bytes
+        (ExitCode.IOIO, OUT_STR_8, 0, ScratchUse(0, sync=False)),  # no "if (!bytes)"
+    ],
+)
+def test_v15_scratch_use(code: int, info1: int, info2: int, want: ScratchUse) -> None:
+    """The seed tree before the 2026 hardening series: the lengths go straight through."""
+    assert scratch_use(code, info1, info2, ghcb_version=2, validator=V15) == want
+
+
+def test_v15_string_io_limits_kept() -> None:
+    """sev_es_string_io's INT_MAX and overflow checks are in both trees."""
+    got = scratch_use(ExitCode.IOIO, OUT_STR_8, 1 << 31, ghcb_version=2, validator=V15)
+    assert isinstance(got, HandlerStop)
+    assert got.kind is StopKind.RUN_FAILS
+
+
+def test_v15_setup_scratch() -> None:
+    """v15: zero length and an outside area on v2 pass; the in-GHCB area is ``len`` long."""
+    assert setup_scratch(
+        GHCB + 0x800, 0, ghcb_gpa=GHCB, ghcb_version=2, validator=V15
+    ) == ScratchArea(GHCB + 0x800, 0, in_ghcb=True, sync=False)
+    assert setup_scratch(
+        GHCB + 0x1000, 8, ghcb_gpa=GHCB, ghcb_version=2, sync=True, validator=V15
+    ) == ScratchArea(GHCB + 0x1000, 8, in_ghcb=False, sync=True)
+    too_large = setup_scratch(
+        GHCB + 0x1000, GHCB_SCRATCH_AREA_LIMIT + 1, ghcb_gpa=GHCB, ghcb_version=2, validator=V15
+    )
+    assert isinstance(too_large, ScratchError)
+    assert too_large.rule == "too-large"
+    wraps = setup_scratch(ALL64, 2, ghcb_gpa=GHCB, ghcb_version=2, validator=V15)
+    assert isinstance(wraps, ScratchError)
+    assert wraps.rule == "wraps"

@@ -9,37 +9,51 @@ EXITINFO1 = EXITINFO2 = 0 (``svm_vmgexit_success(svm, 0)``), so a scratch failur
 handler-time answer: ``svm_vmgexit_bad_input(svm, GHCB_ERR_INVALID_SCRATCH_AREA)``, i.e.
 EXITINFO1 = 2, EXITINFO2 = 3. No other exit KVM accepts goes through the scratch area (the
 guest requests read their pages by GPA; the v15 tree routes the same three exits). The rules,
-in KVM's order, each quoted beside its check below:
+in KVM's order, each quoted beside its check below.
+
+Two trees (:class:`~ghcb.hypervisor.rules.Validator`): ``CURRENT`` is the merged tree, which
+carries the May 2026 GHCB hardening series (Message-ID
+``20260501202250.2115252-{2..6}-seanjc@google.com``: "Require in-GHCB scratch area if GHCB v2+ is
+in use", "Ignore MMIO requests of length '0'", "Reject MMIO requests larger than 8 bytes with
+GHCB v2+", "Ignore Port I/O requests of length '0'", PSC's minimum length = the header).
+``V15`` is the seed tree before it: no zero-length, version or MMIO-size checks, PSC asks for
+``exit_info_2`` bytes, and an in-GHCB area is exactly the requested length. The lists below are
+the merged tree's; each check says where the v15 tree differs.
 
 ``scratch_use`` (the handler, before the scratch area):
   * MMIO: ``len = exit_info_2``; ``if (!len) return 1`` (no-op, 0/0); ``ghcb_version >= 2 &&
-    len > 8`` -> GHCB_ERR_INVALID_INPUT; then ``setup_vmgexit_scratch(svm, !is_write, len)``.
-  * IOIO: no size bit (EXITINFO1 bits 6:4 zero) -> no-op; not a string -> no scratch; a string:
-    ``exit_info_2 > INT_MAX`` or ``count * size`` overflowing an ``int`` -> ``-EINVAL``
-    (KVM_RUN fails); ``!bytes`` -> no-op; ``setup_vmgexit_scratch(svm, in, bytes)``.
-  * PSC: ``setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr))``.
+    len > 8`` -> GHCB_ERR_INVALID_INPUT; then ``setup_vmgexit_scratch(svm, !is_write, len)``
+    (v15: neither early check).
+  * IOIO: no size bit (EXITINFO1 bits 6:4 zero) -> no-op (v15: no such check); not a string ->
+    no scratch; a string: ``exit_info_2 > INT_MAX`` or ``count * size`` overflowing an ``int``
+    -> ``-EINVAL`` (KVM_RUN fails, both trees); ``!bytes`` -> no-op (v15: no such check);
+    ``setup_vmgexit_scratch(svm, in, bytes)``.
+  * PSC: ``setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr))`` (v15: ``exit_info_2``).
 
 ``setup_scratch`` (``setup_vmgexit_scratch``), every failure GHCB_ERR_INVALID_SCRATCH_AREA:
-  1. ``min_len`` zero (``WARN_ON_ONCE(!min_len)``; no caller passes 0);
+  1. ``min_len`` zero (``WARN_ON_ONCE(!min_len)``; no merged caller passes 0; v15: no check);
   2. ``sw_scratch`` zero ("scratch gpa not provided"; an invalid sw_scratch reads as 0);
   3. ``sw_scratch + min_len`` wraps past 2**64;
   4. the scratch begins in the GHCB page (``(scratch_gpa_beg & PAGE_MASK) == ghcb_gpa``): it
      must lie wholly in the shared buffer [GHCB+0x800, GHCB+0xFF0); the area KVM then uses is
-     the rest of the buffer (``ghcb_sa_len = ghcb_scratch_end - scratch_gpa_beg``);
-  5. outside the GHCB: refused when the VM's GHCB version is >= 2; else at most
+     the rest of the buffer (``ghcb_sa_len = ghcb_scratch_end - scratch_gpa_beg``; v15: ``len``);
+  5. outside the GHCB: refused when the VM's GHCB version is >= 2 (v15: allowed); else at most
      ``GHCB_SCRATCH_AREA_LIMIT`` (16 pages) and exactly ``min_len`` bytes, read from guest memory
      (a read failure is ``-EFAULT``: KVM_RUN fails — the caller's memory question, not a rule).
 
 API (values are plain ints; ``ghcb_version`` is the VM's configured version, ``sev->ghcb_version``:
 2 for every SNP VM, not the page's ``protocol_version``):
 
-* :func:`setup_scratch` ``(sw_scratch, min_len, *, ghcb_gpa, ghcb_version, sync=False)`` ->
-  :class:`ScratchArea` ``(gpa, length, in_ghcb, sync)`` or :class:`ScratchError`.
-* :func:`scratch_use` ``(exit_code, exit_info_1, exit_info_2, *, ghcb_version)`` ->
+* :func:`setup_scratch` ``(sw_scratch, min_len, *, ghcb_gpa, ghcb_version, sync=False,
+  validator=CURRENT)`` -> :class:`ScratchArea` ``(gpa, length, in_ghcb, sync)`` or
+  :class:`ScratchError`.
+* :func:`scratch_use` ``(exit_code, exit_info_1, exit_info_2, *, ghcb_version,
+  validator=CURRENT)`` ->
   :class:`ScratchUse` ``(min_len, sync)``, :class:`HandlerStop` (the handler answers before
   the scratch area: a no-op, a bad input, or KVM_RUN failing) or ``None`` (the exit does not
   use the scratch area).
-* :func:`scratch_outcome` ``(page, *, ghcb_gpa, ghcb_version)``: both in one step for a page
+* :func:`scratch_outcome` ``(page, *, ghcb_gpa, ghcb_version, validator=CURRENT)``: both in
+  one step for a page
   the validator accepted; ``ghcb_gpa=None`` takes the page holding ``sw_scratch`` as the GHCB
   (a captured page does not say where it lived).
 
@@ -56,6 +70,7 @@ from typing import Final, NamedTuple
 
 from ghcb.codes import ExitCode, GhcbErr
 from ghcb.exitinfo import IoioInfo
+from ghcb.hypervisor.rules import Validator
 from ghcb.page import FIELDS, GhcbPage, require_page
 from ghcb.schemas.page import PAGE_SIZE
 
@@ -175,7 +190,13 @@ class ScratchUse(NamedTuple):
 
 
 def setup_scratch(
-    sw_scratch: int, min_len: int, *, ghcb_gpa: int, ghcb_version: int, sync: bool = False
+    sw_scratch: int,
+    min_len: int,
+    *,
+    ghcb_gpa: int,
+    ghcb_version: int,
+    sync: bool = False,
+    validator: Validator = Validator.CURRENT,
 ) -> ScratchArea | ScratchError:
     """``setup_vmgexit_scratch``: the accepted area, or why KVM answers INVALID_SCRATCH_AREA.
 
@@ -185,9 +206,11 @@ def setup_scratch(
         ghcb_gpa: the GHCB's GPA (``control->ghcb_gpa``, page aligned).
         ghcb_version: the VM's GHCB protocol version (``sev->ghcb_version``).
         sync: copy an outside area back to guest memory (``ghcb_sa_sync``).
+        validator: which tree (module docstring).
     """
-    # "if (WARN_ON_ONCE(!min_len)) goto e_scratch;"
-    if not min_len:
+    merged = validator is Validator.CURRENT
+    # "if (WARN_ON_ONCE(!min_len)) goto e_scratch;" (merged only)
+    if merged and not min_len:
         return ScratchError("zero-length", "scratch length 0 (KVM warns)", SPEC_SCRATCH)
     # "if (!scratch_gpa_beg) { pr_err("vmgexit: scratch gpa not provided\n"); goto e_scratch;"
     if not sw_scratch:
@@ -211,10 +234,11 @@ def setup_scratch(
                 f"shared buffer [{beg:#x}, {stop:#x})",
                 SPEC_SCRATCH,
             )
-        # "svm->sev_es.ghcb_sa_len = ghcb_scratch_end - scratch_gpa_beg;"
-        return ScratchArea(sw_scratch, stop - sw_scratch, in_ghcb=True, sync=False)
-    # "if (to_kvm_sev_info(svm->vcpu.kvm)->ghcb_version >= 2) goto e_scratch;"
-    if ghcb_version >= SCRATCH_IN_GHCB_VERSION:
+        # "svm->sev_es.ghcb_sa_len = ghcb_scratch_end - scratch_gpa_beg;" (v15: "= len")
+        length = stop - sw_scratch if merged else min_len
+        return ScratchArea(sw_scratch, length, in_ghcb=True, sync=False)
+    # "if (to_kvm_sev_info(svm->vcpu.kvm)->ghcb_version >= 2) goto e_scratch;" (merged only)
+    if merged and ghcb_version >= SCRATCH_IN_GHCB_VERSION:
         return ScratchError(
             "outside-ghcb-v2",
             f"sw_scratch {sw_scratch:#x} is outside the GHCB page {ghcb_gpa:#x}; "
@@ -245,7 +269,12 @@ def _stop(
 
 
 def scratch_use(
-    exit_code: int, exit_info_1: int, exit_info_2: int, *, ghcb_version: int
+    exit_code: int,
+    exit_info_1: int,
+    exit_info_2: int,
+    *,
+    ghcb_version: int,
+    validator: Validator = Validator.CURRENT,
 ) -> ScratchUse | HandlerStop | None:
     """What an accepted exit's handler does before or with the scratch area.
 
@@ -253,7 +282,11 @@ def scratch_use(
         :class:`ScratchUse` for ``setup_vmgexit_scratch``; :class:`HandlerStop` when the
         handler answers first; ``None`` when the exit does not use the scratch area.
     """
+    merged = validator is Validator.CURRENT
     if exit_code in _MMIO:
+        # v15: "ret = setup_vmgexit_scratch(svm, !is_write, control->exit_info_2);"
+        if not merged:
+            return ScratchUse(exit_info_2, sync=exit_code == ExitCode.MMIO_READ)
         # "u64 len = control->exit_info_2; if (!len) return 1;"
         if not exit_info_2:
             return _stop(
@@ -277,18 +310,20 @@ def scratch_use(
         # "ret = setup_vmgexit_scratch(svm, !is_write, len);"
         return ScratchUse(exit_info_2, sync=exit_code == ExitCode.MMIO_READ)
     if exit_code == ExitCode.PSC:
-        return ScratchUse(PSC_SCRATCH_MIN_LEN, sync=True)
+        # "setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr))"; v15: control->exit_info_2
+        return ScratchUse(PSC_SCRATCH_MIN_LEN if merged else exit_info_2, sync=True)
     if exit_code == ExitCode.IOIO:
-        return _ioio_use(exit_info_1, exit_info_2)
+        return _ioio_use(exit_info_1, exit_info_2, merged)
     return None
 
 
-def _ioio_use(exit_info_1: int, exit_info_2: int) -> ScratchUse | HandlerStop | None:
+def _ioio_use(exit_info_1: int, exit_info_2: int, merged: bool) -> ScratchUse | HandlerStop | None:
     info = IoioInfo.decode(exit_info_1)
     # "size = (io_info & SVM_IOIO_SIZE_MASK) >> SVM_IOIO_SIZE_SHIFT;" (bits 6:4 as a number)
     size = info.size8 | info.size16 << 1 | info.size32 << 2
     # sev_handle_vmgexit: "if (!((control->exit_info_1 & SVM_IOIO_SIZE_MASK) >> ...)) return 1;"
-    if not size:
+    # (merged only)
+    if merged and not size:
         return _stop(
             StopKind.NO_OP,
             "ioio-no-size",
@@ -321,8 +356,8 @@ def _ioio_use(exit_info_1: int, exit_info_2: int) -> ScratchUse | HandlerStop | 
             "sw_exit_info_2",
             "invalid-scratch-area",
         )
-    # "if (!bytes) return 1;"
-    if not nbytes:
+    # "if (!bytes) return 1;" (merged only)
+    if merged and not nbytes:
         return _stop(
             StopKind.NO_OP,
             "ioio-zero-count",
@@ -335,7 +370,11 @@ def _ioio_use(exit_info_1: int, exit_info_2: int) -> ScratchUse | HandlerStop | 
 
 
 def scratch_outcome(
-    page: GhcbPage, *, ghcb_gpa: int | None, ghcb_version: int
+    page: GhcbPage,
+    *,
+    ghcb_gpa: int | None,
+    ghcb_version: int,
+    validator: Validator = Validator.CURRENT,
 ) -> ScratchArea | ScratchError | HandlerStop | None:
     """The scratch-area step of the handler for a page KVM's validator accepted.
 
@@ -343,6 +382,7 @@ def scratch_outcome(
         page: the GHCB as the guest wrote it.
         ghcb_gpa: the GHCB's GPA; ``None`` takes the page holding ``sw_scratch`` as the GHCB.
         ghcb_version: the VM's GHCB protocol version.
+        validator: which tree (module docstring).
 
     Returns:
         ``None`` if the exit does not use the scratch area; else :func:`scratch_use`'s stop, or
@@ -353,7 +393,11 @@ def scratch_outcome(
     """
     require_page(page, "scratch_outcome")
     use = scratch_use(
-        page.sw_exit_code, page.sw_exit_info_1, page.sw_exit_info_2, ghcb_version=ghcb_version
+        page.sw_exit_code,
+        page.sw_exit_info_1,
+        page.sw_exit_info_2,
+        ghcb_version=ghcb_version,
+        validator=validator,
     )
     if not isinstance(use, ScratchUse):
         return use
@@ -361,5 +405,10 @@ def scratch_outcome(
     scratch = page.get_if_valid("sw_scratch")
     gpa = scratch & _PAGE_MASK if ghcb_gpa is None else ghcb_gpa
     return setup_scratch(
-        scratch, use.min_len, ghcb_gpa=gpa, ghcb_version=ghcb_version, sync=use.sync
+        scratch,
+        use.min_len,
+        ghcb_gpa=gpa,
+        ghcb_version=ghcb_version,
+        sync=use.sync,
+        validator=validator,
     )
