@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench clean
+.PHONY: demo test lint types unit bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,32 @@ bench: $(VENV)/.dev
 	$(BIN)/pytest tests/benchmarks -o addopts="" -m benchmark --benchmark-only \
 		--benchmark-columns=min,median,mean,rounds --benchmark-sort=name -q
 
+# Fuzzing (fuzz/README.md): each harness for FUZZ_SECONDS from its committed corpus, with the
+# max_len of its .options file (the one ClusterFuzzLite reads); new inputs and crashes go to
+# $(FUZZ_WORK)/<harness>/. Non-zero exit if any harness crashed.
+FUZZ_SECONDS ?= 60
+FUZZ_WORK    ?= .fuzz
+FUZZ_HARNESSES := $(patsubst fuzz/fuzz_%.py,%,$(wildcard fuzz/fuzz_*.py))
+
+$(VENV)/.fuzz: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[fuzz]'
+	touch $@ $(VENV)/.runtime
+
+fuzz: $(VENV)/.fuzz
+	@status=0; for h in $(FUZZ_HARNESSES); do \
+		mkdir -p $(FUZZ_WORK)/$$h/new $(FUZZ_WORK)/$$h/crashes; \
+		max_len=$$(sed -n 's/^max_len *= *//p' fuzz/fuzz_$$h.options); \
+		echo "== fuzz_$$h: $(FUZZ_SECONDS) s, max_len $$max_len"; \
+		if $(BIN)/python fuzz/fuzz_$$h.py $(FUZZ_WORK)/$$h/new fuzz/corpus/$$h \
+			-max_len=$$max_len -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_WORK)/$$h/crashes/ >$(FUZZ_WORK)/$$h/log 2>&1; then \
+			grep -E 'DONE|stat::(number_of_executed_units|average_exec_per_sec|peak_rss)' \
+				$(FUZZ_WORK)/$$h/log; \
+		else \
+			tail -n 30 $(FUZZ_WORK)/$$h/log; \
+			echo "fuzz_$$h FAILED: see $(FUZZ_WORK)/$$h/crashes and $(FUZZ_WORK)/$$h/log"; status=1; \
+		fi; \
+	done; exit $$status
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks .fuzz

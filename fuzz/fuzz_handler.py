@@ -11,16 +11,14 @@ bit 4: firmware fails, bit 5: not an SNP guest, bits 6-7: ABI 0 disabled / 1 mer
 2 v15), byte 1 = msg_type of the request, then 288 bytes of the VMM's ``kvm_run`` answer,
 then the GHCB page (zero-padded to 4096 bytes).
 
-Run: ./fuzz/fuzz_handler.py fuzz/corpus/handler -max_len=4400 -runs=100000
+Run: ./fuzz/fuzz_handler.py NEW_DIR fuzz/corpus/handler -max_len=4400
 """
 
 from __future__ import annotations
 
-import sys
+from _harness import fuzz, instrumented
 
-import atheris
-
-with atheris.instrument_imports(include=["ghcb"]):
+with instrumented(__name__):
     from ghcb import build_page
     from ghcb.guest import Guest
     from ghcb.hypervisor import (
@@ -41,7 +39,8 @@ ABIS = [None, MergedAbi(), V15Abi(), MergedAbi(exit_reason=42)]
 PAGE = 4096
 
 
-def TestOneInput(data: bytes) -> None:
+def check_one(data: bytes) -> None:
+    """One guest exchange: the GHCB and flags from ``data``, the VMM's answer from it too."""
     if len(data) < 2:
         return
     flags, msg_type = data[0], data[1]
@@ -69,10 +68,5 @@ def TestOneInput(data: bytes) -> None:
         raise AssertionError("the returned page is not what KVM's mapping holds")
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check_one)

@@ -1,28 +1,29 @@
 #!/usr/bin/env python3
 """Fuzz the GHCB page codec and checker.
 
-Invariant: any input gives a page (exactly 4096 bytes) or ``ghcb.GhcbError``; a page's bytes
-re-build exactly on both backends; ``check_page`` never raises for bytes.
+Invariant: any input gives a page (exactly 4096 bytes) or ``ghcb.GhcbError``, and every
+4096-byte input gives a page; a page's bytes re-build exactly on both backends, which decode
+it alike; ``check_page`` never raises for bytes.
 
-Run: ./fuzz/fuzz_page.py fuzz/corpus/page -max_len=4200 -runs=50000
+Run: ./fuzz/fuzz_page.py NEW_DIR fuzz/corpus/page -max_len=4200
 """
 
 from __future__ import annotations
 
-import sys
+from _harness import fuzz, instrumented
 
-import atheris
-
-with atheris.instrument_imports(include=["ghcb"]):
+with instrumented(__name__):
     from ghcb import GhcbError, build_page, check_page, parse_page
+    from ghcb.schemas.page import PAGE_SIZE
 
 
-def TestOneInput(data: bytes) -> None:
+def check_one(data: bytes) -> None:
+    """One input through the checker and both backends of the codec."""
     check_page(data)
     try:
         page = parse_page(data)
     except GhcbError:
-        if len(data) == 4096:
+        if len(data) == PAGE_SIZE:
             raise
         return
     if build_page(page) != data or build_page(page, backend="construct") != data:
@@ -31,10 +32,5 @@ def TestOneInput(data: bytes) -> None:
         raise AssertionError("backends disagree")
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(check_one)
