@@ -63,7 +63,10 @@ def _handler_seeds() -> dict[str, bytes]:
 
 def _msr_seeds() -> dict[str, bytes]:
     exitinfo = load_vectors("exitinfo2")
-    out = {f"msr-{v['code']}": _u64(int(v["value"], 16)) for v in load_vectors("msr")["values"]}
+    out = {
+        f"msr-{v['code'] or 'unknown'}": _u64(int(v["value"], 16))
+        for v in load_vectors("msr")["values"]
+    }
     for v in exitinfo["guest_errors"]:
         out[f"guest_error-{v['name']}"] = _u64(0, int(v["exitinfo2"], 16))
     for v in exitinfo["ghcb_errors"]:
