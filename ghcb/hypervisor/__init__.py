@@ -11,7 +11,9 @@
 * :mod:`~ghcb.hypervisor.vmm` — the VMM side: rate limiting and the KVM_RUN loop.
 * :mod:`~ghcb.hypervisor.store` / :mod:`~ghcb.hypervisor.locking` — the certificate store
   with the KVM-documented file locks.
-* :mod:`~ghcb.hypervisor.firmware` — the firmware protocol and a recording test double.
+* :mod:`~ghcb.hypervisor.firmware` — the firmware protocol and a recording test double;
+  :mod:`~ghcb.hypervisor.simfw` — the simulated SNP firmware (guest messages, signed reports);
+  :mod:`~ghcb.hypervisor.pki` — the synthetic AMD chain (ARK, ASK/ASVK, VCEK/VLEK).
 * :mod:`~ghcb.hypervisor.errors` — errors split by blame.
 """
 
@@ -22,6 +24,8 @@ from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmwar
 from ghcb.hypervisor.kvm_abi import CertAbi, DisabledAbi, VmmAnswer, with_immediate_exit
 from ghcb.hypervisor.locking import LockError
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
+from ghcb.hypervisor.pki import Chain, ChainError, chain
+from ghcb.hypervisor.simfw import FirmwareConfig, SimulatedFirmware, default_vmpcks
 from ghcb.hypervisor.store import CertificateStore, Lease, StoreError
 from ghcb.hypervisor.vcpu import (
     KVM_RUN_SIZE,
@@ -46,9 +50,12 @@ __all__ = [
     "CertAbi",
     "CertificateStore",
     "CertsExit",
+    "Chain",
+    "ChainError",
     "DisabledAbi",
     "DoneExit",
     "Firmware",
+    "FirmwareConfig",
     "FirmwareFailure",
     "GuestMemory",
     "GuestMemoryError",
@@ -63,6 +70,7 @@ __all__ = [
     "Resumed",
     "RunFailed",
     "RunResult",
+    "SimulatedFirmware",
     "StoreError",
     "TokenBucket",
     "Unhandled",
@@ -71,7 +79,9 @@ __all__ = [
     "Vm",
     "Vmm",
     "VmmAnswer",
+    "chain",
     "decode_kvm_run",
+    "default_vmpcks",
     "encode_kvm_run",
     "with_immediate_exit",
 ]
