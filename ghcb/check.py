@@ -1,34 +1,66 @@
-"""Conformance checks over captured GHCB pages: every finding, not just the first.
+"""Conformance checks over captured GHCB pages: every finding, not just the first, and the answer
+KVM would write.
 
 A ``check_*`` function walks the whole input and returns every :class:`~ghcb.errors.Violation`
-(stable ``code``, severity, offset, message, spec reference). Errors are what KVM would refuse
-(``sev_es_validate_vmgexit``, ghcb-facts.md §5.1, through the one rule table
-:mod:`ghcb.hypervisor.rules` the reference vCPU uses); warnings are legal but suspicious bytes.
+(stable ``code``, severity, offset, message, spec reference). Errors are what KVM would refuse:
+first its validator (``sev_es_validate_vmgexit``, ghcb-facts.md §5.1, through the one rule table
+:mod:`ghcb.hypervisor.rules` the reference vCPU uses), then the exit handler's checks a page
+alone decides (the scratch area and MMIO length, ghcb-facts.md §5.2-§5.3, through
+:mod:`ghcb.hypervisor.scratch`, the vCPU's copy too). Warnings are legal but suspicious bytes.
+
+:func:`check_page_full` adds KVM's answer (:class:`KvmResponse`) per tree: what KVM writes to
+SW_EXITINFO1/2 — the validator's ``2 / GHCB_ERR_*`` when it refuses the page, else the handler's
+``2 / GHCB_ERR_INVALID_SCRATCH_AREA`` or ``2 / GHCB_ERR_INVALID_INPUT`` (written after KVM preset
+0/0: ``svm_vmgexit_success(svm, 0)`` then ``svm_vmgexit_bad_input``), else the preset 0/0.
+What an accepted exit's handler writes after that depends on the host (devices, firmware), not
+on the page.
 
 Page violation codes:
 
-=========================  ========  ==============================================================
-code                       severity  meaning
-=========================  ========  ==============================================================
-``page-length``            error     the input is not 4096 bytes (nothing else is checked)
-``invalid-usage``          error     ``ghcb_usage`` != 0: KVM answers GHCB_ERR_INVALID_USAGE
-``invalid-event``          error     an exit code KVM does not accept: GHCB_ERR_INVALID_EVENT
-``missing-input``          error     a field the exit requires is not marked valid: MISSING_INPUT
-``snp-only``               error     an SNP-only exit from a non-SNP guest (``snp=False``)
-``request-page-unaligned`` error     a guest request's EXITINFO1/2 is not 4 KiB aligned
-``request-page-equal``     error     a guest request's request and response pages are the same
-``undefined-valid-bit``    warning   a bitmap bit set that belongs to no field
-``reserved-nonzero``       warning   non-zero bytes in a reserved gap
-``protocol-version``       warning   ``protocol_version`` outside GHCB_PROTOCOL_MIN..MAX
-=========================  ========  ==============================================================
+==========================  ========  ============================================================
+code                        severity  meaning
+==========================  ========  ============================================================
+``page-length``             error     the input is not 4096 bytes (nothing else is checked)
+``invalid-usage``           error     ``ghcb_usage`` != 0: KVM answers GHCB_ERR_INVALID_USAGE
+``invalid-event``           error     an exit code KVM does not accept: GHCB_ERR_INVALID_EVENT
+``missing-input``           error     a field the exit requires is not marked valid: MISSING_INPUT
+``snp-only``                error     an SNP-only exit from a non-SNP guest (``snp=False``)
+``request-page-unaligned``  error     a guest request's EXITINFO1/2 is not 4 KiB aligned
+``request-page-equal``      error     a guest request's request and response pages are the same
+``mmio-length``             error     MMIO length > 8 with GHCB v2+ (merged tree): INVALID_INPUT
+``invalid-scratch-area``    error     ``sw_scratch`` breaks ``setup_vmgexit_scratch`` (zero, wraps,
+                                      in the GHCB page but outside its shared buffer, outside the
+                                      GHCB on v2+, over 16 pages): INVALID_SCRATCH_AREA; or a
+                                      string IOIO count KVM refuses with KVM_RUN -EINVAL
+``undefined-valid-bit``     warning   a bitmap bit set that marks no field (a reserved qword or
+                                      the bitmap itself; ``x87_state_gpa``, qword 128, has none)
+``x87-state-gpa``           warning   ``x87_state_gpa`` non-zero: no valid bit can mark it and KVM
+                                      never reads it
+``reserved-nonzero``        warning   non-zero bytes in a reserved gap
+``protocol-version``        warning   ``protocol_version`` outside GHCB_PROTOCOL_MIN..MAX
+==========================  ========  ============================================================
+
+Where a page's answer needs the host's view, the checker asks for it: ``ghcb_gpa`` (the GHCB's
+GPA; ``None`` takes the page holding ``sw_scratch`` as the GHCB, since a captured page does not
+say where it lived) and ``ghcb_version`` (the VM's configured GHCB version, 2 for every SNP VM).
 """
 
 from __future__ import annotations
 
-from typing import Final
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, NamedTuple
 
+from ghcb.codes import HvResp
 from ghcb.errors import LengthError, Severity, Violation
-from ghcb.hypervisor.rules import Validator, findings
+from ghcb.hypervisor.kvm_abi import MergedAbi, V15Abi
+from ghcb.hypervisor.rules import Validator, findings, first_error
+from ghcb.hypervisor.scratch import (
+    HandlerStop,
+    ScratchError,
+    StopKind,
+    scratch_outcome,
+)
 from ghcb.page import (
     FIELDS,
     GHCB_PROTOCOL_MAX,
@@ -40,9 +72,81 @@ from ghcb.page import (
     require_page,
 )
 
-__all__ = ["check_page", "check_page_record"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = [
+    "ABI_VALIDATORS",
+    "DEFAULT_GHCB_VERSION",
+    "KvmResponse",
+    "PageCheck",
+    "Stage",
+    "check_page",
+    "check_page_full",
+    "check_page_record",
+    "expected_response",
+]
 
 _OFFSET: Final = {f.name: f.offset for f in FIELDS}
+_MALFORMED: Final = int(HvResp.MALFORMED_INPUT)
+#: The certificate-exit ABI names (``--abi``) and the tree whose validator each runs.
+ABI_VALIDATORS: Final[Mapping[str, Validator]] = {
+    MergedAbi.name: MergedAbi.validator,
+    V15Abi.name: V15Abi.validator,
+}
+#: KVM_SEV_INIT2's default and every SNP VM's version ("if (snp_active && data->ghcb_version <
+#: 2) return -EINVAL"; "if (es_active && !data->ghcb_version) data->ghcb_version = 2").
+DEFAULT_GHCB_VERSION: Final = GHCB_PROTOCOL_MAX
+
+
+class Stage(enum.Enum):
+    """Where KVM's answer to a page comes from."""
+
+    ACCEPTED = "accepted"
+    """The validator and the handler's page checks accept it: EXITINFO1/2 = 0/0 as preset."""
+    VALIDATOR = "validator"
+    """``sev_es_validate_vmgexit`` refuses it: 2 / the GHCB_ERR_* reason."""
+    HANDLER = "handler"
+    """The exit handler refuses it (scratch area, MMIO length): 2 / the GHCB_ERR_* reason."""
+    RUN_FAILS = "run-fails"
+    """The handler returns -EINVAL: KVM_RUN fails; the GHCB keeps the preset 0/0."""
+
+
+class KvmResponse(NamedTuple):
+    """What KVM writes to SW_EXITINFO1 / SW_EXITINFO2 for a page, and at which stage."""
+
+    exit_info_1: int
+    exit_info_2: int
+    stage: Stage
+
+    def to_json(self) -> dict[str, int]:
+        """``{"exit_info_1": int, "exit_info_2": int}`` (the CLI's ``expected_response``)."""
+        return {"exit_info_1": self.exit_info_1, "exit_info_2": self.exit_info_2}
+
+
+@dataclass(frozen=True, slots=True)
+class PageCheck:
+    """A page's violations under one tree and KVM's answer under every tree."""
+
+    validator: Validator
+    """The tree :attr:`violations` and :attr:`expected_response` are for."""
+    violations: tuple[Violation, ...]
+    """As :func:`check_page` returns them for :attr:`validator`."""
+    expected_response: KvmResponse | None
+    """KVM's answer under :attr:`validator`; ``None`` when the input is not a page."""
+    responses: Mapping[str, KvmResponse]
+    """KVM's answer per ABI name of :data:`ABI_VALIDATORS` (``merged``, ``v15``); empty when
+    the input is not a page."""
+
+    @property
+    def ok(self) -> bool:
+        """No error-severity violation."""
+        return not any(v.severity is Severity.ERROR for v in self.violations)
+
+    @property
+    def responses_differ(self) -> bool:
+        """The trees answer the page differently."""
+        return len({(r.exit_info_1, r.exit_info_2) for r in self.responses.values()}) > 1
 
 
 def check_page(
@@ -50,14 +154,46 @@ def check_page(
     *,
     snp: bool = True,
     validator: Validator = Validator.CURRENT,
+    ghcb_gpa: int | None = None,
+    ghcb_version: int = DEFAULT_GHCB_VERSION,
 ) -> list[Violation]:
     """Every rule a captured GHCB page breaks: KVM's validator findings first, in the order
-    KVM checks them (so the first error is the reason KVM answers), then the warnings.
+    KVM checks them (so the first error is the reason KVM answers), then the handler's page
+    checks, then the warnings.
 
     Args:
         data: the 4096 page bytes.
         snp: judge as KVM does for an SEV-SNP guest (SNP-only exits accepted).
-        validator: which tree's validator (:class:`~ghcb.hypervisor.rules.Validator`).
+        validator: which tree (:class:`~ghcb.hypervisor.rules.Validator`).
+        ghcb_gpa: the GHCB's GPA, or ``None`` (module docstring).
+        ghcb_version: the VM's GHCB protocol version.
+
+    Raises:
+        InputTypeError: ``data`` is not bytes-like.
+    """
+    return list(
+        check_page_full(
+            data, snp=snp, validator=validator, ghcb_gpa=ghcb_gpa, ghcb_version=ghcb_version
+        ).violations
+    )
+
+
+def check_page_full(
+    data: bytes | bytearray | memoryview,
+    *,
+    snp: bool = True,
+    validator: Validator = Validator.CURRENT,
+    ghcb_gpa: int | None = None,
+    ghcb_version: int = DEFAULT_GHCB_VERSION,
+) -> PageCheck:
+    """:func:`check_page`'s violations and KVM's answer to the page, per tree.
+
+    Args:
+        data: the 4096 page bytes.
+        snp: judge as KVM does for an SEV-SNP guest.
+        validator: the tree of the violations and of ``expected_response``.
+        ghcb_gpa: the GHCB's GPA, or ``None`` (module docstring).
+        ghcb_version: the VM's GHCB protocol version.
 
     Raises:
         InputTypeError: ``data`` is not bytes-like.
@@ -65,12 +201,51 @@ def check_page(
     try:
         page = parse_page(data)
     except LengthError as e:
-        return [
-            Violation(
-                code=e.rule, severity=Severity.ERROR, offset=None, message=e.message, spec=e.spec
-            )
-        ]
-    return check_page_record(page, snp=snp, validator=validator)
+        length = Violation(
+            code=e.rule, severity=Severity.ERROR, offset=None, message=e.message, spec=e.spec
+        )
+        return PageCheck(validator, (length,), None, {})
+    answers = {
+        tree: expected_response(
+            page, snp=snp, validator=tree, ghcb_gpa=ghcb_gpa, ghcb_version=ghcb_version
+        )
+        for tree in Validator
+    }
+    violations = check_page_record(
+        page, snp=snp, validator=validator, ghcb_gpa=ghcb_gpa, ghcb_version=ghcb_version
+    )
+    responses = {name: answers[tree] for name, tree in ABI_VALIDATORS.items()}
+    return PageCheck(validator, tuple(violations), answers[validator], responses)
+
+
+def expected_response(
+    page: GhcbPage,
+    *,
+    snp: bool = True,
+    validator: Validator = Validator.CURRENT,
+    ghcb_gpa: int | None = None,
+    ghcb_version: int = DEFAULT_GHCB_VERSION,
+) -> KvmResponse:
+    """What KVM writes to SW_EXITINFO1/2 for ``page``: the validator's answer
+    (:func:`~ghcb.hypervisor.rules.first_error`, the one rule table), else the exit handler's
+    scratch-area / MMIO-length answer (:func:`~ghcb.hypervisor.scratch.scratch_outcome`), else
+    the 0/0 KVM presets.
+
+    Raises:
+        InputTypeError: ``page`` is not a :class:`~ghcb.page.GhcbPage`.
+    """
+    require_page(page, "expected_response")
+    # sev_es_validate_vmgexit: "svm_vmgexit_bad_input(svm, reason);" (EXITINFO1 = 2)
+    reason = first_error(page, snp=snp, validator=validator)
+    if reason is not None:
+        return KvmResponse(_MALFORMED, int(reason), Stage.VALIDATOR)
+    # sev_handle_vmgexit: "svm_vmgexit_success(svm, 0);" then the handler
+    step = scratch_outcome(page, ghcb_gpa=ghcb_gpa, ghcb_version=ghcb_version, validator=validator)
+    if isinstance(step, ScratchError | HandlerStop) and step.reason is not None:
+        return KvmResponse(_MALFORMED, int(step.reason), Stage.HANDLER)
+    if isinstance(step, HandlerStop) and step.kind is StopKind.RUN_FAILS:
+        return KvmResponse(0, 0, Stage.RUN_FAILS)
+    return KvmResponse(0, 0, Stage.ACCEPTED)
 
 
 def _v(code: str, severity: Severity, offset: int | None, message: str, spec: str) -> Violation:
@@ -78,7 +253,12 @@ def _v(code: str, severity: Severity, offset: int | None, message: str, spec: st
 
 
 def check_page_record(
-    page: GhcbPage, *, snp: bool = True, validator: Validator = Validator.CURRENT
+    page: GhcbPage,
+    *,
+    snp: bool = True,
+    validator: Validator = Validator.CURRENT,
+    ghcb_gpa: int | None = None,
+    ghcb_version: int = DEFAULT_GHCB_VERSION,
 ) -> list[Violation]:
     """As :func:`check_page`, on an already parsed page.
 
@@ -86,43 +266,71 @@ def check_page_record(
         InputTypeError: ``page`` is not a :class:`GhcbPage`.
     """
     require_page(page, "check_page_record")
-    err, warn = Severity.ERROR, Severity.WARNING
+    err = Severity.ERROR
     # KVM's validator: the one rule table (ghcb.hypervisor.rules), in KVM's order.
     out = [
         _v(f.code, err, f.offset, f.message, f.spec)
         for f in findings(page, snp=snp, validator=validator)
     ]
+    out.extend(_handler(page, validator, ghcb_gpa, ghcb_version))
+    out.extend(_warnings(page))
+    return out
+
+
+def _handler(
+    page: GhcbPage, validator: Validator, ghcb_gpa: int | None, ghcb_version: int
+) -> Iterator[Violation]:
+    """The handler's page checks (scratch area, MMIO length), whether or not the validator
+    accepts the page; a scratch GPA of 0 because sw_scratch is not valid is the validator's
+    ``missing-input`` already."""
+    step = scratch_outcome(page, ghcb_gpa=ghcb_gpa, ghcb_version=ghcb_version, validator=validator)
+    if not isinstance(step, ScratchError | HandlerStop) or step.code is None:
+        return
+    if isinstance(step, ScratchError) and step.rule == "no-gpa" and not page.is_valid("sw_scratch"):
+        return
+    yield _v(step.code, Severity.ERROR, step.offset, step.message, step.spec)
+
+
+def _covering(offset: int) -> str:
+    return next(f.name for f in FIELDS if f.offset <= offset < f.offset + f.size)
+
+
+def _warnings(page: GhcbPage) -> Iterator[Violation]:
+    warn = Severity.WARNING
     for bit in page.undefined_valid_bits:
-        out.append(
-            _v(
-                "undefined-valid-bit",
-                warn,
-                _OFFSET["valid_bitmap"] + bit // 8,
-                f"valid bit {bit} is set but belongs to no field (offset {bit * 8:#x})",
-                SPEC_BITMAP,
-            )
+        yield _v(
+            "undefined-valid-bit",
+            warn,
+            _OFFSET["valid_bitmap"] + bit // 8,
+            f"valid bit {bit} is set but marks no field: the qword at {bit * 8:#x} is in "
+            f"{_covering(bit * 8)}",
+            SPEC_BITMAP,
+        )
+    if page.x87_state_gpa:
+        yield _v(
+            "x87-state-gpa",
+            warn,
+            _OFFSET["x87_state_gpa"],
+            f"x87_state_gpa is {page.x87_state_gpa:#x}: no valid bit can mark it (qword "
+            f"{_OFFSET['x87_state_gpa'] // 8} is past the 128-bit bitmap) and KVM never reads it",
+            SPEC_BITMAP,
         )
     for field, value in zip(FIELDS, page.values, strict=True):
         if field.name.startswith("reserved_") and isinstance(value, bytes) and any(value):
             first = next(i for i, b in enumerate(value) if b)
-            out.append(
-                _v(
-                    "reserved-nonzero",
-                    warn,
-                    field.offset + first,
-                    f"{field.name} has non-zero bytes",
-                    SPEC_LAYOUT,
-                )
+            yield _v(
+                "reserved-nonzero",
+                warn,
+                field.offset + first,
+                f"{field.name} has non-zero bytes",
+                SPEC_LAYOUT,
             )
     if not GHCB_PROTOCOL_MIN <= page.protocol_version <= GHCB_PROTOCOL_MAX:
-        out.append(
-            _v(
-                "protocol-version",
-                warn,
-                _OFFSET["protocol_version"],
-                f"protocol_version {page.protocol_version} is outside "
-                f"{GHCB_PROTOCOL_MIN}..{GHCB_PROTOCOL_MAX}",
-                "Linux asm/sev.h",
-            )
+        yield _v(
+            "protocol-version",
+            warn,
+            _OFFSET["protocol_version"],
+            f"protocol_version {page.protocol_version} is outside "
+            f"{GHCB_PROTOCOL_MIN}..{GHCB_PROTOCOL_MAX}",
+            "Linux asm/sev.h",
         )
-    return out

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ghcb import ExitCode, GhcbPage, Severity, build_page, check_page
+from ghcb.check import (
+    ABI_VALIDATORS,
+    KvmResponse,
+    PageCheck,
+    Stage,
+    check_page_full,
+    expected_response,
+)
 from ghcb.hypervisor.rules import Validator
 from tests.helpers import load_vectors, vector_bytes
 
@@ -112,3 +122,128 @@ def test_wrong_length_is_one_violation(size: int) -> None:
     assert [(v.code, v.severity, v.offset) for v in found] == [
         ("page-length", Severity.ERROR, None)
     ]
+
+
+GHCB_GPA = 0x7F000
+
+
+def _mmio(length: int, scratch: int = GHCB_GPA + 0x800) -> GhcbPage:
+    return GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.MMIO_WRITE,
+        sw_exit_info_1=0xFEE00000,
+        sw_exit_info_2=length,
+        sw_scratch=scratch,
+        protocol_version=2,
+    )
+
+
+def _full(page: GhcbPage, **kw: Any) -> PageCheck:
+    return check_page_full(build_page(page), ghcb_gpa=GHCB_GPA, **kw)
+
+
+def _answers(check: PageCheck) -> dict[str, tuple[int, int, Stage]]:
+    return {name: tuple(r) for name, r in check.responses.items()}  # type: ignore[misc]
+
+
+def test_mmio_length_is_a_handler_answer() -> None:
+    """MMIO len > 8 on GHCB v2: merged KVM answers 2/INVALID_INPUT after its validator
+    accepted the page; the v15 tree has no such check."""
+    check = _full(_mmio(9))
+    assert [(v.code, v.severity, v.offset) for v in check.violations] == [
+        ("mmio-length", Severity.ERROR, 0x3A0)
+    ]
+    assert check.expected_response == KvmResponse(2, 5, Stage.HANDLER)
+    assert _answers(check) == {"merged": (2, 5, Stage.HANDLER), "v15": (0, 0, Stage.ACCEPTED)}
+    assert check.responses_differ
+    assert not check.ok
+    assert _full(_mmio(9), validator=Validator.V15).violations == ()
+    assert _full(_mmio(9), ghcb_version=1).violations == ()  # v1: up to 0x7fffffff
+
+
+@pytest.mark.parametrize(
+    ("scratch", "length", "gpa", "message"),
+    [
+        (GHCB_GPA + 0xFEC, 8, GHCB_GPA, "not inside its shared buffer"),
+        (GHCB_GPA + 0x400, 8, GHCB_GPA, "not inside its shared buffer"),
+        (GHCB_GPA + 0x1800, 8, GHCB_GPA, "requires the scratch area in the GHCB"),
+        (0xFFFF_FFFF_FFFF_FFFC, 8, GHCB_GPA, "wraps past 2**64"),
+    ],
+)
+def test_invalid_scratch_area(scratch: int, length: int, gpa: int, message: str) -> None:
+    """setup_vmgexit_scratch's refusals: 2/INVALID_SCRATCH_AREA at the handler, merged tree."""
+    check = check_page_full(build_page(_mmio(length, scratch)), ghcb_gpa=gpa)
+    assert [(v.code, v.offset) for v in check.violations] == [("invalid-scratch-area", 0x3A8)]
+    assert message in check.violations[0].message
+    assert check.expected_response == KvmResponse(2, 3, Stage.HANDLER)
+
+
+def test_scratch_ghcb_gpa_unknown() -> None:
+    """Without ghcb_gpa the page holding sw_scratch is taken as the GHCB."""
+    page = _mmio(8, scratch=0x1234_5800)
+    assert check_page(build_page(page)) == []
+    assert [v.code for v in check_page(build_page(page), ghcb_gpa=GHCB_GPA)] == [
+        "invalid-scratch-area"
+    ]
+
+
+def test_scratch_zero_not_double_reported() -> None:
+    """An invalid sw_scratch is the validator's missing-input, not a second finding."""
+    page = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.MMIO_READ, sw_exit_info_1=0, sw_exit_info_2=8, protocol_version=2
+    )
+    assert _codes(page) == [("missing-input", 0x3A8)]
+    assert expected_response(page) == KvmResponse(2, 4, Stage.VALIDATOR)
+    valid_zero = page.with_fields(sw_scratch=0)
+    assert _codes(valid_zero) == [("invalid-scratch-area", 0x3A8)]
+
+
+def test_string_io_count_fails_kvm_run() -> None:
+    """A string IOIO count over INT_MAX: KVM_RUN fails -EINVAL, the GHCB keeps 0/0."""
+    page = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.IOIO,
+        sw_exit_info_1=0x0014,  # OUTSB
+        sw_exit_info_2=1 << 31,
+        sw_scratch=GHCB_GPA + 0x800,
+        protocol_version=2,
+    )
+    check = _full(page)
+    assert [v.code for v in check.violations] == ["invalid-scratch-area"]
+    assert "INT_MAX" in check.violations[0].message
+    assert _answers(check) == {
+        "merged": (0, 0, Stage.RUN_FAILS),
+        "v15": (0, 0, Stage.RUN_FAILS),
+    }
+
+
+def test_expected_response_per_stage() -> None:
+    """Validator first (2/reason), accepted pages 0/0; the ABI map names both trees."""
+    assert ABI_VALIDATORS == {"merged": Validator.CURRENT, "v15": Validator.V15}
+    usage = _full(_request(ghcb_usage=1))
+    assert usage.expected_response == KvmResponse(2, 2, Stage.VALIDATOR)
+    unaligned = _full(_request(sw_exit_info_1=0x7F001))
+    assert _answers(unaligned) == {
+        "merged": (2, 4, Stage.VALIDATOR),
+        "v15": (0, 0, Stage.ACCEPTED),
+    }
+    assert unaligned.expected_response is not None
+    assert unaligned.expected_response.to_json() == {"exit_info_1": 2, "exit_info_2": 4}
+    clean = _full(_request())
+    assert clean.ok
+    assert not clean.responses_differ
+    assert clean.expected_response == KvmResponse(0, 0, Stage.ACCEPTED)
+    short = check_page_full(bytes(10))
+    assert (short.expected_response, dict(short.responses), short.ok) == (None, {}, False)
+
+
+def test_x87_state_gpa_and_bit_messages() -> None:
+    """x87_state_gpa set is a warning; a stray valid bit names the region it would mark."""
+    page = _request(x87_state_gpa=0x5000)
+    found = check_page(build_page(page))
+    assert [(v.code, v.severity, v.offset) for v in found] == [
+        ("x87-state-gpa", Severity.WARNING, 0x400)
+    ]
+    bitmap = bytearray(build_page(_request()))
+    bitmap[0x3F0] |= 1  # bit 0: the qword at 0x0, in reserved_0x0
+    stray = check_page(bytes(bitmap))
+    assert [(v.code, v.offset) for v in stray] == [("undefined-valid-bit", 0x3F0)]
+    assert stray[0].message.endswith("the qword at 0x0 is in reserved_0x0")

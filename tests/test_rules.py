@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ghcb import GhcbErr, GhcbPage, Severity, build_page, check_page, parse_page
 from ghcb import strategies as gst
+from ghcb.check import Stage, expected_response
 from ghcb.guest import Guest
 from ghcb.hypervisor import MergedAbi, RecordingFirmware, Resumed, V15Abi, Vcpu, Vm
 from ghcb.hypervisor.rules import (
@@ -21,6 +22,7 @@ from ghcb.hypervisor.rules import (
 from ghcb.page import FIELDS
 
 VALIDATOR_REASONS = {GhcbErr.INVALID_USAGE, GhcbErr.MISSING_INPUT, GhcbErr.INVALID_EVENT}
+HANDLER_CODES = {"invalid-scratch-area", "mmio-length"}
 _OFFSETS = [f.offset for f in FIELDS if f.kind == "int"]
 
 
@@ -57,24 +59,32 @@ def vcpu_answer(data: bytes, abi: Any, snp: bool) -> tuple[int, int] | None:
 @settings(max_examples=400, derandomize=True, deadline=None)
 @given(data=ANY_PAGE, abi=st.sampled_from([None, MergedAbi(), V15Abi()]), snp=st.booleans())
 def test_vcpu_and_check_page_agree(data: bytes, abi: Any, snp: bool) -> None:
-    """check_page's first error is the reason the vCPU answers; no error, no validator
-    answer."""
+    """check_page's errors are the validator's findings, then the handler's page checks; the
+    first is the reason the vCPU answers; expected_response is the vCPU's answer."""
     validator = Vm(RecordingFirmware(), cert_abi=abi).abi.validator
+    ghcb_gpa = Guest().layout.ghcb
     errors = [
-        v for v in check_page(data, snp=snp, validator=validator) if v.severity is Severity.ERROR
+        v
+        for v in check_page(data, snp=snp, validator=validator, ghcb_gpa=ghcb_gpa)
+        if v.severity is Severity.ERROR
     ]
     page = parse_page(data)
-    assert [v.code for v in errors] == [
-        f.code for f in findings(page, snp=snp, validator=validator)
-    ]
+    validator_codes = [f.code for f in findings(page, snp=snp, validator=validator)]
+    assert [v.code for v in errors][: len(validator_codes)] == validator_codes
+    assert {v.code for v in errors[len(validator_codes) :]} <= HANDLER_CODES
     answer = vcpu_answer(data, abi, snp)
     reason = first_error(page, snp=snp, validator=validator)
-    if errors:
+    want = expected_response(page, snp=snp, validator=validator, ghcb_gpa=ghcb_gpa)
+    if validator_codes:
         assert reason is not None
-        assert answer == (2, reason)
+        assert answer == (2, reason) == (want.exit_info_1, want.exit_info_2)
+        assert want.stage is Stage.VALIDATOR
     else:
         assert reason is None
+        assert want.stage is not Stage.VALIDATOR
         assert answer is None or not (answer[0] == 2 and answer[1] in VALIDATOR_REASONS)
+        if answer is not None and want.stage is Stage.HANDLER:
+            assert answer == (want.exit_info_1, want.exit_info_2)
 
 
 def test_validators_differ_only_on_guest_requests() -> None:
