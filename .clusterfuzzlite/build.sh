@@ -7,7 +7,7 @@
 #   $OUT/fuzz_<name>_seed_corpus.zip     its committed corpus, seeded from spec/vectors/
 # tests/test_fuzz_replay.py checks that HARNESSES names exactly the fuzz/fuzz_*.py scripts.
 
-HARNESSES=(certs guest_msg handler msr page)
+HARNESSES=(certs guest_msg handler input msr page)
 
 pip3 install .
 

@@ -6,7 +6,9 @@ Each harness's corpus starts from the vectors of its surface, in that harness's 
 GHCB pages (and, for the handler, those pages behind its flags / msg_type / kvm_run prefix for
 each ABI), the GHCB MSR and SW_EXITINFO vectors as little-endian words, the attestation
 reports, one payload of each modelled guest-message type and that payload sealed as a message
-page. ``tests/test_fuzz_replay.py`` checks that the committed corpora hold every seed.
+page, and for the input reader the hex dumps of ``tests/test_cli_input.py`` (captured from
+xxd, hexdump -C and od) and the certificate tables as binary files.
+``tests/test_fuzz_replay.py`` checks that the committed corpora hold every seed.
 
 Run from the repository root: ./fuzz/make_corpus.py (the files libFuzzer added stay).
 """
@@ -25,6 +27,7 @@ from ghcb.guest_msg import PAYLOADS, seal_message  # noqa: E402
 from ghcb.hypervisor import KVM_RUN_SIZE  # noqa: E402
 from ghcb.report import ATTESTATION_REPORT_SIZE  # noqa: E402
 from tests.helpers import assemble, load_vectors, vector_bytes  # noqa: E402
+from tests.test_cli_input import DUMPS  # noqa: E402
 
 #: The largest certificate-table seed (the harness runs with -max_len=4096).
 MAX_CERT_SEED = 4096
@@ -34,6 +37,10 @@ HANDLER_MSG_TYPE = 5
 #: Must match fuzz_guest_msg.KEY (checked by the replay test).
 GUEST_MSG_KEY = bytes(range(32))
 GUEST_MSG_REPORT, GUEST_MSG_PAYLOAD, GUEST_MSG_PAGE = b"\x00", b"\x01", b"\x02"
+#: The input reader's prefixes (fuzz_input.py): flags, limit / 16, offset / 16.
+INPUT_WHOLE = bytes([0, 0x100 // 16 - 1, 0])  # auto form, 240-byte limit, no offset
+INPUT_WINDOW = bytes([4, 2, 1])  # auto form, 32 bytes at offset 16
+INPUT_PAGE = bytes([1, 0x1000 // 16 - 1, 0])  # binary, a 4080-byte limit
 
 
 def _u64(*values: int) -> bytes:
@@ -98,6 +105,16 @@ def _guest_msg_seeds() -> dict[str, bytes]:
     return out
 
 
+def _input_seeds() -> dict[str, bytes]:
+    out = {}
+    for name, text in DUMPS.items():
+        out[f"dump-{name}"] = INPUT_WHOLE + text.encode()
+        out[f"window-{name}"] = INPUT_WINDOW + text.encode()
+    for name, data in _cert_seeds().items():
+        out[f"binary-{name}"] = INPUT_PAGE + data
+    return out
+
+
 def seeds() -> dict[str, dict[str, bytes]]:
     """Every harness's seeds: ``{harness: {file name: bytes}}`` (harness ``fuzz_<name>.py``)."""
     return {
@@ -106,6 +123,7 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "handler": _handler_seeds(),
         "msr": _msr_seeds(),
         "guest_msg": _guest_msg_seeds(),
+        "input": _input_seeds(),
     }
 
 

@@ -62,7 +62,7 @@ def test_replay(harness: str, path: pathlib.Path) -> None:
 
 
 def test_every_harness_has_a_corpus_and_options() -> None:
-    assert HARNESSES == ["certs", "guest_msg", "handler", "msr", "page"]
+    assert HARNESSES == ["certs", "guest_msg", "handler", "input", "msr", "page"]
     for harness in HARNESSES:
         assert any((FUZZ / "corpus" / harness).iterdir()), harness
         options = (FUZZ / f"fuzz_{harness}.options").read_text()
