@@ -33,6 +33,7 @@ from ghcb.codes import (
     LinuxTermReason,
     MsgType,
     MsrCode,
+    PscErr,
     PscOp,
     TermReasonSet,
     VmmError,
@@ -61,6 +62,7 @@ from ghcb.exitinfo import (
 from ghcb.hypervisor.rules import required_inputs
 from ghcb.msr import MsrMessage, UnknownMsr, decode_msr, encode_msr
 from ghcb.page import GhcbPage, build_page, parse_page
+from ghcb.psc import PscDesc, PscEntry, PscHdr, build_psc, check_psc, parse_psc
 
 __all__ = [
     "ApCreationOp",
@@ -89,6 +91,10 @@ __all__ = [
     "MsrCode",
     "MsrMessage",
     "NoValidBitError",
+    "PscDesc",
+    "PscEntry",
+    "PscErr",
+    "PscHdr",
     "PscOp",
     "Severity",
     "TermReasonSet",
@@ -100,9 +106,11 @@ __all__ = [
     "__version__",
     "build_cert_table",
     "build_page",
+    "build_psc",
     "cert_names",
     "check_cert_table",
     "check_page",
+    "check_psc",
     "decode_exit_info",
     "decode_msr",
     "encode_msr",
@@ -110,6 +118,7 @@ __all__ = [
     "pages_needed",
     "parse_cert_table",
     "parse_page",
+    "parse_psc",
     "required_inputs",
     "unpack_guest_error",
 ]

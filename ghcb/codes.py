@@ -40,6 +40,7 @@ __all__ = [
     "LinuxTermReason",
     "MsgType",
     "MsrCode",
+    "PscErr",
     "PscOp",
     "TermReasonSet",
     "VmmError",
@@ -403,6 +404,16 @@ class PscOp(_Code):
     UNSMASH = 4
 
 
+class PscErr(_Code):
+    """SW_EXITINFO2 of a Page State Change VMGEXIT (sev-common.h ``VMGEXIT_PSC_ERROR_*``;
+    SW_EXITINFO1 is 0, "no action"). ``NONE``: every entry was processed."""
+
+    NONE = 0
+    INVALID_HDR = (1 << 32) | 1  # VMGEXIT_PSC_ERROR_INVALID_HDR
+    INVALID_ENTRY = (1 << 32) | 2  # VMGEXIT_PSC_ERROR_INVALID_ENTRY
+    GENERIC = 0x100 << 32  # VMGEXIT_PSC_ERROR_GENERIC
+
+
 class EventType(_Code):
     """Event-injection type, bits [10:8] (Linux svm.h ``SVM_EVTINJ_TYPE_*`` >> 8)."""
 
@@ -460,5 +471,6 @@ class KvmExit(_Code):
     hypervisor because they moved between revisions.
     """
 
+    HYPERCALL = 2  # KVM_EXIT_HYPERCALL: a PSC range for userspace (KVM_HC_MAP_GPA_RANGE)
     VMGEXIT = 40
     SNP_REQ_CERTS = 43

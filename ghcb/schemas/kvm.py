@@ -13,6 +13,13 @@ from __future__ import annotations
 from construct import Bytes, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
 __all__ = [
+    "KVM_EXIT_HYPERCALL_LONG_MODE",
+    "KVM_HC_MAP_GPA_RANGE",
+    "KVM_MAP_GPA_RANGE_DECRYPTED",
+    "KVM_MAP_GPA_RANGE_ENCRYPTED",
+    "KVM_MAP_GPA_RANGE_PAGE_SZ_1G",
+    "KVM_MAP_GPA_RANGE_PAGE_SZ_2M",
+    "KVM_MAP_GPA_RANGE_PAGE_SZ_4K",
     "KVM_RUN_EXIT_UNION_OFFSET",
     "KVM_RUN_EXIT_UNION_SIZE",
     "KVM_USER_VMGEXIT_REQ_CERTS",
@@ -20,6 +27,7 @@ __all__ = [
     "REQ_CERTS_STATUS_DONE",
     "REQ_CERTS_STATUS_PENDING",
     "kvm_exit_snp_req_certs",
+    "kvm_hypercall_exit",
     "kvm_run_prefix",
     "kvm_user_vmgexit",
 ]
@@ -70,3 +78,29 @@ kvm_user_vmgexit = Struct(
     "status" / Int8ul,
     "reserved_0x1e" / Bytes(2),
 )
+
+
+# -- KVM_EXIT_HYPERCALL (page state changes; ghcb.hypervisor.psc) ------------------------------
+# struct kvm_run's hypercall exit (uapi/linux/kvm.h): { __u64 nr; __u64 args[6]; __u64 ret;
+# union { __u32 longmode; __u64 flags; }; }. KVM makes it for each PSC range it hands to
+# userspace (arch/x86/kvm/svm/sev.c snp_begin_psc / snp_begin_psc_msr).
+kvm_hypercall_exit = Struct(
+    "nr" / Int64ul,
+    "args_0" / Int64ul,  # KVM_HC_MAP_GPA_RANGE: the GPA
+    "args_1" / Int64ul,  # ... the number of 4 KiB pages
+    "args_2" / Int64ul,  # ... the attributes (KVM_MAP_GPA_RANGE_*)
+    "args_3" / Int64ul,
+    "args_4" / Int64ul,
+    "args_5" / Int64ul,
+    "ret" / Int64ul,
+    "flags" / Int64ul,  # bit 0 KVM_EXIT_HYPERCALL_LONG_MODE; bits 31:1 must be zero
+)
+
+KVM_HC_MAP_GPA_RANGE = 12  # uapi/linux/kvm_para.h
+KVM_EXIT_HYPERCALL_LONG_MODE = 1 << 0  # arch/x86/include/uapi/asm/kvm.h _BITULL(0)
+# arch/x86/include/uapi/asm/kvm_para.h: page size in bits 3:0, encryption status at bit 4
+KVM_MAP_GPA_RANGE_PAGE_SZ_4K = 0
+KVM_MAP_GPA_RANGE_PAGE_SZ_2M = 1 << 0
+KVM_MAP_GPA_RANGE_PAGE_SZ_1G = 1 << 1
+KVM_MAP_GPA_RANGE_ENCRYPTED = 1 << 4  # KVM_MAP_GPA_RANGE_ENC_STAT(1)
+KVM_MAP_GPA_RANGE_DECRYPTED = 0  # KVM_MAP_GPA_RANGE_ENC_STAT(0)

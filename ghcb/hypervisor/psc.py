@@ -1,0 +1,582 @@
+"""KVM's Page State Change handling, sans IO: the GHCB descriptor and the MSR request.
+
+Sources: Linux ``arch/x86/kvm/svm/sev.c`` (``snp_begin_psc``, ``snp_complete_one_psc``,
+``__snp_complete_one_psc``, ``snp_complete_psc``, ``snp_begin_psc_msr``,
+``snp_complete_psc_msr``, the ``SVM_VMGEXIT_PSC`` case of ``sev_handle_vmgexit``,
+``setup_vmgexit_scratch``), ``include/uapi/linux/kvm.h`` (``kvm_run.hypercall``), QEMU
+``target/i386/kvm/kvm.c`` ``kvm_handle_hc_map_gpa_range`` and ``accel/kvm/kvm-all.c``
+``kvm_convert_memory`` (the VMM side); ghcb-facts.md §7. Descriptor layouts:
+:mod:`ghcb.psc`.
+
+API (stable; the vCPU wires it into its transition table):
+
+* ``GhcbPsc(memory, desc_gpa, sa_len)`` — one ``SVM_VMGEXIT_PSC``, created after
+  ``setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr))`` succeeded; ``sa_len`` is the
+  ``ghcb_sa_len`` it set (``GhcbPsc.in_ghcb`` computes it for a descriptor inside the GHCB).
+  ``MsrPsc(msr)`` — one ``GHCB_MSR_PSC_REQ`` (the caller has checked the SNP guest).
+* ``begin()`` runs KVM's handler and returns a step: :class:`MapGpaRange` (``return 0``:
+  ``KVM_RUN`` returns with a ``KVM_EXIT_HYPERCALL``; ``kvm_run`` holds its exact bytes) or the
+  final answer: :class:`PscDone` (``return 1``: the caller writes SW_EXITINFO1 = 0 and
+  SW_EXITINFO2 = ``exit_info_2`` to the GHCB, as ``svm_vmgexit_no_action`` does, and resumes
+  the guest) or :class:`MsrDone` (the GHCB MSR value the guest reads).
+* ``complete(ret)`` is the next ``KVM_RUN`` after userspace set ``kvm_run.hypercall.ret``
+  (``complete_run(kvm_run)`` takes the whole ``kvm_run`` bytes userspace left); it returns the
+  next step. ``vmm_map_gpa_range(memory, step)`` is the VMM's side of a step.
+* Calls out of order raise :class:`~ghcb.hypervisor.errors.HypervisorUsageError` before
+  anything changes; the guest's bytes never raise.
+
+KVM's rules, in its order (sev.c):
+
+1. ``snp_begin_psc``: no userspace exit for KVM_HC_MAP_GPA_RANGE enabled
+   (``user_exit_on_hypercall``, ``KVM_CAP_EXIT_HYPERCALL``: ``exit_enabled=False``) →
+   GENERIC. ``max_nr_entries = (ghcb_sa_len - 8) / 8`` above VMGEXIT_PSC_MAX_COUNT →
+   GENERIC (a ``WARN_ON_ONCE``: a descriptor in the GHCB holds at most 253; a v1 scratch
+   outside the GHCB is an 8-byte copy, so 0 entries and every descriptor INVALID_HDR).
+2. ``next_range``: ``end_entry >= max_nr_entries`` → INVALID_HDR. There is **no** check of
+   ``cur_entry`` against ``end_entry``: ``cur_entry > end_entry`` processes nothing and
+   answers success (0). Reserved bits of the header and entries are ignored.
+3. From ``cur_entry`` to ``end_entry``: an entry with ``cur_page > npages`` (1 or 512) or a
+   2 MiB GFN not 512-aligned → INVALID_ENTRY (entries before it stay done). A partially done
+   entry continues at ``gfn + cur_page`` for ``npages - cur_page`` pages, as 4 KiB. A fully
+   done entry (``cur_page == npages``) is skipped and the guest's ``hdr.cur_entry`` is
+   incremented in place. The operation is not checked here. All entries done → success (0).
+4. Coalescing: following entries join the range while their operation equals the first's,
+   ``gfn == first.gfn + npages`` (the first entry's *original* GFN plus the pages so far: after
+   a partial first entry this is not the next GFN — a KVM quirk modelled as is), their
+   ``cur_page`` is 0 and their page size equals the range's (4 KiB after a partial start).
+5. Private/shared: ``KVM_EXIT_HYPERCALL`` with ``nr = KVM_HC_MAP_GPA_RANGE``, ``ret = 0``,
+   ``args[0]`` = GPA, ``args[1]`` = pages, ``args[2]`` = ENCRYPTED (private) or DECRYPTED,
+   ``|`` PAGE_SZ_2M when the *first entry's* ``pagesize`` is set (even when a partial start
+   made the range 4 KiB), else PAGE_SZ_4K. ``args[3..5]`` and ``flags`` keep what ``kvm_run``
+   held. Any other operation (PSMASH 3, UNSMASH 4, undefined): the range is marked done with
+   no exit and processing continues with the next range.
+6. ``snp_complete_one_psc`` (next KVM_RUN): ``hypercall.ret != 0`` → GENERIC, the range not
+   marked; else ``__snp_complete_one_psc`` sets each entry of the range to ``cur_page = 512``
+   (2 MiB entry) or ``1``, ``hdr.cur_entry`` past the range, and rule 1 runs again.
+7. MSR (``snp_begin_psc_msr``): operation (bits 55:52) not private/shared, or no userspace
+   exit enabled → ``GHCB_MSR_PSC_RESP_ERROR``; else one 4 KiB page exit (GPA = bits 51:12
+   ``<< 12``). Completion: ``ret != 0`` → RESP_ERROR, else ``GHCB_MSR_PSC_RESP`` (0x015, data
+   0). Bits 63:56 are ignored.
+
+No PSC path fails ``KVM_RUN``: KVM answers in SW_EXITINFO2 (or the MSR). The only failures
+are ``setup_vmgexit_scratch``'s (v1 scratch outside the GHCB: ``-EFAULT`` when it cannot be
+read, ``-ENOMEM``), which the vCPU handles before creating a :class:`GhcbPsc`.
+
+KVM reads and writes the descriptor through the GHCB's host mapping (``ghcb_sa``): here
+``memory.host_read`` / ``host_write`` of the descriptor's bytes, and nothing else. The
+descriptor is re-read at every step, as KVM re-reads it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple, Protocol
+
+from ghcb._fast import bit_fields, flat_fields
+from ghcb.codes import Errno, KvmExit, MsrCode, PscErr, PscOp
+from ghcb.hypervisor.errors import HypervisorUsageError
+from ghcb.hypervisor.kvm_abi import KVM_RUN_SIZE
+from ghcb.psc import GHCB_MSR_PSC_RESP_ERROR
+from ghcb.schemas.kvm import (
+    KVM_HC_MAP_GPA_RANGE,
+    KVM_MAP_GPA_RANGE_DECRYPTED,
+    KVM_MAP_GPA_RANGE_ENCRYPTED,
+    KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
+    KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
+    KVM_RUN_EXIT_UNION_OFFSET,
+    kvm_hypercall_exit,
+    kvm_run_prefix,
+)
+from ghcb.schemas.msr import MSR_SCHEMAS
+from ghcb.schemas.page import PAGE_SIZE, ghcb
+from ghcb.schemas.psc import (
+    PSC_ENTRY_SIZE,
+    PSC_HDR_SIZE,
+    PSC_PAGES_2M,
+    PSC_PAGES_4K,
+    VMGEXIT_PSC_MAX_COUNT,
+    psc_entry,
+    psc_hdr,
+)
+
+__all__ = [
+    "GhcbPsc",
+    "HostMemory",
+    "HypercallExit",
+    "MapGpaRange",
+    "MsrDone",
+    "MsrPsc",
+    "PscDone",
+    "decode_hypercall_exit",
+    "vmm_map_gpa_range",
+    "with_hypercall_ret",
+]
+
+SPEC: Final = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc / snp_complete_one_psc"
+SPEC_MSR: Final = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc_msr / snp_complete_psc_msr"
+SPEC_RUN: Final = "Linux uapi/linux/kvm.h kvm_run.hypercall (KVM_EXIT_HYPERCALL)"
+
+#: ``GHCB_SCRATCH_AREA_LIMIT`` (sev.c): the largest scratch area KVM sets up.
+GHCB_SCRATCH_AREA_LIMIT: Final = 16 * PAGE_SIZE
+_U16: Final = 0xFFFF
+_U64: Final = (1 << 64) - 1
+_GPA_LIMIT: Final = 1 << 52
+_ERR_EINVAL: Final = -int(Errno.EINVAL) & _U64  # QEMU: run->hypercall.ret = -EINVAL
+
+# -- kvm_run: the prefix and the hypercall exit, from the schemas ----------------------------
+_RUN_FIELDS: Final = {
+    f.name: (f.offset, struct.Struct("<" + f.fmt))
+    for f in flat_fields(kvm_run_prefix)
+    + flat_fields(kvm_hypercall_exit, KVM_RUN_EXIT_UNION_OFFSET)
+    if f.kind == "int"
+}
+_HC: Final = flat_fields(kvm_hypercall_exit, KVM_RUN_EXIT_UNION_OFFSET)
+_HC_STRUCT: Final = struct.Struct("<" + "".join(f.fmt for f in _HC))
+
+# -- the descriptor, from the schemas --------------------------------------------------------
+_HDR_OFFSET: Final = {f.name: f.offset for f in flat_fields(psc_hdr)}
+_CUR_ENTRY: Final = _HDR_OFFSET["cur_entry"]
+_HDR_STRUCT: Final = struct.Struct("<" + "".join(f.fmt for f in flat_fields(psc_hdr)))
+_ENTRY: Final = {f.name: (f.shift, f.mask) for f in bit_fields(psc_entry)}
+_CUR_PAGE_SHIFT, _CUR_PAGE_MASK = _ENTRY["cur_page"]
+_U16_STRUCT: Final = struct.Struct("<H")
+_U64_STRUCT: Final = struct.Struct("<Q")
+# GHCB MSR PSC request fields (bits 55:52 operation, 51:12 GFN)
+_MSR_PSC: Final = {f.name: (f.shift, f.mask) for f in bit_fields(MSR_SCHEMAS[MsrCode.PSC_REQ])}
+_MSR_INFO_MASK: Final = 0xFFF  # GHCB_MSR_INFO_MASK
+_GHCB_OFFSET: Final = {f.name: f.offset for f in flat_fields(ghcb)}
+
+
+class HostMemory(Protocol):
+    """What the engines use of guest memory: KVM's host mapping
+    (:class:`~ghcb.hypervisor.memory.GuestMemory` is one)."""
+
+    def host_read(self, gpa: int, size: int) -> bytes: ...
+
+    def host_write(self, gpa: int, data: bytes) -> None: ...
+
+
+class ConvertibleMemory(HostMemory, Protocol):
+    """What :func:`vmm_map_gpa_range` uses: the page states too."""
+
+    def is_mapped(self, gpa: int) -> bool: ...
+
+    def set_shared(self, gpa: int, npages: int = 1, *, shared: bool) -> None: ...
+
+
+# -- steps ------------------------------------------------------------------------------------
+class MapGpaRange(NamedTuple):
+    """``return 0``: ``KVM_RUN`` returns with ``KVM_EXIT_HYPERCALL`` / ``KVM_HC_MAP_GPA_RANGE``.
+
+    ``kvm_run`` is the exact bytes (prefix + exit union) KVM leaves; the other fields are
+    ``args[0..2]`` decoded.
+    """
+
+    kvm_run: bytes
+    gpa: int
+    npages: int
+    attributes: int
+
+    @property
+    def private(self) -> bool:
+        """Whether the range becomes private (``KVM_MAP_GPA_RANGE_ENCRYPTED``)."""
+        return bool(self.attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)
+
+
+class PscDone(NamedTuple):
+    """``return 1`` from a GHCB PSC: SW_EXITINFO1 = 0, SW_EXITINFO2 = ``exit_info_2``."""
+
+    exit_info_2: int
+
+    @property
+    def error(self) -> PscErr | int:
+        """The answer as a :class:`~ghcb.codes.PscErr`."""
+        return PscErr.from_int(self.exit_info_2)
+
+
+class MsrDone(NamedTuple):
+    """``return 1`` from an MSR PSC request: the GHCB MSR value the guest reads."""
+
+    msr: int
+
+
+class HypercallExit(NamedTuple):
+    """The integer fields of a ``KVM_EXIT_HYPERCALL`` ``kvm_run``."""
+
+    exit_reason: int
+    nr: int
+    args: tuple[int, int, int, int, int, int]
+    ret: int
+    flags: int
+
+
+def _run_bytes(kvm_run: object) -> bytes:
+    if isinstance(kvm_run, MapGpaRange):
+        kvm_run = kvm_run.kvm_run
+    if type(kvm_run) is bytearray or type(kvm_run) is memoryview:
+        kvm_run = bytes(kvm_run)
+    if type(kvm_run) is not bytes:
+        raise HypervisorUsageError(
+            f"kvm_run must be bytes, not {type(kvm_run).__name__}", rule="input-type", spec=SPEC_RUN
+        )
+    if len(kvm_run) != KVM_RUN_SIZE:
+        raise HypervisorUsageError(
+            f"kvm_run must be {KVM_RUN_SIZE} bytes (prefix + exit union), not {len(kvm_run)}",
+            rule="kvm-run-size",
+            spec=SPEC_RUN,
+        )
+    return kvm_run
+
+
+def decode_hypercall_exit(kvm_run: bytes | MapGpaRange) -> HypercallExit:
+    """The hypercall exit fields of ``kvm_run`` bytes (whatever ``exit_reason`` says)."""
+    raw = _run_bytes(kvm_run)
+    offset, reason = _RUN_FIELDS["exit_reason"]
+    nr, *args, ret, flags = _HC_STRUCT.unpack_from(raw, KVM_RUN_EXIT_UNION_OFFSET)
+    a = tuple(args)
+    return HypercallExit(
+        reason.unpack_from(raw, offset)[0], nr, (a[0], a[1], a[2], a[3], a[4], a[5]), ret, flags
+    )
+
+
+def _write(base: bytes, values: dict[str, int]) -> bytes:
+    out = bytearray(base)
+    for name, value in values.items():
+        offset, packer = _RUN_FIELDS[name]
+        packer.pack_into(out, offset, value)
+    return bytes(out)
+
+
+def with_hypercall_ret(kvm_run: bytes | MapGpaRange, ret: int) -> bytes:
+    """``kvm_run`` with ``hypercall.ret`` set: what userspace writes before the next KVM_RUN.
+
+    Raises:
+        HypervisorUsageError: ``kvm_run`` is not ``kvm_run`` bytes, ``ret`` not a u64.
+    """
+    return _write(_run_bytes(kvm_run), {"ret": _u64(ret, "hypercall.ret")})
+
+
+def _u64(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= _U64:
+        raise HypervisorUsageError(
+            f"{what} must be an int in 0..2**64-1, not {value!r}", rule="field-range", spec=SPEC_RUN
+        )
+    return value
+
+
+# -- the engines ------------------------------------------------------------------------------
+_NEW, _AWAIT, _DONE = "new", "await", "done"
+
+
+class _Engine:
+    """``begin`` / ``complete`` / ``complete_run`` and the exit KVM writes."""
+
+    _spec: str = SPEC
+
+    def __init__(self, kvm_run: bytes | None, exit_enabled: bool) -> None:
+        self._run = bytes(KVM_RUN_SIZE) if kvm_run is None else _run_bytes(kvm_run)
+        self._exit_enabled = bool(exit_enabled)
+        self._state = _NEW
+        self.exits = 0  # KVM_EXIT_HYPERCALL exits made so far
+
+    @property
+    def done(self) -> bool:
+        """Whether the final answer was given."""
+        return self._state == _DONE
+
+    def begin(self) -> MapGpaRange | PscDone | MsrDone:
+        """Run KVM's handler for the request (once)."""
+        self._expect(_NEW, "begin")
+        return self._begin()
+
+    def complete(self, ret: int) -> MapGpaRange | PscDone | MsrDone:
+        """The next ``KVM_RUN`` after userspace wrote ``hypercall.ret = ret`` into the exit."""
+        self._expect(_AWAIT, "complete")
+        return self.complete_run(with_hypercall_ret(self._run, ret))
+
+    def complete_run(self, kvm_run: bytes) -> MapGpaRange | PscDone | MsrDone:
+        """The next ``KVM_RUN`` with ``kvm_run`` as userspace left it (``hypercall.ret`` is
+        read from it; it is the base of KVM's writes for a further exit)."""
+        self._expect(_AWAIT, "complete")
+        self._run = _run_bytes(kvm_run)
+        return self._complete(decode_hypercall_exit(self._run).ret)
+
+    def _expect(self, state: str, what: str) -> None:
+        if self._state != state:
+            raise HypervisorUsageError(
+                f"{what}() in state {self._state!r} (expected {state!r})",
+                rule="psc-state",
+                spec=self._spec,
+            )
+
+    def _exit(self, gpa: int, npages: int, attributes: int) -> MapGpaRange:
+        # vcpu->run->exit_reason = KVM_EXIT_HYPERCALL; hypercall.nr, .ret = 0, .args[0..2]
+        self._run = _write(
+            self._run,
+            {
+                "exit_reason": KvmExit.HYPERCALL,
+                "nr": KVM_HC_MAP_GPA_RANGE,
+                "ret": 0,
+                "args_0": gpa,
+                "args_1": npages,
+                "args_2": attributes,
+            },
+        )
+        self._state = _AWAIT
+        self.exits += 1
+        return MapGpaRange(self._run, gpa, npages, attributes)
+
+    def _begin(self) -> MapGpaRange | PscDone | MsrDone:
+        raise NotImplementedError
+
+    def _complete(self, ret: int) -> MapGpaRange | PscDone | MsrDone:
+        raise NotImplementedError
+
+
+def _attributes(operation: int, pagesize: int) -> int:
+    enc = KVM_MAP_GPA_RANGE_ENCRYPTED if operation == PscOp.PRIVATE else KVM_MAP_GPA_RANGE_DECRYPTED
+    return enc | (KVM_MAP_GPA_RANGE_PAGE_SZ_2M if pagesize else KVM_MAP_GPA_RANGE_PAGE_SZ_4K)
+
+
+class GhcbPsc(_Engine):
+    """One ``SVM_VMGEXIT_PSC``: KVM's ``snp_begin_psc`` over the descriptor at ``desc_gpa``.
+
+    Args:
+        memory: guest memory (KVM's host mapping of the GHCB is ``host_read``/``host_write``).
+        desc_gpa: the descriptor's GPA (``sw_scratch``).
+        sa_len: ``ghcb_sa_len`` from ``setup_vmgexit_scratch``: from the descriptor to the end
+            of the shared buffer (8..2032), or 8 for a v1 scratch area outside the GHCB;
+            8..``GHCB_SCRATCH_AREA_LIMIT`` accepted.
+        kvm_run: ``kvm_run`` as it stands (KVM writes an exit over it); zeros by default.
+        exit_enabled: whether userspace enabled exits for KVM_HC_MAP_GPA_RANGE.
+    """
+
+    def __init__(
+        self,
+        memory: HostMemory,
+        desc_gpa: int,
+        sa_len: int,
+        *,
+        kvm_run: bytes | None = None,
+        exit_enabled: bool = True,
+    ) -> None:
+        if type(desc_gpa) is not int or not 0 < desc_gpa < _GPA_LIMIT:
+            raise HypervisorUsageError(
+                f"desc_gpa must be a non-zero 52-bit GPA, not {desc_gpa!r}",
+                rule="bad-range",
+                spec=SPEC,
+            )
+        if type(sa_len) is not int or not PSC_HDR_SIZE <= sa_len <= GHCB_SCRATCH_AREA_LIMIT:
+            raise HypervisorUsageError(
+                f"sa_len must be {PSC_HDR_SIZE}..{GHCB_SCRATCH_AREA_LIMIT}, not {sa_len!r}",
+                rule="bad-range",
+                spec=SPEC,
+            )
+        super().__init__(kvm_run, exit_enabled)
+        self._memory = memory
+        self._gpa = desc_gpa
+        # max_nr_entries = (ghcb_sa_len - sizeof(struct psc_hdr)) / sizeof(struct psc_entry)
+        self.max_nr_entries = (sa_len - PSC_HDR_SIZE) // PSC_ENTRY_SIZE
+        self._batch: tuple[int, int] | None = None  # sev_es->psc: (cur_idx, batch_size)
+
+    @classmethod
+    def in_ghcb(
+        cls,
+        memory: HostMemory,
+        ghcb_gpa: int,
+        desc_gpa: int,
+        *,
+        kvm_run: bytes | None = None,
+        exit_enabled: bool = True,
+    ) -> GhcbPsc:
+        """The engine for a descriptor inside the GHCB at ``ghcb_gpa``: ``sa_len`` as
+        ``setup_vmgexit_scratch`` sets it (``ghcb_gpa + offsetof(reserved_0xff0) -
+        desc_gpa``).
+
+        Raises:
+            HypervisorUsageError: the header does not lie in the shared buffer (the scratch
+                check the vCPU makes first would have refused it: INVALID_SCRATCH_AREA).
+        """
+        start = ghcb_gpa + _GHCB_OFFSET["shared_buffer"]
+        end = ghcb_gpa + _GHCB_OFFSET["reserved_0xff0"]
+        if not start <= desc_gpa <= end - PSC_HDR_SIZE:
+            raise HypervisorUsageError(
+                f"PSC header at {desc_gpa:#x} is not in the shared buffer of the GHCB at "
+                f"{ghcb_gpa:#x}",
+                rule="invalid-scratch-area",
+                spec="Linux arch/x86/kvm/svm/sev.c setup_vmgexit_scratch",
+            )
+        return cls(memory, desc_gpa, end - desc_gpa, kvm_run=kvm_run, exit_enabled=exit_enabled)
+
+    # -- descriptor access (KVM's READ_ONCE / writes through ghcb_sa) --------------------------
+    def _entry(self, idx: int) -> int:
+        gpa = self._gpa + PSC_HDR_SIZE + idx * PSC_ENTRY_SIZE
+        value: int = _U64_STRUCT.unpack(self._memory.host_read(gpa, PSC_ENTRY_SIZE))[0]
+        return value
+
+    def _set_cur_entry(self, value: int) -> None:
+        self._memory.host_write(self._gpa + _CUR_ENTRY, _U16_STRUCT.pack(value & _U16))
+
+    def _finish(self, value: PscErr) -> PscDone:
+        # snp_complete_psc: memset(&svm->sev_es.psc, 0, ...); svm_vmgexit_no_action(svm, ret)
+        self._batch = None
+        self._state = _DONE
+        return PscDone(int(value))
+
+    def _complete_one(self, cur_idx: int, batch: int) -> None:
+        # __snp_complete_one_psc: each in-flight entry gets cur_page = pagesize ? 512 : 1,
+        # then hdr.cur_entry = the index past them.
+        for idx in range(cur_idx, cur_idx + batch):
+            entry = self._entry(idx)
+            done = PSC_PAGES_2M if _field(entry, "pagesize") else PSC_PAGES_4K
+            entry = entry & ~(_CUR_PAGE_MASK << _CUR_PAGE_SHIFT) | done << _CUR_PAGE_SHIFT
+            gpa = self._gpa + PSC_HDR_SIZE + idx * PSC_ENTRY_SIZE
+            self._memory.host_write(gpa, _U64_STRUCT.pack(entry))
+        self._batch = None
+        self._set_cur_entry(cur_idx + batch)
+
+    def _begin(self) -> MapGpaRange | PscDone:
+        # snp_begin_psc: if (!user_exit_on_hypercall(kvm, KVM_HC_MAP_GPA_RANGE)) -> GENERIC
+        if not self._exit_enabled:
+            return self._finish(PscErr.GENERIC)
+        # if (WARN_ON_ONCE(max_nr_entries > VMGEXIT_PSC_MAX_COUNT)) -> GENERIC
+        if self.max_nr_entries > VMGEXIT_PSC_MAX_COUNT:
+            return self._finish(PscErr.GENERIC)
+        while True:  # next_range: (WARN_ON_ONCE(batch_size) cannot fire: _batch is None here)
+            idx_start, idx_end, _ = _HDR_STRUCT.unpack(
+                self._memory.host_read(self._gpa, PSC_HDR_SIZE)
+            )
+            # if (idx_end >= max_nr_entries) -> VMGEXIT_PSC_ERROR_INVALID_HDR
+            if idx_end >= self.max_nr_entries:
+                return self._finish(PscErr.INVALID_HDR)
+            # for (idx = idx_start; idx <= idx_end; idx++): find the next range to process
+            idx = idx_start
+            while idx <= idx_end:
+                start = self._entry(idx)
+                gfn = _field(start, "gfn")
+                huge = bool(_field(start, "pagesize"))
+                npages = PSC_PAGES_2M if huge else PSC_PAGES_4K
+                cur_page = _field(start, "cur_page")
+                # if (entry_start.cur_page > npages || !IS_ALIGNED(gfn, npages)) -> INVALID_ENTRY
+                if cur_page > npages or gfn % npages:
+                    return self._finish(PscErr.INVALID_ENTRY)
+                if cur_page:  # a partially done 2M entry continues as 4K pages
+                    npages -= cur_page
+                    gfn += cur_page
+                    huge = False
+                if npages:
+                    break
+                # guest_psc->hdr.cur_entry++ (the guest's value, incremented in place)
+                current = _U16_STRUCT.unpack(self._memory.host_read(self._gpa + _CUR_ENTRY, 2))[0]
+                self._set_cur_entry(current + 1)
+                idx += 1
+            if idx > idx_end:  # nothing more to process
+                return self._finish(PscErr.NONE)
+            cur_idx, batch = idx, 1
+            operation = _field(start, "operation")
+            # while (++idx <= idx_end): join entries with adjacent GPAs and the same operation
+            start_gfn = _field(start, "gfn")
+            while idx + 1 <= idx_end:
+                idx += 1
+                entry = self._entry(idx)
+                if (
+                    _field(entry, "operation") != operation
+                    or _field(entry, "gfn") != start_gfn + npages
+                    or _field(entry, "cur_page")
+                    or bool(_field(entry, "pagesize")) != huge
+                ):
+                    break
+                batch += 1
+                npages += PSC_PAGES_2M if huge else PSC_PAGES_4K
+            if operation in (PscOp.PRIVATE, PscOp.SHARED):
+                self._batch = (cur_idx, batch)
+                # args[2]: the *first entry's* pagesize picks PAGE_SZ_2M / PAGE_SZ_4K
+                attributes = _attributes(operation, _field(start, "pagesize"))
+                return self._exit(gfn << 12, npages, attributes)
+            # default (PSMASH, UNSMASH, undefined): the range is done without action
+            self._complete_one(cur_idx, batch)
+
+    def _complete(self, ret: int) -> MapGpaRange | PscDone:
+        # snp_complete_one_psc: if (vcpu->run->hypercall.ret) -> GENERIC (range not marked)
+        if ret:
+            return self._finish(PscErr.GENERIC)
+        batch = self._batch
+        if batch is None:  # _AWAIT is only entered with a batch in flight
+            raise HypervisorUsageError("no PSC range in flight", rule="psc-state", spec=SPEC)
+        self._complete_one(*batch)
+        return self._begin()  # "Handle the next range (if any)."
+
+
+def _field(entry: int, name: str) -> int:
+    shift, mask = _ENTRY[name]
+    return entry >> shift & mask
+
+
+class MsrPsc(_Engine):
+    """One ``GHCB_MSR_PSC_REQ``: KVM's ``snp_begin_psc_msr`` / ``snp_complete_psc_msr``.
+
+    Args:
+        msr: the GHCB MSR value the guest wrote (GHCBInfo 0x014).
+        kvm_run: ``kvm_run`` as it stands; zeros by default.
+        exit_enabled: whether userspace enabled exits for KVM_HC_MAP_GPA_RANGE.
+    """
+
+    _spec = SPEC_MSR
+
+    def __init__(
+        self, msr: int, *, kvm_run: bytes | None = None, exit_enabled: bool = True
+    ) -> None:
+        if type(msr) is not int or not 0 <= msr <= _U64 or msr & _MSR_INFO_MASK != MsrCode.PSC_REQ:
+            raise HypervisorUsageError(
+                f"an MSR PSC request is a u64 with GHCBInfo {MsrCode.PSC_REQ:#x}, not {msr!r}",
+                rule="msr-code",
+                spec=SPEC_MSR,
+            )
+        super().__init__(kvm_run, exit_enabled)
+        self.msr = msr
+
+    def _begin(self) -> MapGpaRange | MsrDone:
+        op_shift, op_mask = _MSR_PSC["operation"]
+        gfn_shift, gfn_mask = _MSR_PSC["gfn"]
+        operation = self.msr >> op_shift & op_mask  # GHCB_MSR_PSC_REQ_TO_OP
+        gpa = (self.msr >> gfn_shift & gfn_mask) << 12  # gfn_to_gpa(GHCB_MSR_PSC_REQ_TO_GFN)
+        # op != SNP_PAGE_STATE_PRIVATE && op != SNP_PAGE_STATE_SHARED -> RESP_ERROR
+        if operation not in (PscOp.PRIVATE, PscOp.SHARED) or not self._exit_enabled:
+            self._state = _DONE
+            return MsrDone(GHCB_MSR_PSC_RESP_ERROR)
+        return self._exit(gpa, 1, _attributes(operation, 0))  # one 4K page
+
+    def _complete(self, ret: int) -> MsrDone:
+        # snp_complete_psc_msr: ret ? GHCB_MSR_PSC_RESP_ERROR : GHCB_MSR_PSC_RESP
+        self._state = _DONE
+        return MsrDone(GHCB_MSR_PSC_RESP_ERROR if ret else int(MsrCode.PSC_RESP))
+
+
+# -- the VMM side -----------------------------------------------------------------------------
+def vmm_map_gpa_range(memory: ConvertibleMemory, step: MapGpaRange | bytes) -> int:
+    """Userspace's answer to a ``KVM_HC_MAP_GPA_RANGE`` exit: convert the range, return
+    ``hypercall.ret``.
+
+    What QEMU does (``kvm_handle_hc_map_gpa_range`` → ``kvm_convert_memory(gpa, npages *
+    4096, attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)``), on this model's memory: the page-size
+    flags are ignored; a range whose pages are all mapped is converted (all or nothing) and
+    the answer is 0; a range with no mapped page is ignored with 0 when it becomes shared
+    ("non-assigned region to shared") and refused when it becomes private; a partly mapped
+    range, zero pages, or another hypercall number is refused. A refusal is ``-EINVAL`` as
+    QEMU writes it into the u64 ``ret`` — QEMU then stops the VM; a VMM that passes it on
+    with :meth:`GhcbPsc.complete` lets the guest see GENERIC.
+    """
+    call = decode_hypercall_exit(step.kvm_run if isinstance(step, MapGpaRange) else step)
+    if call.nr != KVM_HC_MAP_GPA_RANGE:
+        return _ERR_EINVAL
+    gpa, npages, attributes = call.args[:3]
+    private = bool(attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)
+    if npages == 0 or gpa % PAGE_SIZE or gpa + npages * PAGE_SIZE > _GPA_LIMIT:
+        return _ERR_EINVAL
+    mapped = sum(1 for i in range(npages) if memory.is_mapped(gpa + i * PAGE_SIZE))
+    if mapped == 0 and not private:
+        return 0
+    if mapped != npages:
+        return _ERR_EINVAL
+    memory.set_shared(gpa, npages, shared=not private)
+    return 0
