@@ -13,18 +13,18 @@ import pytest
 from ghcb.certs import SEV_FW_BLOB_MAX_SIZE, CertEntry, CertGuid, build_cert_table
 from ghcb.codes import Errno, FirmwareStatus
 from ghcb.guest import REPORT_RSP_HEADER_SIZE, Guest, GuestRequestError, SnpGuestDriver
-from ghcb.guest_msg import ReportReq, ReportRsp
-from ghcb.hypervisor import CertificateStore, MergedAbi, V15Abi, Vcpu, Vm, Vmm
+from ghcb.guest_msg import KeyReq, MsgHeader, ReportReq, ReportRsp
+from ghcb.hypervisor import CertificateStore, MergedAbi, TokenBucket, V15Abi, Vcpu, Vm, Vmm
 from ghcb.hypervisor.simfw import SimulatedFirmware, default_vmpcks
 from ghcb.report import parse_report
 from ghcb.schemas.page import PAGE_SIZE
 from ghcb.verify import verify_with_table
+from tests.test_guest_driver import FakeTime
 
 if TYPE_CHECKING:
     import pathlib
     from collections.abc import Callable
 
-    from ghcb.guest_msg import MsgHeader
 
 ABIS = [MergedAbi(), V15Abi()]
 INBLOB = bytes(range(64))
@@ -49,15 +49,19 @@ def make(
     firmware: SimulatedFirmware | None = None,
     vmpck_id: int = 0,
     after_run: Callable[[Guest], None] | None = None,
+    rate: float | None = None,
 ) -> tuple[SnpGuestDriver, SimulatedFirmware]:
     """A guest driver whose host serves the firmware chain's table; ``after_run`` lets a
-    hostile host rewrite shared pages after each VMGEXIT."""
+    hostile host rewrite shared pages after each VMGEXIT; ``rate`` rate-limits the host
+    (BUSY) on an injected clock the driver's retry loop also uses."""
     firmware = SimulatedFirmware() if firmware is None else firmware
     store = CertificateStore(tmp_path / "certs.blob", create=True)
     store.update(firmware.chain.cert_table())
     guest = Guest()
     vcpu = Vcpu(Vm(firmware, cert_abi=abi), guest.memory, guest.layout.ghcb)
-    vmm = Vmm(guest.memory, store)
+    fake = FakeTime()
+    limiter = None if rate is None else TokenBucket(rate=rate, burst=1, clock=fake.clock)
+    vmm = Vmm(guest.memory, store, limiter=limiter)
 
     def vmgexit() -> None:
         vmm.run(vcpu)
@@ -65,7 +69,10 @@ def make(
             after_run(guest)
 
     key = default_vmpcks()[vmpck_id]
-    return SnpGuestDriver(guest, vmgexit, key, vmpck_id=vmpck_id), firmware
+    driver = SnpGuestDriver(
+        guest, vmgexit, key, vmpck_id=vmpck_id, clock=fake.clock, sleep=fake.sleep
+    )
+    return driver, firmware
 
 
 @pytest.mark.parametrize("abi", ABIS, ids=["merged", "v15"])
@@ -225,3 +232,51 @@ def test_a_response_that_does_not_verify_wipes_the_key(tmp_path: pathlib.Path, w
 def test_outblob_starts_after_the_response_header() -> None:
     """``sizeof(struct snp_msg_report_resp_hdr)`` = 32 (uapi sev-guest.h)."""
     assert REPORT_RSP_HEADER_SIZE == 32
+
+
+class SpyFirmware(SimulatedFirmware):
+    """Records every message page that reaches the firmware and every page it answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pages: list[bytes] = []
+
+    def guest_request(self, request: bytes) -> tuple[bytes | None, int]:
+        response, status = super().guest_request(request)
+        self.pages.append(bytes(request))
+        if response is not None:
+            self.pages.append(bytes(response))
+        return response, status
+
+
+@pytest.mark.parametrize("abi", ABIS, ids=["merged", "v15"])
+def test_no_iv_is_used_for_two_messages(tmp_path: pathlib.Path, abi: Any) -> None:
+    """Through INVALID_LEN (re-issued as a plain request), BUSY (the same message again),
+    success, the tsm path and a key request: every sequence number — the AES-GCM IV — that
+    the firmware sees carries exactly one ciphertext, in either direction."""
+    spy = SpyFirmware()
+    sent: list[bytes] = []  # the request page at every VMGEXIT, BUSY re-sends included
+
+    def record(guest: Guest) -> None:
+        sent.append(guest.memory.guest_read(guest.layout.request, PAGE_SIZE))
+
+    driver, _ = make(tmp_path, abi, firmware=spy, rate=0.25, after_run=record)  # 1 token / 4 s
+    with pytest.raises(GuestRequestError) as e:
+        driver.get_ext_report(INBLOB, pages=1)  # spends the token
+    assert e.value.npages == 2
+    answer = driver.request(ReportReq(user_data=INBLOB), extended=True, pages=2)
+    assert answer.busy_retries == 2  # BUSY twice, the same message each time
+    driver.tsm_report(INBLOB)
+    driver.get_report(INBLOB)
+    driver.request(KeyReq())
+    # INVALID_LEN then the plain re-issue (seqno 1 twice); BUSY twice then through (3, and the
+    # tsm request 5: the host's rate limit covers extended requests); plain report 7; key 9.
+    seqnos = [MsgHeader.from_bytes(page[: MsgHeader.SIZE]).msg_seqno for page in sent]
+    assert seqnos == [1, 1, 3, 3, 3, 5, 5, 5, 7, 9]
+    by_seqno: dict[int, set[bytes]] = {}
+    for page in spy.pages + sent:
+        seqno = MsgHeader.from_bytes(page[: MsgHeader.SIZE]).msg_seqno
+        by_seqno.setdefault(seqno, set()).add(page)
+    assert sorted(by_seqno) == list(range(1, 11))
+    assert all(len(pages) == 1 for pages in by_seqno.values())
+    assert driver.counter == 10
