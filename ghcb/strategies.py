@@ -1,9 +1,16 @@
 """Hypothesis strategies for GHCB pages, certificate tables and the values around them.
 
-Requires the hypothesis package (``pip install 'ghcb[test]'``); ``ghcb`` itself does not
-import this module. Every strategy draws a *record* and builds the bytes from it, so failing
-examples shrink to simple pages and short tables. The ``hypothesis`` entry point registers
-``st.from_type(GhcbPage)`` and ``st.from_type(CertEntry)``.
+Requires the hypothesis package (``pip install 'ghcb[hypothesis]'``; without it, importing
+this module raises :class:`ghcb._extras.MissingExtraError`, an ``ImportError`` saying so);
+``ghcb`` itself does not import this module. Every strategy draws a *record* and builds the
+bytes from it, so failing examples shrink to simple pages and short tables. The
+``hypothesis`` entry point registers ``st.from_type(GhcbPage)`` and ``st.from_type(CertEntry)``.
+
+Valid values: :func:`pages`, :func:`requests` (exactly the inputs KVM requires per exit),
+:func:`guest_request_pages`, :func:`cert_entries`, :func:`cert_tables`, :func:`guest_errors`,
+:func:`msr_messages`, :func:`kvm_exits` (the ``kvm_run`` of both certificate-exit ABIs).
+Hostile values: :func:`hostile_cert_tables` (each labelled with the violation codes it must
+trigger), :func:`exit_info2_values` (every SW_EXITINFO2 encoding and any u64).
 
 Examples::
 
@@ -19,28 +26,57 @@ Examples::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from hypothesis import strategies as st
+from ghcb._extras import raise_missing_extra
 
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as e:
+    raise_missing_extra(e, extra="hypothesis", needed_by=__name__)
+    raise
+
+from ghcb._fast import flat_fields
+from ghcb._hostile import CERT_VIOLATION_CODES, ERROR_CODES, HostileCertTable, hostile_cert_tables
 from ghcb.certs import CertEntry, CertGuid, build_cert_table
-from ghcb.codes import ExitCode, FirmwareStatus, MsrCode, VmmError
-from ghcb.exitinfo import pack_guest_error
+from ghcb.codes import ExitCode, FirmwareStatus, GhcbErr, MsrCode, VmmError
+from ghcb.exitinfo import EventInjection, pack_guest_error
+from ghcb.hypervisor.kvm_abi import MergedAbi, V15Abi, encode_kvm_run
+from ghcb.hypervisor.rules import (
+    ALWAYS_REQUIRED,
+    KVM_EXIT_RULES,
+    V15_EXIT_RULES,
+    Validator,
+    required_inputs,
+)
 from ghcb.msr import MsrMessage, msr_layout, msr_record
-from ghcb.page import FIELDS, VALID_BIT, GhcbPage
+from ghcb.page import FIELDS, GHCB_PROTOCOL_MAX, VALID_BIT, GhcbPage
+from ghcb.schemas.kvm import (
+    KVM_USER_VMGEXIT_REQ_CERTS,
+    REQ_CERTS_STATUS_PENDING,
+    kvm_user_vmgexit,
+)
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
     import uuid
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "CERT_VIOLATION_CODES",
+    "ERROR_CODES",
+    "HostileCertTable",
+    "KvmExit",
     "cert_entries",
     "cert_tables",
+    "exit_info2_values",
     "guest_errors",
     "guest_request_pages",
+    "hostile_cert_tables",
+    "kvm_exits",
     "msr_messages",
     "pages",
+    "requests",
 ]
 
 _INT_FIELDS = {f.name: f for f in FIELDS if f.kind == "int"}
@@ -194,3 +230,153 @@ def msr_messages(*, codes: Sequence[MsrCode] | None = None) -> st.SearchStrategy
         return msr_record(code, **fields)
 
     return build()
+
+
+def exit_info2_values() -> st.SearchStrategy[int]:
+    """SW_EXITINFO2 values a guest may read back: SNP_GUEST_ERR packings
+    (:func:`guest_errors`, both GENERIC values among them), GHCB_ERR_* reasons (after
+    EXITINFO1 = 2), event injections (after EXITINFO1 = 1, every field in its bit width,
+    reserved bits too), and any u64 — for decoders that must answer every value.
+
+    Requires the hypothesis package.
+
+    Example::
+
+        exit_info2_values().example()
+    """
+    named = st.sampled_from([pack_guest_error(vmm, 0) for vmm in VmmError])  # fw_err = 0
+    reasons = st.sampled_from(list(GhcbErr)).map(int)
+    events = st.fixed_dictionaries(
+        {f.name: st.integers(0, f.mask) for f in EventInjection.FIELDS}
+    ).map(lambda fields: EventInjection(**fields).encode())
+    return st.one_of(named, guest_errors(), reasons, events, st.integers(0, (1 << 64) - 1))
+
+
+class KvmExit(NamedTuple):
+    """A certificate exit as KVM leaves it in ``kvm_run``: the ABI, the exit struct's fields
+    KVM wrote, and the ``kvm_run`` bytes (prefix + exit union) a VMM reads."""
+
+    abi: MergedAbi | V15Abi
+    fields: Mapping[str, int]
+    kvm_run: bytes
+
+
+#: ``kvm_user_vmgexit.req_certs.ret`` is a u32 (the seed patch's uapi kvm.h).
+_V15_RET_MAX = next(f.max_value for f in flat_fields(kvm_user_vmgexit) if f.name == "ret")
+
+
+def kvm_exits(*, abi: MergedAbi | V15Abi | None = None) -> st.SearchStrategy[KvmExit]:
+    """Certificate exits KVM writes for an Extended Guest Request: ``KVM_EXIT_SNP_REQ_CERTS``
+    ``{gpa, npages, ret = 0}`` (merged) or ``KVM_EXIT_VMGEXIT`` ``{type = REQ_CERTS, data_gpa,
+    data_npages, flags = 0, status = PENDING, ret}`` (v15, where KVM leaves ``ret`` as
+    userspace last wrote it). The GPA is page-aligned (KVM checked it) and the page count is
+    the guest's RBX: any u64.
+
+    Requires the hypothesis package.
+
+    Args:
+        abi: ``MergedAbi()`` (any exit number), ``V15Abi()``, or None for both.
+
+    Raises:
+        TypeError: ``abi`` is not one of those.
+
+    Example::
+
+        kvm_exits(abi=MergedAbi()).example().kvm_run
+    """
+    if abi is not None and not isinstance(abi, MergedAbi | V15Abi):
+        raise TypeError(f"abi must be MergedAbi(), V15Abi() or None, not {abi!r}")
+    abis: list[MergedAbi | V15Abi] = [abi] if abi is not None else [MergedAbi(), V15Abi()]
+    u64 = (1 << 64) - 1
+    gpas = st.integers(0, u64 // PAGE_SIZE).map(lambda gfn: gfn * PAGE_SIZE)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> KvmExit:
+        chosen = draw(st.sampled_from(abis))
+        gpa, npages = draw(gpas), draw(st.integers(0, 8) | st.integers(0, u64))
+        fields: dict[str, int]
+        if isinstance(chosen, MergedAbi):
+            fields = {"gpa": gpa, "npages": npages, "ret": 0}
+        else:
+            ret = draw(st.integers(0, _V15_RET_MAX))
+            fields = {
+                "type": KVM_USER_VMGEXIT_REQ_CERTS,
+                "data_gpa": gpa,
+                "data_npages": npages,
+                "flags": 0,
+                "status": REQ_CERTS_STATUS_PENDING,
+                "ret": ret,
+            }
+        return KvmExit(chosen, fields, encode_kvm_run(chosen, fields))
+
+    return build()
+
+
+_RULE_TABLES = {Validator.CURRENT: KVM_EXIT_RULES, Validator.V15: V15_EXIT_RULES}
+
+
+def requests(
+    *, exit_codes: Sequence[ExitCode] | None = None, validator: Validator = Validator.CURRENT
+) -> st.SearchStrategy[GhcbPage]:
+    """GHCB pages an SEV-SNP guest writes that carry exactly the inputs KVM's validator
+    requires for their exit (:func:`ghcb.required_inputs`, the rule table of
+    :mod:`ghcb.hypervisor.rules`): those fields and no others are marked valid, so KVM
+    accepts the page and clearing any one valid bit makes it answer GHCB_ERR_MISSING_INPUT.
+
+    Values on which a rule's condition turns (CPUID leaf 0xD, an IOIO string or OUT, an MSR
+    write, AP destroy) are drawn often; guest-request pages get distinct page-aligned GPAs.
+
+    Requires the hypothesis package.
+
+    Args:
+        exit_codes: exit codes to draw from (default: every exit KVM accepts).
+        validator: which tree's validator (``Validator.V15``: the seed patch's).
+
+    Raises:
+        TypeError: an exit code the validator does not accept, or no code at all.
+
+    Example::
+
+        requests(exit_codes=[ExitCode.CPUID]).example()
+    """
+    table = _RULE_TABLES.get(validator)
+    if table is None:
+        raise TypeError(f"validator must be a Validator, not {validator!r}")
+    codes = list(table) if exit_codes is None else list(exit_codes)
+    rejected = [c for c in codes if c not in table]
+    if rejected or not codes:
+        raise TypeError(f"exit_codes must be exits KVM accepts, not {rejected or 'nothing'}")
+    gfns = st.integers(min_value=1, max_value=(1 << 40) - 1)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> GhcbPage:
+        code = draw(st.sampled_from(codes))
+        rule = table[code]
+        turning: dict[str, list[int]] = {}
+        for cond in rule.when:
+            turning.setdefault(cond.field, []).append(cond.equals)
+        names = set(ALWAYS_REQUIRED | rule.required)
+        for cond in rule.when:
+            names |= cond.require
+        values: dict[str, int] = {}
+        for name in sorted(names):
+            anything = st.integers(0, _INT_FIELDS[name].max_value)
+            special = turning.get(name)
+            values[name] = draw(st.sampled_from(special) | anything if special else anything)
+        values["sw_exit_code"] = int(code)
+        if rule.request_pages:
+            request, response = draw(st.lists(gfns, min_size=2, max_size=2, unique=True))
+            values["sw_exit_info_1"], values["sw_exit_info_2"] = (
+                request * PAGE_SIZE,
+                response * PAGE_SIZE,
+            )
+        page = _page(values, ALWAYS_REQUIRED | rule.required)
+        needed = required_inputs(page, validator=validator) or frozenset()
+        return _page(values, needed)
+
+    return build()
+
+
+def _page(values: Mapping[str, int], names: frozenset[str]) -> GhcbPage:
+    chosen = {name: values[name] for name in names}
+    return GhcbPage.empty().with_fields(**chosen).replace(protocol_version=GHCB_PROTOCOL_MAX)

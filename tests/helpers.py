@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 from ghcb import build_page
 from ghcb.guest import DEFAULT_LAYOUT, Guest, GuestLayout
+from ghcb.vectors import assemble as assemble  # the one reader of certs.json parts
 
 if TYPE_CHECKING:
     from ghcb.hypervisor import GuestMemory
@@ -35,20 +36,6 @@ def load_vectors(name: str) -> dict[str, Any]:
 def vector_bytes(relpath: str) -> bytes:
     """A binary vector under ``spec/vectors``."""
     return (SPEC / "vectors" / relpath).read_bytes()
-
-
-def assemble(parts: list[dict[str, Any]]) -> bytes:
-    """The bytes of a certs.json vector: its parts concatenated ({'hex'}, {'zeros'},
-    {'repeat', 'count'})."""
-    out = bytearray()
-    for part in parts:
-        if "hex" in part:
-            out += bytes.fromhex(part["hex"])
-        elif "zeros" in part:
-            out += bytes(part["zeros"])
-        else:
-            out += bytes.fromhex(part["repeat"]) * part["count"]
-    return bytes(out)
 
 
 def assert_roundtrip(schema: cs.Construct[Any, Any], data: bytes, obj: dict[str, Any]) -> None:

@@ -1,0 +1,199 @@
+"""`ghcb vectors export`: every golden vector as a file, a manifest that agrees with the golden
+files, and a C header that a C program compiles against and reads back exactly."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ghcb import vectors
+from tests.helpers import SPEC, assemble, load_vectors, vector_bytes
+
+if TYPE_CHECKING:
+    import pathlib
+
+CC = shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("vectors")
+    return out, vectors.export(out, c_header=True)
+
+
+def rows(manifest: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {r["name"].split("/", 1)[1]: r for r in manifest["vectors"] if r["kind"] == kind}
+
+
+def test_every_golden_vector_is_written(exported: tuple[pathlib.Path, dict[str, Any]]) -> None:
+    """One file per vector of every golden file, with the golden bytes."""
+    out, manifest = exported
+    golden_certs = load_vectors("certs")["vectors"]
+    certs = rows(manifest, "certs")
+    assert list(certs) == [v["name"] for v in golden_certs]
+    for v in golden_certs:
+        assert (out / certs[v["name"]]["file"]).read_bytes() == assemble(v["parts"])
+    pages = rows(manifest, "pages")
+    for v in load_vectors("pages")["vectors"]:
+        assert (out / pages[v["name"]]["file"]).read_bytes() == vector_bytes(v["file"])
+    info = load_vectors("exitinfo2")
+    exit_rows = rows(manifest, "exitinfo2")
+    for group in ("guest_errors", "ghcb_errors", "event_injections"):
+        for v in info[group]:
+            row = exit_rows[v["name"]]
+            assert row["exit_info_2"] == int(v["exitinfo2"], 16)
+            assert (out / row["file"]).read_bytes() == int(v["exitinfo2"], 16).to_bytes(8, "little")
+    assert len(rows(manifest, "msr")) == len(load_vectors("msr")["values"])
+    assert len(manifest["vectors"]) == 16 + 4 + 16 + 18
+    assert (manifest["format"], manifest["version"]) == ("ghcb-vectors", 1)
+
+
+def test_cert_rows_agree_with_the_golden_expectations(
+    exported: tuple[pathlib.Path, dict[str, Any]],
+) -> None:
+    """Verdict, first error, violations and entries are those certs.json expects."""
+    _, manifest = exported
+    certs = rows(manifest, "certs")
+    for v in load_vectors("certs")["vectors"]:
+        row, expect = certs[v["name"]], v["expect"]
+        assert row["size"] == expect["size"]
+        assert row["strict_error"] == expect["strict_error"]
+        assert row["verdict"] == ("reject" if expect["strict_error"] else "accept")
+        if "violations" in expect:
+            got = [[x["code"], x["offset"]] for x in row["violations"]]
+            assert got == expect["violations"], v["name"]
+        else:
+            assert sorted({x["code"] for x in row["violations"]}) == expect["violation_codes"]
+        if expect["strict_error"] is None:
+            assert [{k: e[k] for k in ("name", "offset", "length")} for e in row["entries"]] == [
+                {k: e[k] for k in ("name", "offset", "length")} for e in expect["entries"]
+            ]
+            assert row["rbx"] == -(-expect["size"] // 4096)
+        else:
+            assert row["entries"] == []
+            assert row["rbx"] is None
+
+
+def test_page_rows(exported: tuple[pathlib.Path, dict[str, Any]]) -> None:
+    """Pages carry exit code, EXITINFO1/2, RBX and the valid set of pages.json."""
+    _, manifest = exported
+    pages = rows(manifest, "pages")
+    for v in load_vectors("pages")["vectors"]:
+        row, fields = pages[v["name"]], v["expect"]["fields"]
+        assert row["exit_code"]["name"] == v["expect"]["exit_code_name"]
+        assert row["valid"] == sorted(v["expect"]["valid"])
+        for name in ("sw_exit_info_1", "sw_exit_info_2", "rbx"):
+            assert row[name.removeprefix("sw_")] == fields.get(name, v["set"].get(name, 0))
+    assert pages["snp_ext_guest_request"]["verdict"] == "accept"
+    assert pages["snp_ext_guest_request"]["ghcb_err"] is None
+
+
+def cli(*words: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="ghcb")
+    vectors.add_parser(parser.add_subparsers(dest="group", required=True))
+    args = parser.parse_args(list(words))
+    out = io.StringIO()
+    return args.func(args, out), out.getvalue()
+
+
+def test_cli(tmp_path: pathlib.Path) -> None:
+    """`vectors export DIR --json` writes and says what; a folder without vectors is exit 2."""
+    status, text = cli("vectors", "export", str(tmp_path / "out"), "--json")
+    assert status == 0
+    doc = json.loads(text)
+    assert doc == {
+        "ok": True,
+        "dir": str(tmp_path / "out"),
+        "vectors": {"certs": 16, "pages": 4, "exitinfo2": 16, "msr": 18},
+        "files": ["manifest.json"],
+    }
+    assert not (tmp_path / "out" / "ghcb_vectors.h").exists()
+    status, text = cli("vectors", "export", str(tmp_path / "x"), "--spec", str(tmp_path), "--json")
+    assert status == 2
+    assert json.loads(text)["error"]["code"] == "usage"
+    assert vectors.spec_dir() == SPEC
+
+
+C_PROGRAM = r"""
+#include <stdio.h>
+#include "ghcb_vectors.h"
+
+int main(void)
+{
+    for (size_t i = 0; i < GHCB_VECTOR_COUNT; i++) {
+        const struct ghcb_vector *v = &ghcb_vectors[i];
+        uint32_t h = 2166136261u; /* FNV-1a over the bytes */
+        for (size_t k = 0; k < v->size; k++)
+            h = (h ^ v->data[k]) * 16777619u;
+        printf("%s %d %d %s %d %016llx %016llx %d %llx %zu %zu %08x\n", v->name, (int)v->kind,
+               (int)v->verdict, v->first_error ? v->first_error : "-", v->has_exit_info,
+               (unsigned long long)v->exit_info_1, (unsigned long long)v->exit_info_2,
+               v->has_rbx, (unsigned long long)v->rbx, v->size, v->n_entries, h);
+    }
+    return 0;
+}
+"""
+
+
+def fnv1a(data: bytes) -> int:
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def expected_line(out: pathlib.Path, row: dict[str, Any]) -> str:
+    kind = {"certs": 1, "pages": 2, "exitinfo2": 3, "msr": 4}[row["kind"]]
+    err = row.get("strict_error") or (row.get("ghcb_err") or {}).get("name") or "-"
+    info = row["kind"] in ("pages", "exitinfo2")
+    rbx = row.get("rbx")
+    data = (out / row["file"]).read_bytes()
+    return (
+        f"{row['name']} {kind} {int(row['verdict'] == 'reject')} {err} {int(info)} "
+        f"{row.get('exit_info_1', 0):016x} {row.get('exit_info_2', 0):016x} "
+        f"{int(rbx is not None)} {rbx or 0:x} {len(data)} {len(row.get('entries', []))} "
+        f"{fnv1a(data):08x}"
+    )
+
+
+@pytest.mark.skipif(CC is None, reason="no C compiler (cc or gcc) on this machine")
+def test_c_header_compiles_and_reads_back(
+    exported: tuple[pathlib.Path, dict[str, Any]], tmp_path: pathlib.Path
+) -> None:
+    """A C program built against ghcb_vectors.h (-Wall -Wextra -Werror, C99) prints every
+    vector's verdict, first error, EXITINFO1/2, RBX, size, entry count and an FNV-1a of its
+    bytes: exactly what the manifest and the files say."""
+    out, manifest = exported
+    source = tmp_path / "main.c"
+    source.write_text(C_PROGRAM)
+    binary = tmp_path / "vectors"
+    assert CC is not None
+    subprocess.run(
+        [
+            CC,
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(out),
+            str(source),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run([str(binary)], check=True, capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    assert lines == [expected_line(out, row) for row in manifest["vectors"]]
+    u32 = next(line for line in lines if line.startswith("certs/u32_wrap "))
+    assert u32.split()[1:4] == ["1", "1", "u32-wrap"]
+    ext = next(line for line in lines if line.startswith("pages/snp_ext_guest_request "))
+    assert ext.split()[4:10] == ["1", f"{0x7F000:016x}", f"{0x7E000:016x}", "1", "4", "4096"]
