@@ -24,7 +24,6 @@ status a PSP answers for it. The sequence rules (:func:`request_seqno`,
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
@@ -33,10 +32,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ghcb._bytes import byte_string, byte_view
 from ghcb._fast import Backend, check_int
+from ghcb._msg_payloads import (
+    PAYLOADS,
+    KeyReq,
+    KeyRsp,
+    KeySel,
+    Payload,
+    ReportReq,
+    ReportRsp,
+    TscInfoReq,
+    TscInfoRsp,
+)
 from ghcb._record import SchemaRecord
 from ghcb.codes import FirmwareStatus, MsgType
 from ghcb.errors import GhcbError, InputTypeError, LengthError
-from ghcb.report import ATTESTATION_REPORT_SIZE, AttestationReport, parse_report
 from ghcb.schemas import guest_msg as schema
 from ghcb.schemas.page import PAGE_SIZE
 
@@ -188,127 +197,7 @@ _HDR_ZERO_0x38: Final = bytes(4)
 _HDR_ZERO_0x3D: Final = bytes(35)
 
 
-class _Payload(SchemaRecord):
-    """A message payload; ``MSG_TYPE`` is the message type that carries it."""
-
-    MSG_TYPE: ClassVar[MsgType]
-
-
-class KeySel(enum.IntEnum):
-    """MSG_REPORT_REQ / MSG_KEY_REQ KEY_SEL (snp-firmware-facts §3.6): 3 is reserved."""
-
-    DEFAULT = 0  # the VLEK if one is loaded, else the VCEK
-    VCEK = 1
-    VLEK = 2
-
-
-@dataclass(frozen=True, slots=True)
-class ReportReq(_Payload):
-    """MSG_REPORT_REQ (0x60 bytes): Linux ``struct snp_report_req`` with the firmware's
-    ``key_sel`` at 0x44 (Linux sends 0 there)."""
-
-    SCHEMA: ClassVar[cs.Struct] = schema.snp_report_req
-    SPEC: ClassVar[str] = "SNP firmware MSG_REPORT_REQ (snp-firmware-facts §3.6)"
-    WHAT: ClassVar[str] = "a MSG_REPORT_REQ"
-    MSG_TYPE: ClassVar[MsgType] = MsgType.REPORT_REQ
-
-    user_data: bytes = bytes(64)
-    vmpl: int = 0
-    key_sel: int = KeySel.DEFAULT
-    reserved_0x48: bytes = bytes(24)
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRsp(_Payload):
-    """MSG_REPORT_RSP (0x4C0 bytes): STATUS, REPORT_SIZE (0x4A0 even on error), reserved,
-    then the 1184-byte report (all zero on the early failures)."""
-
-    SCHEMA: ClassVar[cs.Struct] = schema.msg_report_rsp
-    SPEC: ClassVar[str] = "SNP firmware MSG_REPORT_RSP (snp-firmware-facts §3.6)"
-    WHAT: ClassVar[str] = "a MSG_REPORT_RSP"
-    MSG_TYPE: ClassVar[MsgType] = MsgType.REPORT_RSP
-    ENUMS: ClassVar[Mapping[str, Callable[[int], int]]] = {"status": FirmwareStatus.from_int}
-
-    status: int = FirmwareStatus.SUCCESS
-    report_size: int = ATTESTATION_REPORT_SIZE
-    reserved_0x8: bytes = bytes(24)
-    report: bytes = bytes(ATTESTATION_REPORT_SIZE)
-
-    @property
-    def attestation_report(self) -> AttestationReport:
-        """``report`` decoded (:func:`ghcb.report.parse_report`)."""
-        return parse_report(self.report)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyReq(_Payload):
-    """MSG_KEY_REQ (0x20 bytes): Linux ``struct snp_derived_key_req``."""
-
-    SCHEMA: ClassVar[cs.Struct] = schema.snp_derived_key_req
-    SPEC: ClassVar[str] = "SNP firmware MSG_KEY_REQ (snp-firmware-facts §3.7)"
-    WHAT: ClassVar[str] = "a MSG_KEY_REQ"
-    MSG_TYPE: ClassVar[MsgType] = MsgType.KEY_REQ
-
-    root_key_select: int = 0
-    reserved_0x4: bytes = bytes(4)
-    guest_field_select: int = 0
-    vmpl: int = 0
-    guest_svn: int = 0
-    tcb_version: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRsp(_Payload):
-    """MSG_KEY_RSP (0x40 bytes): STATUS, reserved, the 32-byte derived key."""
-
-    SCHEMA: ClassVar[cs.Struct] = schema.msg_key_rsp
-    SPEC: ClassVar[str] = "SNP firmware MSG_KEY_RSP (snp-firmware-facts §3.7)"
-    WHAT: ClassVar[str] = "a MSG_KEY_RSP"
-    MSG_TYPE: ClassVar[MsgType] = MsgType.KEY_RSP
-    ENUMS: ClassVar[Mapping[str, Callable[[int], int]]] = {"status": FirmwareStatus.from_int}
-
-    status: int = FirmwareStatus.SUCCESS
-    reserved_0x4: bytes = bytes(28)
-    derived_key: bytes = bytes(32)
-
-
-@dataclass(frozen=True, slots=True)
-class TscInfoReq(_Payload):
-    """TSC_INFO_REQ (128 reserved bytes): Linux ``struct snp_tsc_info_req``."""
-
-    SCHEMA: ClassVar[cs.Struct] = schema.snp_tsc_info_req
-    SPEC: ClassVar[str] = "Linux asm/sev.h struct snp_tsc_info_req (ghcb-facts §8.3)"
-    WHAT: ClassVar[str] = "a TSC_INFO_REQ"
-    MSG_TYPE: ClassVar[MsgType] = MsgType.TSC_INFO_REQ
-
-    reserved_0x0: bytes = bytes(128)
-
-
-@dataclass(frozen=True, slots=True)
-class TscInfoRsp(_Payload):
-    """TSC_INFO_RSP (128 bytes): Linux ``struct snp_tsc_info_resp``."""
-
-    SCHEMA: ClassVar[cs.Struct] = schema.snp_tsc_info_resp
-    SPEC: ClassVar[str] = "Linux asm/sev.h struct snp_tsc_info_resp (ghcb-facts §8.3)"
-    WHAT: ClassVar[str] = "a TSC_INFO_RSP"
-    MSG_TYPE: ClassVar[MsgType] = MsgType.TSC_INFO_RSP
-    ENUMS: ClassVar[Mapping[str, Callable[[int], int]]] = {"status": FirmwareStatus.from_int}
-
-    status: int = FirmwareStatus.SUCCESS
-    reserved_0x4: bytes = bytes(4)
-    tsc_scale: int = 0
-    tsc_offset: int = 0
-    tsc_factor: int = 0
-    reserved_0x1c: bytes = bytes(100)
-
-
-#: The payload record of each message type modelled here.
-PAYLOADS: Final[dict[MsgType, type[_Payload]]] = {
-    cls.MSG_TYPE: cls for cls in (ReportReq, ReportRsp, KeyReq, KeyRsp, TscInfoReq, TscInfoRsp)
-}
-
-
-def parse_payload(msg_type: int, data: object, *, backend: Backend = "struct") -> _Payload:
+def parse_payload(msg_type: int, data: object, *, backend: Backend = "struct") -> Payload:
     """The payload record of ``msg_type`` decoded from exactly its size of bytes.
 
     Raises:
