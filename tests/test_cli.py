@@ -37,6 +37,7 @@ def test_page_decode_json() -> None:
     status, doc = run_json("page", "decode", EXT)
     assert status == 0
     assert set(doc) == {
+        "ok",
         "fields",
         "valid",
         "exit_code",
@@ -93,10 +94,14 @@ def test_page_check_errors(tmp_path: pathlib.Path) -> None:
 
 
 def test_unreadable_file_is_status_2() -> None:
-    """A file that cannot be read is a usage error."""
+    """A file that cannot be read is a usage error; the rule says why."""
     status, doc = run_json("page", "decode", "/nonexistent/page.bin")
     assert status == 2
-    assert doc["error"]["code"] == "usage"
+    assert doc["error"] == {
+        "code": "usage",
+        "rule": "input-unreadable",
+        "message": "ghcb: cannot read /nonexistent/page.bin: No such file or directory",
+    }
 
 
 def test_wrong_length_decode_is_status_1(tmp_path: pathlib.Path) -> None:
@@ -114,6 +119,7 @@ def test_exitinfo2_decode(vec: dict[str, Any]) -> None:
     status, doc = run_json("exitinfo2", "decode", vec["exitinfo2"])
     assert status == 0
     assert doc == {
+        "ok": True,
         "value": int(vec["exitinfo2"], 16),
         "vmm_error": {"value": vec["vmm"], "name": vec["vmm_name"]},
         "fw_error": {"value": vec["fw"], "name": vec["fw_name"]},
@@ -181,6 +187,7 @@ class TestCerts:
         assert status == 0
         assert (doc["size"], doc["pages"]) == (4762, 2)
         assert out.stat().st_size == 4762
+        (tmp_path / "x").mkdir()
         status, doc = run_json("certs", "parse", str(out), "--extract", str(tmp_path / "x"))
         assert status == 0
         subjects = [(e["name"], e["subject"].split(",")[0]) for e in doc["entries"]]
@@ -196,6 +203,9 @@ class TestCerts:
         assert doc == {
             "ok": True,
             "violations": [],
+            "errors": 0,
+            "warnings": 0,
+            "entries_total": 3,
             "entries": [
                 {
                     "guid": "c0b406a4-a803-4952-9743-3fb6014cd0ae",
@@ -264,7 +274,7 @@ class TestCerts:
         path = tmp_path / "t.bin"
         path.write_bytes(assemble(vec["parts"]))
         status, doc = run_json("certs", "check", str(path))
-        assert set(doc) == {"ok", "violations", "entries"}
+        assert set(doc) == {"ok", "violations", "errors", "warnings", "entries", "entries_total"}
         assert doc["ok"] is (vec["expect"]["strict_error"] is None)
         assert status == (0 if doc["ok"] else 1)
         for row in doc["entries"]:
