@@ -26,6 +26,7 @@ from ghcb.errors import InputTypeError
 __all__ = [
     "KVM_HV_FEATURES",
     "PROPOSED_EXIT_CODES",
+    "SAVIC_SELF_GPA",
     "ApCreationOp",
     "ApJumpTableOp",
     "Errno",
@@ -42,6 +43,7 @@ __all__ = [
     "MsrCode",
     "PscErr",
     "PscOp",
+    "SavicOp",
     "TermReasonSet",
     "VmmError",
 ]
@@ -84,10 +86,12 @@ class ExitCode(_Code):
 
     # -- SVM_EXIT_*: AMD APM vol. 2 table C-1, Linux uapi/asm/svm.h ------------------------
     READ_CR0 = 0x000
+    READ_CR2 = 0x002
     READ_CR3 = 0x003
     READ_CR4 = 0x004
     READ_CR8 = 0x008
     WRITE_CR0 = 0x010
+    WRITE_CR2 = 0x012
     WRITE_CR3 = 0x013
     WRITE_CR4 = 0x014
     WRITE_CR8 = 0x018
@@ -157,8 +161,21 @@ class ExitCode(_Code):
     RDPRU = 0x08E
     EFER_WRITE_TRAP = 0x08F
     CR0_WRITE_TRAP = 0x090
+    CR1_WRITE_TRAP = 0x091
+    CR2_WRITE_TRAP = 0x092
+    CR3_WRITE_TRAP = 0x093
     CR4_WRITE_TRAP = 0x094
+    CR5_WRITE_TRAP = 0x095
+    CR6_WRITE_TRAP = 0x096
+    CR7_WRITE_TRAP = 0x097
     CR8_WRITE_TRAP = 0x098
+    CR9_WRITE_TRAP = 0x099
+    CR10_WRITE_TRAP = 0x09A
+    CR11_WRITE_TRAP = 0x09B
+    CR12_WRITE_TRAP = 0x09C
+    CR13_WRITE_TRAP = 0x09D
+    CR14_WRITE_TRAP = 0x09E
+    CR15_WRITE_TRAP = 0x09F
     INVPCID = 0x0A2
     BUS_LOCK = 0x0A5
     IDLE_HLT = 0x0A6
@@ -366,6 +383,24 @@ class FirmwareStatus(_Code):
     RESTORE_REQUIRED = 0x25
     RMP_INITIALIZATION_FAILED = 0x26
     INVALID_KEY = 0x27
+    # numbered in psp-sev.h by "psp-sev: Assign numbers to all status codes and add new"
+    # (2025-11); 0x29-0x2F and 0x34 are not defined
+    SHUTDOWN_INCOMPLETE = 0x28
+    INCORRECT_BUFFER_LENGTH = 0x30
+    EXPAND_BUFFER_LENGTH_REQUEST = 0x31
+    SPDM_REQUEST = 0x32
+    SPDM_ERROR = 0x33
+    SEV_STATUS_ERR_IN_DEV_CONN = 0x35
+    SEV_STATUS_INVALID_DEV_CTX = 0x36
+    SEV_STATUS_INVALID_TDI_CTX = 0x37
+    SEV_STATUS_INVALID_TDI = 0x38
+    SEV_STATUS_RECLAIM_REQUIRED = 0x39
+    IN_USE = 0x3A
+    SEV_STATUS_INVALID_DEV_STATE = 0x3B
+    SEV_STATUS_INVALID_TDI_STATE = 0x3C
+    SEV_STATUS_DEV_CERT_CHANGED = 0x3D
+    SEV_STATUS_RESYNC_REQ = 0x3E
+    SEV_STATUS_RESPONSE_TOO_LARGE = 0x3F
     NO_FW_CALL = 0xFFFFFFFF
 
 
@@ -443,6 +478,20 @@ class ApJumpTableOp(_Code):
 
     SET = 0
     GET = 1
+
+
+class SavicOp(_Code):
+    """Secure AVIC (``SVM_VMGEXIT_SAVIC``) operation in SW_EXITINFO1 (uapi/asm/svm.h
+    ``SVM_VMGEXIT_SAVIC_*``); RAX names the vCPU (:data:`SAVIC_SELF_GPA`: the caller), RBX
+    carries the APIC backing page GPA (set on REGISTER_GPA, returned by UNREGISTER_GPA)."""
+
+    REGISTER_GPA = 0
+    UNREGISTER_GPA = 1
+
+
+#: ``SVM_VMGEXIT_SAVIC_SELF_GPA`` (``~0ULL``, uapi/asm/svm.h): RAX of a Secure AVIC request
+#: for the calling vCPU itself.
+SAVIC_SELF_GPA: int = 0xFFFF_FFFF_FFFF_FFFF
 
 
 class Errno(_Code):

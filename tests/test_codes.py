@@ -22,6 +22,7 @@ from ghcb import codes
         codes.GenTermReason,
         codes.LinuxTermReason,
         codes.EventType,
+        codes.SavicOp,
     ],
 )
 def test_from_int(cls: type[codes._Code]) -> None:
@@ -53,3 +54,20 @@ def test_hv_features_keep_unknown_bits() -> None:
 def test_exit_codes_are_64_bit() -> None:
     """SVM_EXIT_ERR is the all-ones u64."""
     assert codes.ExitCode.ERR == 2**64 - 1
+
+
+def test_codes_the_tables_once_lacked() -> None:
+    """Linux's newer firmware statuses, CR2 and CR write-trap exits and the Secure AVIC
+    operations decode by name (issue 10 item 5)."""
+    assert codes.FirmwareStatus.from_int(0x28) is codes.FirmwareStatus.SHUTDOWN_INCOMPLETE
+    assert codes.FirmwareStatus.from_int(0x3A) is codes.FirmwareStatus.IN_USE
+    assert codes.FirmwareStatus.from_int(0x34) == 0x34  # not defined in psp-sev.h
+    assert type(codes.FirmwareStatus.from_int(0x34)) is int
+    assert codes.ExitCode.from_int(0x002) is codes.ExitCode.READ_CR2
+    assert codes.ExitCode.from_int(0x012) is codes.ExitCode.WRITE_CR2
+    traps = [codes.ExitCode.from_int(0x090 + n) for n in range(16)]
+    assert [t.name for t in traps if isinstance(t, codes.ExitCode)] == [
+        f"CR{n}_WRITE_TRAP" for n in range(16)
+    ]
+    assert codes.SavicOp.from_int(1) is codes.SavicOp.UNREGISTER_GPA
+    assert codes.SAVIC_SELF_GPA == 2**64 - 1

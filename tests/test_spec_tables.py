@@ -213,10 +213,12 @@ class TestCodes:
         assert MSR["msr"]["kvm_hv_features"] == codes.KVM_HV_FEATURES
 
     def test_sub_operations(self) -> None:
-        """AP creation and AP jump table operations match the table."""
+        """AP creation, AP jump table and Secure AVIC operations match the table."""
         table = load_table("exit_codes")
         _enum_rows(codes.ApCreationOp, table["ap_creation_op"])
         _enum_rows(codes.ApJumpTableOp, table["ap_jump_table_op"])
+        _enum_rows(codes.SavicOp, table["savic_op"])
+        assert table["savic"]["self_gpa"] == codes.SAVIC_SELF_GPA
 
     def test_event_types(self) -> None:
         """Event-injection types match the table."""
