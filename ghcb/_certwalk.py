@@ -19,10 +19,9 @@ GUIDs are known and which hold X.509 certificates (:class:`GuidRules`).
 from __future__ import annotations
 
 import re
-import uuid
 from array import array
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import construct as cs
 
@@ -33,7 +32,7 @@ from ghcb.errors import CertTableError, Severity, Violation
 from ghcb.schemas.certs import CERT_ENTRY_SIZE, cert_table, snp_msg_cert_entry
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 __all__ = [
     "ENTRY",
@@ -126,27 +125,38 @@ def _rows_construct(raw: bytes) -> tuple[list[Row], bool]:
     return [(e.guid, e.offset, e.length) for e in parsed[:-1]], True
 
 
-class _Guid:
-    """Formats 16 raw GUID bytes as a UUID string, only when a message is rendered."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def __format__(self, spec: str) -> str:
-        return str(uuid.UUID(bytes=self.raw))
+def guid_text(raw: bytes) -> str:
+    """16 raw GUID bytes as ``str(uuid.UUID(bytes=raw))`` writes them (8-4-4-4-12 lowercase
+    hex), without building the UUID: messages name GUIDs on the checker's hot path."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _ERR: Final = Severity.ERROR
 _WARN: Final = Severity.WARNING
 
 
+class Finding(NamedTuple):
+    """What a rule's message may name about entry ``i`` of a walk."""
+
+    i: int
+    guid: bytes
+    offset: int
+    length: int
+    size: int
+    header_end: int
+    kind: str
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
     severity: Severity
     spec: str
-    template: str  # str.format over: i, guid (_Guid), offset, end, length, size, header_end
+    message: Callable[[Finding], str]
 
 
 #: The per-entry rules, in the order they are checked (and reported for one entry).
@@ -154,32 +164,51 @@ ENTRY_RULES: Final[dict[str, _Rule]] = {
     "zero-guid-entry": _Rule(
         _ERR,
         "Linux sev-guest stops only at an all-zero entry; virtee/sev stops at a null GUID",
-        "entry {i} has a null GUID but offset {offset:#x} and length {length}: readers that "
-        "stop at a null GUID lose every later entry",
+        lambda f: (
+            f"entry {f.i} has a null GUID but offset {f.offset:#x} and length {f.length}: "
+            "readers that stop at a null GUID lose every later entry"
+        ),
     ),
     "u32-wrap": _Rule(
         _ERR,
         SPEC_WRAP,
-        "entry {i}: offset {offset:#x} + length {length:#x} = {end:#x} overflows 32 bits "
-        "(32-bit readers wrap around)",
+        lambda f: (
+            f"entry {f.i}: offset {f.offset:#x} + length {f.length:#x} = {f.end:#x} "
+            "overflows 32 bits (32-bit readers wrap around)"
+        ),
     ),
     "out-of-bounds": _Rule(
-        _ERR, SPEC, "entry {i}: data [{offset:#x}, {end:#x}) ends past the {size}-byte table"
+        _ERR,
+        SPEC,
+        lambda f: (
+            f"entry {f.i}: data [{f.offset:#x}, {f.end:#x}) ends past the {f.size}-byte table"
+        ),
     ),
     "offset-in-header": _Rule(
         _ERR,
         SPEC,
-        "entry {i}: data at {offset:#x} overlaps the entry array, which ends at {header_end:#x}",
+        lambda f: (
+            f"entry {f.i}: data at {f.offset:#x} overlaps the entry array, which ends at "
+            f"{f.header_end:#x}"
+        ),
     ),
-    "duplicate-guid": _Rule(_ERR, SPEC, "entry {i}: GUID {guid} already has an entry"),
+    "duplicate-guid": _Rule(
+        _ERR, SPEC, lambda f: f"entry {f.i}: GUID {guid_text(f.guid)} already has an entry"
+    ),
     "overlap": _Rule(
-        _ERR, SPEC_OVERLAP, "entry {i}: data [{offset:#x}, {end:#x}) overlaps another entry's data"
+        _ERR,
+        SPEC_OVERLAP,
+        lambda f: f"entry {f.i}: data [{f.offset:#x}, {f.end:#x}) overlaps another entry's data",
     ),
     "zero-length": _Rule(
-        _WARN, "Linux sev-guest (warns on empty entries)", "entry {i} has no data"
+        _WARN, "Linux sev-guest (warns on empty entries)", lambda f: f"entry {f.i} has no data"
     ),
-    "unknown-guid": _Rule(_WARN, SPEC, "entry {i}: GUID {guid} is not in the registry"),
-    "not-x509": _Rule(_WARN, SPEC, "entry {i} ({kind}) is not a DER or PEM X.509 certificate"),
+    "unknown-guid": _Rule(
+        _WARN, SPEC, lambda f: f"entry {f.i}: GUID {guid_text(f.guid)} is not in the registry"
+    ),
+    "not-x509": _Rule(
+        _WARN, SPEC, lambda f: f"entry {f.i} ({f.kind}) is not a DER or PEM X.509 certificate"
+    ),
 }
 
 
@@ -304,7 +333,9 @@ class Walk:
                 overlap_hits.append(i)
             else:
                 readable[i] = 1
-                extent = max(extent, key >> 32 & 0xFFFFFFFF)
+                end = key >> 32 & 0xFFFFFFFF
+                if end > extent:
+                    extent = end
         if strict and overlap_hits:
             raise self.error("overlap", min(overlap_hits))
         self.hits["overlap"] = array("L", sorted(overlap_hits))
@@ -341,16 +372,7 @@ class Walk:
         rule = ENTRY_RULES[code]
         guid, offset, length = self.rows[i]
         kind = self.guids.x509.get(guid, "?") if self.guids else "?"
-        message = rule.template.format(
-            i=i,
-            guid=_Guid(guid),
-            offset=offset,
-            length=length,
-            end=offset + length,
-            size=self.size,
-            header_end=self.header_end,
-            kind=kind,
-        )
+        message = rule.message(Finding(i, guid, offset, length, self.size, self.header_end, kind))
         at = offset if code == "not-x509" else i * CERT_ENTRY_SIZE
         return Violation(
             code=code, severity=rule.severity, offset=at, message=message, spec=rule.spec
@@ -372,6 +394,8 @@ class Walk:
                 )
             )
         for code, found in self.hits.items():
+            if not found:
+                continue
             shown = found if limit_per_code is None else found[:limit_per_code]
             out.extend(self.violation(code, i) for i in shown)
             if len(found) > len(shown):
