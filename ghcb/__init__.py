@@ -19,7 +19,7 @@ from ghcb.certs import (
     pages_needed,
     parse_cert_table,
 )
-from ghcb.check import check_page
+from ghcb.check import KvmResponse, PageCheck, check_page, check_page_full, expected_response
 from ghcb.codes import (
     ApCreationOp,
     ApJumpTableOp,
@@ -85,12 +85,14 @@ __all__ = [
     "HvResponse",
     "InputTypeError",
     "IoioInfo",
+    "KvmResponse",
     "LengthError",
     "LinuxTermReason",
     "MsgType",
     "MsrCode",
     "MsrMessage",
     "NoValidBitError",
+    "PageCheck",
     "PscDesc",
     "PscEntry",
     "PscErr",
@@ -110,10 +112,12 @@ __all__ = [
     "cert_names",
     "check_cert_table",
     "check_page",
+    "check_page_full",
     "check_psc",
     "decode_exit_info",
     "decode_msr",
     "encode_msr",
+    "expected_response",
     "pack_guest_error",
     "pages_needed",
     "parse_cert_table",
