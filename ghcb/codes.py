@@ -503,6 +503,7 @@ class Errno(_Code):
     ENXIO = 6  # sev-guest configfs-tsm: a report STATUS other than INVALID_PARAM / INVALID_KEY
     EAGAIN = 11
     ENOMEM = 12  # sev-guest configfs-tsm: REPORT_SIZE + 32 > 4096
+    EFAULT = 14  # KVM_RUN when a scratch area outside the GHCB cannot be read
     EBUSY = 16
     ENODEV = 19
     ENOTTY = 25  # the sev-guest driver once its VMPCK is disabled
@@ -521,5 +522,6 @@ class KvmExit(_Code):
     """
 
     HYPERCALL = 2  # KVM_EXIT_HYPERCALL: a PSC range for userspace (KVM_HC_MAP_GPA_RANGE)
+    SYSTEM_EVENT = 24  # a guest's termination request (KVM_SYSTEM_EVENT_SEV_TERM)
     VMGEXIT = 40
     SNP_REQ_CERTS = 43

@@ -115,9 +115,15 @@ class TestEntry:
         assert vcpu_for(g, abi).run(gpa=0xDEAD000) == Resumed(None)
         assert g.ghcb() == page  # the registered GHCB is untouched too
 
-    def test_msr_protocol_is_unhandled(self, abi: Any) -> None:
-        """GPA bits 11:0 set: the MSR protocol path (not modelled here)."""
-        assert vcpu_for(guest(), abi).run(gpa=0x004) == Unhandled(0x004, msr=0x004)
+    def test_msr_protocol_goes_first(self, abi: Any) -> None:
+        """GPA bits 11:0 set: the MSR protocol path ("if (ghcb_gpa & GHCB_MSR_INFO_MASK)
+        return sev_handle_vmgexit_msr_protocol(svm);"), before the GHCB is mapped: a CPUID
+        request for leaf 0 with an empty table answers 0x005, the GHCB untouched (the MSR
+        protocol itself: tests/test_msr_protocol.py)."""
+        g = guest()
+        page = g.request()
+        assert vcpu_for(g, abi).run(gpa=0x004) == Resumed(None, msr=0x005)
+        assert g.ghcb() == page
 
     def test_unregistered_gpa_syncs_then_fails(self, abi: Any) -> None:
         """An SNP guest's unregistered GHCB: sev_es_sync_from_ghcb has already cleared the
@@ -214,13 +220,14 @@ class TestValidation:
         assert out.valid_fields == RESPONSE_REGS
         assert out == answered(page, {"rax": 0, "rbx": 0, "rcx": 0, "rdx": 0}, 0, 0)
 
-    def test_other_valid_exits_are_unhandled(self, abi: Any) -> None:
-        """A valid CPUID exit is outside this handler: KVM's sync and presets are in guest
-        memory (bitmap cleared, EXITINFO1/2 = 0 valid); the rest is as the guest wrote it."""
+    def test_exits_kvm_has_no_handler_for_are_unhandled(self, abi: Any) -> None:
+        """A valid RDTSC exit: svm_exit_handlers has no entry ("svm_handle_invalid_exit"):
+        KVM's sync and presets are in guest memory (bitmap cleared, EXITINFO1/2 = 0 valid);
+        the rest is as the guest wrote it."""
         g = guest()
-        page = g.request(ExitCode.CPUID, rax=1, rcx=0)
+        page = g.request(ExitCode.RDTSC)
         vcpu = vcpu_for(g, abi)
-        assert vcpu.run() == Unhandled(ExitCode.CPUID)
+        assert vcpu.run() == Unhandled(ExitCode.RDTSC)
         assert g.ghcb() == at_exit(page)
 
     def test_stray_valid_bits_are_ignored(self, abi: Any) -> None:

@@ -40,6 +40,7 @@ CODES = st.sampled_from(
         ExitCode.SNP_GUEST_REQUEST,
         ExitCode.SNP_EXT_GUEST_REQUEST,
         ExitCode.CPUID,
+        ExitCode.RDTSC,
         ExitCode.SNP_RUN_VMPL,
         0x1234,
     ]

@@ -7,7 +7,13 @@
   (:class:`DisabledAbi`, :class:`MergedAbi`, :class:`V15Abi`): ``kvm_run`` codec, guest-request
   handlers, completion callback, and the VMM's ``ret`` values.
 * :mod:`~ghcb.hypervisor.vcpu` — the vCPU: ``sev_handle_vmgexit``'s order, the GHCB writes
-  when KVM makes them, a table-driven state machine.
+  when KVM makes them, a table-driven state machine; :mod:`~ghcb.hypervisor.vm` the VM's
+  settings, :mod:`~ghcb.hypervisor.results` what KVM_RUN returns.
+* :mod:`~ghcb.hypervisor.msr_protocol` — the GHCB MSR protocol;
+  :mod:`~ghcb.hypervisor.events` — the other GHCB events (MMIO, IOIO, AP creation, ...);
+  :mod:`~ghcb.hypervisor.devices` — the pluggable CPUID/MSR/hypercall/device models;
+  :mod:`~ghcb.hypervisor.psc` — page-state changes; :mod:`~ghcb.hypervisor.scratch` — the
+  scratch-area rules.
 * :mod:`~ghcb.hypervisor.vmm` — the VMM side: rate limiting and the KVM_RUN loop.
 * :mod:`~ghcb.hypervisor.store` / :mod:`~ghcb.hypervisor.locking` — the certificate store
   with the KVM-documented file locks.
@@ -19,6 +25,14 @@
 
 from __future__ import annotations
 
+from ghcb.hypervisor.devices import (
+    CpuidTable,
+    Devices,
+    KvmHypercalls,
+    MsrTable,
+    Platform,
+    RecordingDevices,
+)
 from ghcb.hypervisor.errors import HostError, HypervisorBug, HypervisorUsageError
 from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
 from ghcb.hypervisor.kvm_abi import CertAbi, DisabledAbi, VmmAnswer, with_immediate_exit
@@ -29,13 +43,18 @@ from ghcb.hypervisor.simfw import FirmwareConfig, SimulatedFirmware, default_vmp
 from ghcb.hypervisor.store import CertificateStore, Lease, StoreError
 from ghcb.hypervisor.vcpu import (
     KVM_RUN_SIZE,
+    ApResetHold,
     CertsExit,
     DoneExit,
+    Halted,
     Interrupted,
+    MapGpaExit,
     MergedAbi,
+    Released,
     Resumed,
     RunFailed,
     RunResult,
+    Terminated,
     Unhandled,
     V15Abi,
     Vcpu,
@@ -47,11 +66,14 @@ from ghcb.hypervisor.vmm import TokenBucket, Vmm
 
 __all__ = [
     "KVM_RUN_SIZE",
+    "ApResetHold",
     "CertAbi",
     "CertificateStore",
     "CertsExit",
     "Chain",
     "ChainError",
+    "CpuidTable",
+    "Devices",
     "DisabledAbi",
     "DoneExit",
     "Firmware",
@@ -59,19 +81,27 @@ __all__ = [
     "FirmwareFailure",
     "GuestMemory",
     "GuestMemoryError",
+    "Halted",
     "HostError",
     "HypervisorBug",
     "HypervisorUsageError",
     "Interrupted",
+    "KvmHypercalls",
     "Lease",
     "LockError",
+    "MapGpaExit",
     "MergedAbi",
+    "MsrTable",
+    "Platform",
+    "RecordingDevices",
     "RecordingFirmware",
+    "Released",
     "Resumed",
     "RunFailed",
     "RunResult",
     "SimulatedFirmware",
     "StoreError",
+    "Terminated",
     "TokenBucket",
     "Unhandled",
     "V15Abi",

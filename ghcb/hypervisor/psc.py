@@ -70,22 +70,31 @@ descriptor is re-read at every step, as KVM re-reads it.
 from __future__ import annotations
 
 import struct
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple
 
 from ghcb._fast import bit_fields, flat_fields
-from ghcb.codes import Errno, KvmExit, MsrCode, PscErr, PscOp
+from ghcb.codes import MsrCode, PscErr, PscOp
 from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.hypervisor.kvm_abi import KVM_RUN_SIZE
+from ghcb.hypervisor.psc_run import (
+    _GPA_LIMIT,
+    _U64,
+    ConvertibleMemory,
+    HostMemory,
+    HypercallExit,
+    MapGpaRange,
+    checked_kvm_run,
+    decode_hypercall_exit,
+    map_gpa_range_exit,
+    vmm_map_gpa_range,
+    with_hypercall_ret,
+)
 from ghcb.psc import GHCB_MSR_PSC_RESP_ERROR
 from ghcb.schemas.kvm import (
-    KVM_HC_MAP_GPA_RANGE,
     KVM_MAP_GPA_RANGE_DECRYPTED,
     KVM_MAP_GPA_RANGE_ENCRYPTED,
     KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
     KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
-    KVM_RUN_EXIT_UNION_OFFSET,
-    kvm_hypercall_exit,
-    kvm_run_prefix,
 )
 from ghcb.schemas.msr import MSR_SCHEMAS
 from ghcb.schemas.page import PAGE_SIZE, ghcb
@@ -100,6 +109,7 @@ from ghcb.schemas.psc import (
 )
 
 __all__ = [
+    "ConvertibleMemory",
     "GhcbPsc",
     "HostMemory",
     "HypercallExit",
@@ -114,24 +124,10 @@ __all__ = [
 
 SPEC: Final = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc / snp_complete_one_psc"
 SPEC_MSR: Final = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc_msr / snp_complete_psc_msr"
-SPEC_RUN: Final = "Linux uapi/linux/kvm.h kvm_run.hypercall (KVM_EXIT_HYPERCALL)"
 
 #: ``GHCB_SCRATCH_AREA_LIMIT`` (sev.c): the largest scratch area KVM sets up.
 GHCB_SCRATCH_AREA_LIMIT: Final = 16 * PAGE_SIZE
 _U16: Final = 0xFFFF
-_U64: Final = (1 << 64) - 1
-_GPA_LIMIT: Final = 1 << 52
-_ERR_EINVAL: Final = -int(Errno.EINVAL) & _U64  # QEMU: run->hypercall.ret = -EINVAL
-
-# -- kvm_run: the prefix and the hypercall exit, from the schemas ----------------------------
-_RUN_FIELDS: Final = {
-    f.name: (f.offset, struct.Struct("<" + f.fmt))
-    for f in flat_fields(kvm_run_prefix)
-    + flat_fields(kvm_hypercall_exit, KVM_RUN_EXIT_UNION_OFFSET)
-    if f.kind == "int"
-}
-_HC: Final = flat_fields(kvm_hypercall_exit, KVM_RUN_EXIT_UNION_OFFSET)
-_HC_STRUCT: Final = struct.Struct("<" + "".join(f.fmt for f in _HC))
 
 # -- the descriptor, from the schemas --------------------------------------------------------
 _HDR_OFFSET: Final = {f.name: f.offset for f in flat_fields(psc_hdr)}
@@ -147,42 +143,7 @@ _MSR_INFO_MASK: Final = 0xFFF  # GHCB_MSR_INFO_MASK
 _GHCB_OFFSET: Final = {f.name: f.offset for f in flat_fields(ghcb)}
 
 
-class HostMemory(Protocol):
-    """What the engines use of guest memory: KVM's host mapping
-    (:class:`~ghcb.hypervisor.memory.GuestMemory` is one)."""
-
-    def host_read(self, gpa: int, size: int) -> bytes: ...
-
-    def host_write(self, gpa: int, data: bytes) -> None: ...
-
-
-class ConvertibleMemory(HostMemory, Protocol):
-    """What :func:`vmm_map_gpa_range` uses: the page states too."""
-
-    def is_mapped(self, gpa: int) -> bool: ...
-
-    def set_shared(self, gpa: int, npages: int = 1, *, shared: bool) -> None: ...
-
-
 # -- steps ------------------------------------------------------------------------------------
-class MapGpaRange(NamedTuple):
-    """``return 0``: ``KVM_RUN`` returns with ``KVM_EXIT_HYPERCALL`` / ``KVM_HC_MAP_GPA_RANGE``.
-
-    ``kvm_run`` is the exact bytes (prefix + exit union) KVM leaves; the other fields are
-    ``args[0..2]`` decoded.
-    """
-
-    kvm_run: bytes
-    gpa: int
-    npages: int
-    attributes: int
-
-    @property
-    def private(self) -> bool:
-        """Whether the range becomes private (``KVM_MAP_GPA_RANGE_ENCRYPTED``)."""
-        return bool(self.attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)
-
-
 class PscDone(NamedTuple):
     """``return 1`` from a GHCB PSC: SW_EXITINFO1 = 0, SW_EXITINFO2 = ``exit_info_2``."""
 
@@ -200,70 +161,6 @@ class MsrDone(NamedTuple):
     msr: int
 
 
-class HypercallExit(NamedTuple):
-    """The integer fields of a ``KVM_EXIT_HYPERCALL`` ``kvm_run``."""
-
-    exit_reason: int
-    nr: int
-    args: tuple[int, int, int, int, int, int]
-    ret: int
-    flags: int
-
-
-def _run_bytes(kvm_run: object) -> bytes:
-    if isinstance(kvm_run, MapGpaRange):
-        kvm_run = kvm_run.kvm_run
-    if type(kvm_run) is bytearray or type(kvm_run) is memoryview:
-        kvm_run = bytes(kvm_run)
-    if type(kvm_run) is not bytes:
-        raise HypervisorUsageError(
-            f"kvm_run must be bytes, not {type(kvm_run).__name__}", rule="input-type", spec=SPEC_RUN
-        )
-    if len(kvm_run) != KVM_RUN_SIZE:
-        raise HypervisorUsageError(
-            f"kvm_run must be {KVM_RUN_SIZE} bytes (prefix + exit union), not {len(kvm_run)}",
-            rule="kvm-run-size",
-            spec=SPEC_RUN,
-        )
-    return kvm_run
-
-
-def decode_hypercall_exit(kvm_run: bytes | MapGpaRange) -> HypercallExit:
-    """The hypercall exit fields of ``kvm_run`` bytes (whatever ``exit_reason`` says)."""
-    raw = _run_bytes(kvm_run)
-    offset, reason = _RUN_FIELDS["exit_reason"]
-    nr, *args, ret, flags = _HC_STRUCT.unpack_from(raw, KVM_RUN_EXIT_UNION_OFFSET)
-    a = tuple(args)
-    return HypercallExit(
-        reason.unpack_from(raw, offset)[0], nr, (a[0], a[1], a[2], a[3], a[4], a[5]), ret, flags
-    )
-
-
-def _write(base: bytes, values: dict[str, int]) -> bytes:
-    out = bytearray(base)
-    for name, value in values.items():
-        offset, packer = _RUN_FIELDS[name]
-        packer.pack_into(out, offset, value)
-    return bytes(out)
-
-
-def with_hypercall_ret(kvm_run: bytes | MapGpaRange, ret: int) -> bytes:
-    """``kvm_run`` with ``hypercall.ret`` set: what userspace writes before the next KVM_RUN.
-
-    Raises:
-        HypervisorUsageError: ``kvm_run`` is not ``kvm_run`` bytes, ``ret`` not a u64.
-    """
-    return _write(_run_bytes(kvm_run), {"ret": _u64(ret, "hypercall.ret")})
-
-
-def _u64(value: object, what: str) -> int:
-    if type(value) is not int or not 0 <= value <= _U64:
-        raise HypervisorUsageError(
-            f"{what} must be an int in 0..2**64-1, not {value!r}", rule="field-range", spec=SPEC_RUN
-        )
-    return value
-
-
 # -- the engines ------------------------------------------------------------------------------
 _NEW, _AWAIT, _DONE = "new", "await", "done"
 
@@ -274,7 +171,7 @@ class _Engine:
     _spec: str = SPEC
 
     def __init__(self, kvm_run: bytes | None, exit_enabled: bool) -> None:
-        self._run = bytes(KVM_RUN_SIZE) if kvm_run is None else _run_bytes(kvm_run)
+        self._run = bytes(KVM_RUN_SIZE) if kvm_run is None else checked_kvm_run(kvm_run)
         self._exit_enabled = bool(exit_enabled)
         self._state = _NEW
         self.exits = 0  # KVM_EXIT_HYPERCALL exits made so far
@@ -298,7 +195,7 @@ class _Engine:
         """The next ``KVM_RUN`` with ``kvm_run`` as userspace left it (``hypercall.ret`` is
         read from it; it is the base of KVM's writes for a further exit)."""
         self._expect(_AWAIT, "complete")
-        self._run = _run_bytes(kvm_run)
+        self._run = checked_kvm_run(kvm_run)
         return self._complete(decode_hypercall_exit(self._run).ret)
 
     def _expect(self, state: str, what: str) -> None:
@@ -310,21 +207,11 @@ class _Engine:
             )
 
     def _exit(self, gpa: int, npages: int, attributes: int) -> MapGpaRange:
-        # vcpu->run->exit_reason = KVM_EXIT_HYPERCALL; hypercall.nr, .ret = 0, .args[0..2]
-        self._run = _write(
-            self._run,
-            {
-                "exit_reason": KvmExit.HYPERCALL,
-                "nr": KVM_HC_MAP_GPA_RANGE,
-                "ret": 0,
-                "args_0": gpa,
-                "args_1": npages,
-                "args_2": attributes,
-            },
-        )
+        step = map_gpa_range_exit(self._run, gpa, npages, attributes)
+        self._run = step.kvm_run
         self._state = _AWAIT
         self.exits += 1
-        return MapGpaRange(self._run, gpa, npages, attributes)
+        return step
 
     def _begin(self) -> MapGpaRange | PscDone | MsrDone:
         raise NotImplementedError
@@ -550,33 +437,3 @@ class MsrPsc(_Engine):
         # snp_complete_psc_msr: ret ? GHCB_MSR_PSC_RESP_ERROR : GHCB_MSR_PSC_RESP
         self._state = _DONE
         return MsrDone(GHCB_MSR_PSC_RESP_ERROR if ret else int(MsrCode.PSC_RESP))
-
-
-# -- the VMM side -----------------------------------------------------------------------------
-def vmm_map_gpa_range(memory: ConvertibleMemory, step: MapGpaRange | bytes) -> int:
-    """Userspace's answer to a ``KVM_HC_MAP_GPA_RANGE`` exit: convert the range, return
-    ``hypercall.ret``.
-
-    What QEMU does (``kvm_handle_hc_map_gpa_range`` → ``kvm_convert_memory(gpa, npages *
-    4096, attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)``), on this model's memory: the page-size
-    flags are ignored; a range whose pages are all mapped is converted (all or nothing) and
-    the answer is 0; a range with no mapped page is ignored with 0 when it becomes shared
-    ("non-assigned region to shared") and refused when it becomes private; a partly mapped
-    range, zero pages, or another hypercall number is refused. A refusal is ``-EINVAL`` as
-    QEMU writes it into the u64 ``ret`` — QEMU then stops the VM; a VMM that passes it on
-    with :meth:`GhcbPsc.complete` lets the guest see GENERIC.
-    """
-    call = decode_hypercall_exit(step.kvm_run if isinstance(step, MapGpaRange) else step)
-    if call.nr != KVM_HC_MAP_GPA_RANGE:
-        return _ERR_EINVAL
-    gpa, npages, attributes = call.args[:3]
-    private = bool(attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)
-    if npages == 0 or gpa % PAGE_SIZE or gpa + npages * PAGE_SIZE > _GPA_LIMIT:
-        return _ERR_EINVAL
-    mapped = sum(1 for i in range(npages) if memory.is_mapped(gpa + i * PAGE_SIZE))
-    if mapped == 0 and not private:
-        return 0
-    if mapped != npages:
-        return _ERR_EINVAL
-    memory.set_shared(gpa, npages, shared=not private)
-    return 0

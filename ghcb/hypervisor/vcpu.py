@@ -1,48 +1,60 @@
 """The reference hypervisor's vCPU: a sans-IO model of KVM's VMGEXIT handling.
 
 Sources: Linux ``arch/x86/kvm/svm/sev.c`` (``sev_handle_vmgexit``, ``sev_es_sync_from_ghcb``,
-``sev_es_validate_vmgexit``, ``sev_es_sync_to_ghcb`` / ``sev_es_unmap_ghcb``),
-``arch/x86/kvm/x86.c`` (``kvm_arch_vcpu_ioctl_run``), the v15 seed series; ghcb-facts.md §5.
-What differs between the certificate-exit ABIs lives in :mod:`ghcb.hypervisor.kvm_abi`; the
-validator's table in :mod:`ghcb.hypervisor.rules`.
+``sev_es_validate_vmgexit``, ``sev_es_sync_to_ghcb`` / ``sev_es_unmap_ghcb``,
+``sev_vcpu_deliver_sipi_vector``, ``sev_snp_init_protected_guest_state``),
+``arch/x86/kvm/x86.c`` (``kvm_arch_vcpu_ioctl_run``, ``vcpu_enter_guest``), the v15 seed
+series; ghcb-facts.md §2, §5. What differs between the certificate-exit ABIs lives in
+:mod:`ghcb.hypervisor.kvm_abi`; the validator's table in :mod:`ghcb.hypervisor.rules`; the MSR
+protocol in :mod:`ghcb.hypervisor.msr_protocol`; the other events' handlers in
+:mod:`ghcb.hypervisor.events`; the results in :mod:`ghcb.hypervisor.results`.
 
 Rules of this module (h11 style: everything that moves the state machine is in this file):
 
 1. :meth:`Vcpu.run` is ``KVM_RUN`` with ``kvm_run`` as it stands (or as given);
    :meth:`Vcpu.complete` is ``KVM_RUN`` with the ``kvm_run`` bytes userspace filled in after a
-   :class:`CertsExit`. Every KVM_RUN reads ``immediate_exit`` ("vcpu->wants_to_run =
-   !immediate_exit"): a pending completion callback runs first, then -EINTR
-   (:class:`Interrupted`) instead of entering the guest. A VMM clears it to go on
+   :class:`CertsExit` or :class:`MapGpaExit`. Every KVM_RUN reads ``immediate_exit``
+   ("vcpu->wants_to_run = !immediate_exit"): a pending completion callback runs first, then
+   -EINTR (:class:`Interrupted`) instead of entering the guest. A VMM clears it to go on
    (:func:`~ghcb.hypervisor.kvm_abi.with_immediate_exit`).
-2. In state ``IDLE`` a run handles the guest's next VMGEXIT, in ``sev_handle_vmgexit``'s
-   order: a GHCB GPA with bits 11:0 set is the MSR protocol (not modelled: :class:`Unhandled`);
-   GPA 0 or a GPA no page is mapped at → the guest resumes untouched (``Resumed(None)``); then
-   ``kvm_vcpu_map`` + ``sev_es_sync_from_ghcb`` (registers copied if valid, else 0; the valid
-   bitmap snapshotted and **cleared in guest memory**); an SNP guest's unregistered GPA →
-   KVM_RUN fails -EINVAL (after the sync); the validator (a failure writes EXITINFO1 = 2,
-   EXITINFO2 = reason and resumes); EXITINFO1/2 = 0 written to the GHCB; the handler.
+2. In state ``IDLE`` a run first applies a pending AP-creation request
+   (``KVM_REQ_UPDATE_PROTECTED_GUEST_STATE``: the new VMSA, or none) and returns
+   :class:`Halted` while the vCPU is not runnable; then it handles the guest's next VMGEXIT,
+   in ``sev_handle_vmgexit``'s order: the GHCB MSR value (``gpa``) with bits 11:0 set is the
+   MSR protocol (:func:`~ghcb.hypervisor.msr_protocol.msr_protocol`: the answer is the MSR
+   value the guest reads, :attr:`Resumed.msr`); GPA 0 or a GPA no page is mapped at → the
+   guest resumes untouched (``Resumed(None)``); then ``kvm_vcpu_map`` +
+   ``sev_es_sync_from_ghcb`` (registers copied if valid, else 0; the valid bitmap snapshotted
+   and **cleared in guest memory**); an SNP guest's unregistered GPA → KVM_RUN fails -EINVAL
+   (after the sync); the validator (a failure writes EXITINFO1 = 2, EXITINFO2 = reason and
+   resumes); EXITINFO1/2 = 0 written to the GHCB; the handler.
 3. KVM writes the GHCB through its mapping, so every ``ghcb_set_*`` is in guest memory when
    KVM makes it — before any userspace exit or failure. The registers (RAX, RBX, RCX, RDX,
    marked valid) are written back only when KVM enters the guest (``sev_es_sync_to_ghcb`` from
-   ``svm_prepare_switch_to_guest``).
+   ``svm_prepare_switch_to_guest``), after a scratch area outside the GHCB is copied back.
 4. A handler either resumes the guest (:class:`Resumed`, state ``IDLE``), exits to userspace
-   (:class:`CertsExit`, state ``AWAIT_CERTS``), or fails (:class:`RunFailed`, state
-   ``MAPPED``: the GHCB stays mapped).
-5. :meth:`complete` in ``AWAIT_CERTS`` runs the ABI's completion callback (x86.c clears
-   ``complete_userspace_io`` and calls it), then honours ``immediate_exit``, then enters the
-   guest. A callback that exits again (v15 ``NOTIFY_DONE``) gives a :class:`DoneExit`, state
-   ``MAPPED``: the callback is not re-armed, so the next KVM_RUN just enters the guest.
-6. In state ``MAPPED`` (after a failure, an -EINTR or the DONE exit) the next KVM_RUN without
-   ``immediate_exit`` enters the guest: the registers are written back and the result is
-   :class:`Resumed` with the page the guest now reads. A failed completion therefore resumes
-   the guest with EXITINFO1/2 as KVM preset them: 0/0 — a fail-open path of merged KVM
-   (ghcb-facts.md §5.1a).
-7. The transitions are :data:`_TRANSITIONS`: per (state, input) the handler and the state
+   with a completion pending (:class:`CertsExit` → ``AWAIT_CERTS``, :class:`MapGpaExit` →
+   ``AWAIT_HYPERCALL``), exits without one (:class:`Terminated`: state ``MAPPED``), halts the
+   vCPU in AP reset hold (:class:`ApResetHold`: ``HELD``), fails (:class:`RunFailed`,
+   ``MAPPED``: the GHCB stays mapped) or has no handler in KVM (:class:`Unhandled`, ``IDLE``).
+5. :meth:`complete` in ``AWAIT_CERTS`` / ``AWAIT_HYPERCALL`` runs the completion callback
+   (x86.c clears ``complete_userspace_io`` and calls it), then honours ``immediate_exit``,
+   then enters the guest. A callback that exits again gives that exit (v15 ``NOTIFY_DONE``:
+   a :class:`DoneExit`, state ``MAPPED``, the callback not re-armed; the PSC engine: the next
+   :class:`MapGpaExit`).
+6. In state ``MAPPED`` (after a failure, an -EINTR, a termination or the DONE exit) the next
+   KVM_RUN without ``immediate_exit`` enters the guest: the registers are written back and the
+   result is :class:`Resumed` with the page the guest now reads (or, after an MSR request, the
+   MSR value). A failed completion therefore resumes the guest with EXITINFO1/2 as KVM preset
+   them: 0/0 — a fail-open path of merged KVM (ghcb-facts.md §5.1a).
+7. In state ``HELD`` a KVM_RUN blocks (:class:`ApResetHold` again) until :meth:`sipi`
+   (``sev_vcpu_deliver_sipi_vector``) releases the vCPU (:class:`Released`, ``MAPPED``).
+8. The transitions are :data:`_TRANSITIONS`: per (state, input) the handler and the state
    each of its results leads to; anything else is caller misuse
    (:class:`~ghcb.hypervisor.errors.HypervisorUsageError`, raised before anything changes).
-8. An exception from the host under KVM (a firmware double answering out of protocol:
-   :class:`~ghcb.hypervisor.errors.HostError`) propagates; a GHCB already mapped stays mapped
-   (state ``MAPPED``), as KVM's writes to it have happened.
+9. An exception from the host under KVM (a firmware double answering out of protocol:
+   :class:`~ghcb.hypervisor.errors.HostError`, a device model's bad answer) propagates; a
+   GHCB already mapped stays mapped (state ``MAPPED``), as KVM's writes to it have happened.
 
 Guest memory is touched only through the host side of
 :class:`~ghcb.hypervisor.memory.GuestMemory` (the memslot mapping KVM uses). Firmware requests
@@ -53,45 +65,77 @@ from __future__ import annotations
 
 import enum
 import struct
-import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ghcb._fast import struct_format
-from ghcb.codes import Errno, ExitCode, HvResp
+from ghcb.codes import Errno, ExitCode, HvResp, MsrCode
 from ghcb.hypervisor.errors import HypervisorBug, HypervisorUsageError
+from ghcb.hypervisor.events import (
+    Hold,
+    NotHandled,
+    PscBegin,
+    Terminate,
+    handle_event,
+)
 from ghcb.hypervisor.kvm_abi import (
     IMMEDIATE_EXIT_OFFSET,
     KVM_RUN_SIZE,
-    CertAbi,
-    DisabledAbi,
     Exit,
     Fail,
     MergedAbi,
-    Outcome,
     V15Abi,
     decode_kvm_run,
     encode_kvm_run,
 )
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
+from ghcb.hypervisor.msr_protocol import (
+    MsrHold,
+    MsrPscRequest,
+    MsrReply,
+    MsrTerminate,
+    msr_protocol,
+)
+from ghcb.hypervisor.results import (
+    ApResetHold,
+    CertsExit,
+    DoneExit,
+    Halted,
+    Interrupted,
+    MapGpaExit,
+    Released,
+    Resumed,
+    RunFailed,
+    RunResult,
+    Terminated,
+    Unhandled,
+    Via,
+    system_event_run,
+)
 from ghcb.hypervisor.rules import accepts, first_error
+from ghcb.hypervisor.vm import Vm
+from ghcb.msr import msr_layout
 from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
-from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable, Mapping
 
     from ghcb.hypervisor.firmware import Firmware
 
 __all__ = [
     "KVM_RUN_SIZE",
+    "ApResetHold",
     "CertsExit",
     "DoneExit",
+    "Halted",
     "Interrupted",
+    "MapGpaExit",
     "MergedAbi",
+    "Released",
     "Resumed",
     "RunFailed",
     "RunResult",
+    "Terminated",
     "Unhandled",
     "V15Abi",
     "Vcpu",
@@ -105,11 +149,17 @@ _BITMAP: Final = slice(_OFFSET["valid_bitmap"], _OFFSET["valid_bitmap"] + 16)
 _ZERO_BITMAP: Final = bytes(16)
 _U64: Final = struct.Struct("<Q")
 _USAGE: Final = struct.Struct("<" + next(f.fmt for f in FIELDS if f.name == "ghcb_usage"))
-# sw_exit_code, sw_exit_info_1, sw_exit_info_2: adjacent in struct ghcb_save_area
+# sw_exit_code, sw_exit_info_1, sw_exit_info_2, sw_scratch: adjacent in struct ghcb_save_area
 _EXIT_INFO: Final = struct_format(
-    tuple(f for f in FIELDS if f.name in ("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2"))
+    tuple(
+        f
+        for f in FIELDS
+        if f.name in ("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2", "sw_scratch")
+    )
 )
 _GHCB_MSR_INFO_MASK: Final = 0xFFF  # sev-common.h GHCB_MSR_INFO_MASK: GHCBInfo, bits 11:0
+# GHCB_MSR_AP_RESET_HOLD_RESULT_POS / _MASK: the result field of the 0x007 response
+_HOLD_RESULT: Final = msr_layout(MsrCode.AP_RESET_HOLD_RESP)[0]
 _WRITTEN_BACK: Final = ("rax", "rbx", "rcx", "rdx")  # sev_es_sync_to_ghcb
 _COPIED_IN: Final = ("rax", "rbx", "rcx", "rdx", "rsi", "cpl")  # sev_es_sync_from_ghcb
 # (name, valid bit, offset, unpack_from) of each register sev_es_sync_from_ghcb copies.
@@ -118,6 +168,9 @@ _COPIED: Final = tuple(
     for f in FIELDS
     if f.name in _COPIED_IN
 )
+_SCRATCH_BIT: Final = VALID_BIT["sw_scratch"]
+_SPEC_MODEL: Final = "ghcb.hypervisor.vcpu (module rules)"
+_ALL64: Final = (1 << 64) - 1
 
 
 class _GhcbWrite(NamedTuple):
@@ -141,124 +194,18 @@ _SET_INFO_2: Final = _ghcb_write("sw_exit_info_2")
 _SYNC_TO_GHCB: Final = _ghcb_write(*_WRITTEN_BACK)
 
 
-# -- results ----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Resumed:
-    """KVM entered the guest; ``page`` is the GHCB the guest reads (None when KVM resumed
-    the guest without a GHCB: GPA 0 or unmapped).
-
-    ``undefined`` names the C code's undefined behaviour on this path, if any, and the sound
-    value the model chose instead (e.g. the seed's uninitialised ``fw_err``).
-    """
-
-    page: GhcbPage | None
-    undefined: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CertsExit:
-    """A userspace exit for certificates: fill ``kvm_run`` and pass it to ``complete``.
-
-    ``done`` marks the v15 second exit (status DONE) that only tells userspace the request has
-    reached firmware; its answer is ignored (the callback is not re-armed).
-    """
-
-    kvm_run: bytes
-    gpa: int
-    npages: int
-    done: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class DoneExit(CertsExit):
-    """The v15 second exit (``req_certs.status`` DONE, ``flags`` 0): the request reached
-    firmware and userspace may drop its lock. Whatever userspace writes back is ignored: the
-    next KVM_RUN enters the guest."""
-
-    done: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Interrupted:
-    """KVM_RUN returned -EINTR because ``immediate_exit`` was set: the completion ran and its
-    answer is in the GHCB (``page``, as guest memory holds it; the registers are written back
-    when the next ``run`` enters the guest)."""
-
-    page: GhcbPage | None
-    errno: int = Errno.EINTR
-
-
-@dataclass(frozen=True, slots=True)
-class RunFailed:
-    """KVM_RUN failed with ``-errno``; the GHCB stays mapped and the next ``run`` enters the
-    guest with what KVM had written to it."""
-
-    errno: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unhandled:
-    """A valid VMGEXIT this reference handler does not implement (only guest requests are),
-    or a GHCB MSR protocol request (``msr`` holds the MSR value). For a GHCB event, KVM's
-    sync and EXITINFO1/2 presets are in guest memory already."""
-
-    exit_code: ExitCode | int
-    msr: int | None = None
-
-
-RunResult = Resumed | CertsExit | Interrupted | RunFailed | Unhandled
-
-
-# -- VM and vCPU ------------------------------------------------------------------------------
-@dataclass
-class Vm:
-    """What KVM keeps per VM: SNP or not, the certificate ABI (``None``: fetching off), the
-    firmware, the guest-request lock and the firmware's response buffer."""
-
-    firmware: Firmware
-    snp: bool = True
-    cert_abi: CertAbi | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    guest_resp_buf: bytearray = field(default_factory=lambda: bytearray(PAGE_SIZE))
-
-    def __post_init__(self) -> None:
-        problem = None
-        if not callable(getattr(self.firmware, "guest_request", None)):
-            problem = "firmware must have a guest_request(request) method"
-        elif self.cert_abi is not None and not isinstance(self.cert_abi, _ABIS):
-            problem = "cert_abi must be None, DisabledAbi(), MergedAbi() or V15Abi()"
-        elif not isinstance(self.snp, bool):
-            problem = "snp must be a bool"
-        elif not (hasattr(self.lock, "__enter__") and hasattr(self.lock, "__exit__")):
-            problem = "lock must be a context manager (a threading.Lock)"
-        elif not isinstance(self.guest_resp_buf, bytearray) or len(self.guest_resp_buf) != (
-            PAGE_SIZE
-        ):
-            problem = "guest_resp_buf must be a bytearray of one page"
-        if problem is not None:
-            raise HypervisorUsageError(problem, rule="input-type", spec=_SPEC_MODEL)
-
-    @property
-    def abi(self) -> CertAbi:
-        """The ABI object in force (:class:`~ghcb.hypervisor.kvm_abi.DisabledAbi` for None)."""
-        return _DISABLED if self.cert_abi is None else self.cert_abi
-
-
-_DISABLED: Final = DisabledAbi()
-_ABIS: Final = (DisabledAbi, MergedAbi, V15Abi)
-_SPEC_MODEL: Final = "ghcb.hypervisor.vcpu (module rules)"
-
-
 class _State(enum.StrEnum):
-    IDLE = "idle"  # no GHCB mapped: the next run handles the guest's next VMGEXIT
+    IDLE = "idle"  # nothing pending: the next run handles the guest's next VMGEXIT
     AWAIT_CERTS = "await-certs"  # a CertsExit is outstanding (complete_userspace_io set)
-    MAPPED = "mapped"  # the GHCB is mapped; the next KVM_RUN enters the guest
+    AWAIT_HYPERCALL = "await-hypercall"  # a MapGpaExit is outstanding
+    MAPPED = "mapped"  # between an exit and the guest: the next KVM_RUN enters the guest
+    HELD = "held"  # AP reset hold: KVM_RUN blocks until a SIPI
 
 
 class _Input(enum.StrEnum):
     RUN = "run"
     COMPLETE = "complete"
+    SIPI = "sipi"
 
 
 class _RunArgs(NamedTuple):
@@ -266,20 +213,35 @@ class _RunArgs(NamedTuple):
     kvm_run: object  # userspace's kvm_run bytes, or None: as they stand
 
 
+def _is_u(value: object, limit: int) -> bool:
+    return type(value) is int and 0 <= value <= limit
+
+
 def _is_u64(value: object) -> bool:
-    return type(value) is int and 0 <= value < 1 << 64
+    return _is_u(value, _ALL64)
 
 
 class Vcpu:
     """One vCPU of an SEV(-SNP) guest, handling VMGEXITs as KVM does.
 
     Args:
-        vm: the VM (firmware, SNP flag, certificate ABI).
+        vm: the VM (firmware, SNP flag, certificate ABI, models).
         memory: guest memory.
-        ghcb_gpa: the GHCB GPA the guest registered (GHCB MSR protocol REG_GPA).
+        ghcb_gpa: the GHCB GPA the guest registered (GHCB MSR protocol REG_GPA;
+            ``svm->sev_es.ghcb_registered_gpa``, 0: none yet).
+        vcpu_id: the vCPU's id (its APIC ID for AP creation); None: the next free one.
+        runnable: whether the vCPU may run (an AP waits, not runnable, for AP creation).
     """
 
-    def __init__(self, vm: Vm, memory: GuestMemory, ghcb_gpa: int) -> None:
+    def __init__(
+        self,
+        vm: Vm,
+        memory: GuestMemory,
+        ghcb_gpa: int,
+        *,
+        vcpu_id: int | None = None,
+        runnable: bool = True,
+    ) -> None:
         if not isinstance(vm, Vm) or not isinstance(memory, GuestMemory):
             raise HypervisorUsageError(
                 "Vcpu(vm, memory, ghcb_gpa) needs a Vm and a GuestMemory",
@@ -293,30 +255,57 @@ class Vcpu:
                 rule="input-type",
                 spec="sev-common.h GHCB_MSR_REG_GPA (a GFN)",
             )
+        if vcpu_id is None:
+            vcpu_id = max(vm.vcpus, default=-1) + 1
+        if not _is_u(vcpu_id, 0xFFFFFFFF) or vcpu_id in vm.vcpus:
+            raise HypervisorUsageError(
+                f"vcpu_id {vcpu_id!r} is not a free u32 id of this VM",
+                rule="input-type",
+                spec="KVM_CREATE_VCPU (-EEXIST)",
+            )
+        vm.vcpus[vcpu_id] = self
         self.vm = vm
         self.memory = memory
+        self.vcpu_id = vcpu_id
         self.ghcb_gpa = ghcb_gpa
+        self.ghcb_msr = ghcb_gpa  # control->ghcb_gpa: the GHCB MSR as the guest last wrote it
         self.state = _State.IDLE
         self.regs: dict[str, int] = dict.fromkeys(_COPIED_IN, 0)
         self.exit_info_1 = self.exit_info_2 = 0  # control->exit_info_1 / exit_info_2
+        self.sw_scratch = 0  # svm->sev_es.sw_scratch
+        self.nmi_masked = True  # svm->nmi_masked (NMI_COMPLETE clears it)
         self.kvm_run: bytes = bytes(KVM_RUN_SIZE)  # the kvm_run page as it stands
+        self.runnable = bool(runnable)  # mp_state RUNNABLE (else HALTED)
+        self.vmsa_gpa: int | None = None  # the guest's VMSA in use (None: KVM's own)
+        self.snp_vmsa_gpa: int | None = None  # sev_es.snp_vmsa_gpa (None: INVALID_PAGE)
+        self.ap_waiting_for_reset = False  # sev_es.snp_ap_waiting_for_reset
+        self.update_requested = False  # KVM_REQ_UPDATE_PROTECTED_GUEST_STATE pending
+        self.received_first_sipi = False  # sev_es.received_first_sipi
+        self._hold: Via | None = None  # sev_es.ap_reset_hold_type (None: AP_RESET_HOLD_NONE)
         self._map: memoryview | None = None  # svm->sev_es.ghcb_map
+        self._mapped_gpa = 0
+        self._sa: tuple[int, bytearray] | None = None  # ghcb_sa outside the GHCB, to sync
         self._valid = 0  # svm->sev_es.valid_bitmap (KVM's snapshot)
         self._undefined: str | None = None
 
     # -- public ---------------------------------------------------------------------------
     def run(self, *, gpa: int | None = None, kvm_run: bytes | None = None) -> RunResult:
         """KVM_RUN with ``kvm_run`` as it stands (or as given): -EINTR at once if its
-        ``immediate_exit`` is set; else enter the guest if a GHCB is still mapped, or handle
-        the VMGEXIT whose GHCB the guest put at ``gpa`` (default: the registered GPA).
-        See the module rules."""
+        ``immediate_exit`` is set; else enter the guest if an exit is pending, or handle
+        the VMGEXIT with the GHCB MSR value ``gpa`` (default: the registered GHCB GPA; a value
+        with bits 11:0 set is an MSR protocol request). See the module rules."""
         return self._dispatch(_Input.RUN, _RunArgs(gpa, kvm_run))
 
     def complete(self, kvm_run: bytes) -> RunResult:
-        """KVM_RUN after a :class:`CertsExit`, with the ``kvm_run`` bytes userspace filled."""
+        """KVM_RUN after a :class:`CertsExit` / :class:`MapGpaExit`, with the ``kvm_run``
+        bytes userspace filled."""
         return self._dispatch(_Input.COMPLETE, _RunArgs(None, kvm_run))
 
-    # -- RequestContext (what the ABI handlers use) ---------------------------------------
+    def sipi(self) -> RunResult:
+        """Deliver a SIPI to a vCPU in AP reset hold (``sev_vcpu_deliver_sipi_vector``)."""
+        return self._dispatch(_Input.SIPI, _RunArgs(None, None))
+
+    # -- RequestContext / EventContext (what the handlers use) ----------------------------
     @property
     def firmware(self) -> Firmware:
         return self.vm.firmware
@@ -328,6 +317,10 @@ class Vcpu:
     @property
     def guest_resp_buf(self) -> bytearray:
         return self.vm.guest_resp_buf
+
+    @property
+    def mapped_gpa(self) -> int:
+        return self._mapped_gpa
 
     def is_valid(self, name: str) -> bool:
         return bool(self._valid >> VALID_BIT[name] & 1)
@@ -360,6 +353,27 @@ class Vcpu:
     def note_undefined(self, what: str) -> None:
         self._undefined = what
 
+    def vcpu_by_id(self, vcpu_id: int) -> Vcpu | None:
+        return self.vm.vcpus.get(vcpu_id)
+
+    def map_scratch(self, gpa: int, length: int, in_ghcb: bool, sync: bool) -> memoryview | None:
+        """``svm->sev_es.ghcb_sa``: in the GHCB, the mapped page's own bytes; outside it, a
+        buffer "kvm_read_guest(svm->vcpu.kvm, scratch_gpa_beg, scratch_va, min_len)" filled,
+        written back before the next entry when ``sync`` (``sev_es_unmap_ghcb``)."""
+        view = self._map
+        if view is None:  # pragma: no cover - handlers run only with the GHCB mapped
+            raise HypervisorBug("scratch area without a mapped GHCB")
+        if in_ghcb:
+            start = gpa - self._mapped_gpa
+            return view[start : start + length]
+        data = self.read_guest(gpa, length)
+        if data is None:
+            return None
+        buffer = bytearray(data)
+        if sync:
+            self._sa = (gpa, buffer)
+        return memoryview(buffer)
+
     # -- state machine --------------------------------------------------------------------
     def _dispatch(self, event: _Input, args: _RunArgs) -> RunResult:
         transition = _TRANSITIONS.get((self.state, event))
@@ -367,14 +381,18 @@ class Vcpu:
             raise HypervisorUsageError(
                 f"{event.value} is not allowed in state {self.state.value}",
                 rule="vcpu-state",
-                spec="ghcb.hypervisor.vcpu rules 1-8",
+                spec="ghcb.hypervisor.vcpu rules 1-9",
             )
         try:
             result = transition.handler(self, args)
-        except HypervisorUsageError:
-            raise  # the caller's arguments are checked before anything happens: no change
+        except HypervisorUsageError as e:
+            if e.rule != "device":
+                raise  # the caller's arguments are checked before anything happens: no change
+            if self._map is not None:
+                self.state = _State.MAPPED
+            raise
         except BaseException:
-            # rule 8: the host failed under KVM (firmware, hooks); a mapped GHCB stays mapped
+            # rule 9: the host failed under KVM (firmware, hooks); a mapped GHCB stays mapped
             if self._map is not None:
                 self.state = _State.MAPPED
             raise
@@ -392,21 +410,46 @@ class Vcpu:
 
     def _run_idle(self, args: _RunArgs) -> RunResult:
         """KVM_RUN with nothing pending: "if (!vcpu->wants_to_run) { r = -EINTR; goto out; }"
-        before the guest runs, else the guest's next VMGEXIT."""
-        if self._take_kvm_run(args.kvm_run):
-            return Interrupted(None)
-        return self._handle_vmgexit(args.gpa)
-
-    def _handle_vmgexit(self, gpa: int | None) -> RunResult:
-        """``sev_handle_vmgexit``."""
-        target = self.ghcb_gpa if gpa is None else gpa
+        before the guest runs, then vcpu_enter_guest's "if (kvm_check_request(
+        KVM_REQ_UPDATE_PROTECTED_GUEST_STATE, vcpu)) { kvm_vcpu_reset(vcpu, true); if
+        (vcpu->arch.mp_state != KVM_MP_STATE_RUNNABLE) { r = 1; goto out; } }", else the
+        guest's next VMGEXIT."""
+        target = self.ghcb_gpa if args.gpa is None else args.gpa
         if not _is_u64(target):
             raise HypervisorUsageError(
                 f"gpa must be a u64, not {target!r}", rule="input-type", spec=_SPEC_MODEL
             )
+        if self._take_kvm_run(args.kvm_run):
+            return Interrupted(None)
+        if self.update_requested:
+            self.update_requested = False
+            self._init_protected_state()
+        if not self.runnable:
+            return Halted()  # vcpu_block
+        return self._handle_vmgexit(target)
+
+    def _init_protected_state(self) -> None:
+        """``sev_snp_init_protected_guest_state``."""
+        if not self.ap_waiting_for_reset:
+            return
+        self.ap_waiting_for_reset = False
+        # "kvm_set_mp_state(vcpu, KVM_MP_STATE_HALTED); svm->vmcb->control.vmsa_pa = INVALID"
+        self.runnable = False
+        self.vmsa_gpa = None
+        gpa, self.snp_vmsa_gpa = self.snp_vmsa_gpa, None
+        # "if (!VALID_PAGE(svm->sev_es.snp_vmsa_gpa)) return;" ... "slot = gfn_to_memslot(
+        #  vcpu->kvm, gfn); if (!slot) return;" (the gmem pfn of a slot's page)
+        if gpa is None or not self.is_mapped(gpa):
+            return
+        self.vmsa_gpa = gpa  # "svm->vmcb->control.vmsa_pa = pfn_to_hpa(pfn);"
+        self.runnable = True  # "kvm_set_mp_state(vcpu, KVM_MP_STATE_RUNNABLE);"
+
+    def _handle_vmgexit(self, target: int) -> RunResult:
+        """``sev_handle_vmgexit``."""
+        self.ghcb_msr = target
         # "if (ghcb_gpa & GHCB_MSR_INFO_MASK) return sev_handle_vmgexit_msr_protocol(svm);"
         if target & _GHCB_MSR_INFO_MASK:
-            return Unhandled(target & _GHCB_MSR_INFO_MASK, msr=target)
+            return self._msr_protocol(target)
         # "if (!ghcb_gpa) { … Without a GHCB, just return right back to the guest */ return 1;"
         if not target:
             return Resumed(None)
@@ -416,9 +459,10 @@ class Vcpu:
         except GuestMemoryError:
             return Resumed(None)
         self._map = view
+        self._mapped_gpa = target
         self._undefined = None
         usage = _USAGE.unpack_from(view, _OFFSET["ghcb_usage"])[0]
-        code, info1, info2 = _EXIT_INFO.unpack_from(view, _OFFSET["sw_exit_code"])
+        code, info1, info2, _ = _EXIT_INFO.unpack_from(view, _OFFSET["sw_exit_code"])
         bits = self._sync_from_ghcb(view)
         # "if (sev_snp_guest(svm->vcpu.kvm) && !ghcb_gpa_is_registered(svm, ghcb_gpa))
         #      return -EINVAL;" (after the sync: the bitmap is already cleared)
@@ -441,22 +485,47 @@ class Vcpu:
             return self._outcome(abi.guest_request(self))
         if code == ExitCode.SNP_EXT_GUEST_REQUEST:
             return self._outcome(abi.ext_guest_request(self))
-        self._map = None
-        return Unhandled(ExitCode.from_int(code))
+        return self._outcome(handle_event(self, code))
+
+    def _msr_protocol(self, value: int) -> RunResult:
+        """``sev_handle_vmgexit_msr_protocol`` (:mod:`ghcb.hypervisor.msr_protocol`)."""
+        decision = msr_protocol(value, self.vm.msr_settings())
+        if isinstance(decision, MsrReply):
+            if decision.register is not None:
+                self.ghcb_gpa = decision.register  # "sev_es.ghcb_registered_gpa = ..."
+            self.ghcb_msr = decision.value
+            return Resumed(None, msr=decision.value)
+        if isinstance(decision, MsrTerminate):
+            return self._terminated(value, decision.reason_set, decision.reason_code, "msr")
+        if isinstance(decision, MsrHold):
+            self.ghcb_msr = decision.value
+            self._hold = "msr"  # "svm->sev_es.ap_reset_hold_type = AP_RESET_HOLD_MSR_PROTO;"
+            return ApResetHold("msr")
+        if isinstance(decision, MsrPscRequest):
+            return Unhandled(MsrCode.PSC_REQ, msr=value)
+        raise HypervisorBug(f"unknown MSR decision {decision!r}")  # pragma: no cover
+
+    def _terminated(
+        self, data0: int, reason_set: int | None, reason_code: int | None, via: Via
+    ) -> Terminated:
+        """``out_terminate``: "vcpu->run->exit_reason = KVM_EXIT_SYSTEM_EVENT; ..."."""
+        self.kvm_run = system_event_run(self.kvm_run, data0)
+        return Terminated(self.kvm_run, data0, reason_set, reason_code, via)
 
     def _sync_from_ghcb(self, view: memoryview) -> int:
         """``sev_es_sync_from_ghcb``: "memset(vcpu->arch.regs, 0, …)", then each register
-        "kvm_ghcb_get_<reg>_if_valid"; exit_info_1/2 copied unconditionally; the bitmap
-        snapshotted (returned), then "memset(ghcb->save.valid_bitmap, 0, …)" in the mapped
-        page."""
+        "kvm_ghcb_get_<reg>_if_valid"; exit_info_1/2 copied unconditionally, sw_scratch if
+        valid; the bitmap snapshotted (returned), then "memset(ghcb->save.valid_bitmap, 0, …)"
+        in the mapped page."""
         self._valid = bits = int.from_bytes(view[_BITMAP], "little")
         self.regs = {
             name: unpack(view, offset)[0] if bits >> bit & 1 else 0
             for name, bit, offset, unpack in _COPIED
         }
-        _, self.exit_info_1, self.exit_info_2 = _EXIT_INFO.unpack_from(
+        _, self.exit_info_1, self.exit_info_2, scratch = _EXIT_INFO.unpack_from(
             view, _OFFSET["sw_exit_code"]
         )
+        self.sw_scratch = scratch if bits >> _SCRATCH_BIT & 1 else 0
         view[_BITMAP] = _ZERO_BITMAP
         return bits
 
@@ -471,14 +540,40 @@ class Vcpu:
         return self._resume_or_interrupt(immediate_exit)
 
     def _run_mapped(self, args: _RunArgs) -> RunResult:
-        """KVM_RUN with the GHCB mapped and no callback pending: enter the guest."""
+        """KVM_RUN with an exit behind it and no callback pending: enter the guest."""
         if args.gpa is not None:
             raise HypervisorUsageError(
-                "a GHCB is still mapped: this KVM_RUN enters the guest, it takes no gpa",
+                "an exit is pending: this KVM_RUN enters the guest, it takes no gpa",
                 rule="vcpu-state",
                 spec=_SPEC_MODEL,
             )
         return self._resume_or_interrupt(self._take_kvm_run(args.kvm_run))
+
+    def _run_held(self, args: _RunArgs) -> RunResult:
+        """KVM_RUN in AP reset hold: -EINTR if asked, else the vCPU blocks (``vcpu_block``)."""
+        if args.gpa is not None:
+            raise HypervisorUsageError(
+                "the vCPU is in AP reset hold: this KVM_RUN takes no gpa",
+                rule="vcpu-state",
+                spec=_SPEC_MODEL,
+            )
+        if self._take_kvm_run(args.kvm_run):
+            return Interrupted(self._page())
+        return ApResetHold(self._hold or "ghcb")
+
+    def _sipi(self, args: _RunArgs) -> RunResult:
+        """``sev_vcpu_deliver_sipi_vector``: "First SIPI: Use the values as initially set by
+        the VMM" (nothing written); later ones "svm_vmgexit_success(svm, 1)" (NAE event) or
+        "set_ghcb_msr_bits(svm, 1, GHCB_MSR_AP_RESET_HOLD_RESULT_MASK, ...POS)" (MSR)."""
+        if not self.received_first_sipi:
+            self.received_first_sipi = True
+            return Released(first=True)
+        if self._hold == "msr":
+            field_ = _HOLD_RESULT
+            self.ghcb_msr = self.ghcb_msr & ~(field_.mask << field_.shift) | 1 << field_.shift
+        elif self._hold == "ghcb":
+            self.set_exit_info(HvResp.NO_ACTION, 1)
+        return Released(first=False)
 
     def _resume_or_interrupt(self, immediate_exit: int) -> RunResult:
         # "if (!vcpu->wants_to_run) { r = -EINTR; goto out; }" — after the callback
@@ -486,7 +581,7 @@ class Vcpu:
             return Interrupted(self._page())
         return self._enter_guest()
 
-    def _outcome(self, outcome: Outcome) -> RunResult:
+    def _outcome(self, outcome: Any) -> RunResult:
         if outcome is None:
             return self._enter_guest()
         if isinstance(outcome, Exit):
@@ -495,6 +590,19 @@ class Vcpu:
             return kind(outcome.kvm_run, outcome.gpa, outcome.npages)
         if isinstance(outcome, Fail):
             return RunFailed(outcome.errno, outcome.reason)
+        if isinstance(outcome, Terminate):
+            return self._terminated(
+                self._mapped_gpa, outcome.reason_set, outcome.reason_code, "ghcb"
+            )
+        if isinstance(outcome, Hold):
+            self._hold = "ghcb"  # "svm->sev_es.ap_reset_hold_type = AP_RESET_HOLD_NAE_EVENT;"
+            return ApResetHold("ghcb")
+        if isinstance(outcome, PscBegin):
+            self._unmap()
+            return Unhandled(ExitCode.PSC)
+        if isinstance(outcome, NotHandled):
+            self._unmap()
+            return Unhandled(ExitCode.from_int(outcome.exit_code))
         raise HypervisorBug(f"unknown handler outcome {outcome!r}")  # pragma: no cover
 
     # -- the GHCB --------------------------------------------------------------------------
@@ -509,18 +617,29 @@ class Vcpu:
         for byte, mask in where.bits:
             view[byte] |= mask
 
-    def _page(self) -> GhcbPage:
-        if self._map is None:  # pragma: no cover - see _ghcb_set
-            raise HypervisorBug("no mapped GHCB")
-        return parse_page(self._map.tobytes())
+    def _page(self) -> GhcbPage | None:
+        return None if self._map is None else parse_page(self._map.tobytes())
+
+    def _unmap(self) -> None:
+        self._map = None
+        self._sa = None
 
     def _enter_guest(self) -> Resumed:
-        """``svm_prepare_switch_to_guest`` → ``sev_es_unmap_ghcb`` → ``sev_es_sync_to_ghcb``:
-        "ghcb_set_rax(ghcb, vcpu->arch.regs[VCPU_REGS_RAX]);" (and RBX, RCX, RDX), unmap."""
+        """``svm_prepare_switch_to_guest`` → ``sev_es_unmap_ghcb``: "ap_reset_hold_type =
+        AP_RESET_HOLD_NONE"; an outside scratch area "if (svm->sev_es.ghcb_sa_sync)
+        kvm_write_guest(...)"; ``sev_es_sync_to_ghcb``: "ghcb_set_rax(ghcb,
+        vcpu->arch.regs[VCPU_REGS_RAX]);" (and RBX, RCX, RDX), unmap. Without a GHCB (an MSR
+        request) the guest reads the GHCB MSR."""
+        self._hold = None
+        if self._map is None:
+            return Resumed(None, msr=self.ghcb_msr)
+        if self._sa is not None:
+            gpa, buffer = self._sa
+            self.write_guest(gpa, buffer)
         regs = self.regs
         self._ghcb_set(_SYNC_TO_GHCB, *(regs[name] for name in _WRITTEN_BACK))
-        page = self._page()
-        self._map = None
+        page = parse_page(self._map.tobytes())
+        self._unmap()
         return Resumed(page, self._undefined)
 
 
@@ -533,23 +652,35 @@ class _Transition(NamedTuple):
 
 
 _ENTER_GUEST: Final = {Resumed: _State.IDLE, Interrupted: _State.MAPPED}
+#: What a handler's exits lead to (after a VMGEXIT or a completion callback).
+_EXITS: Final = {
+    CertsExit: _State.AWAIT_CERTS,
+    DoneExit: _State.MAPPED,
+    MapGpaExit: _State.AWAIT_HYPERCALL,
+    RunFailed: _State.MAPPED,
+    Terminated: _State.MAPPED,
+    ApResetHold: _State.HELD,
+    Unhandled: _State.IDLE,
+}
 
 #: The vCPU's transitions; any (state, input) not here is caller misuse.
 _TRANSITIONS: Final[dict[tuple[_State, _Input], _Transition]] = {
     (_State.IDLE, _Input.RUN): _Transition(
         Vcpu._run_idle,
         {
+            **_EXITS,
             Resumed: _State.IDLE,
             Interrupted: _State.IDLE,  # -EINTR before a VMGEXIT: nothing mapped
-            CertsExit: _State.AWAIT_CERTS,
-            RunFailed: _State.MAPPED,
-            Unhandled: _State.IDLE,
+            Halted: _State.IDLE,
         },
     ),
     (_State.AWAIT_CERTS, _Input.COMPLETE): _Transition(
-        Vcpu._complete_certs,
-        {**_ENTER_GUEST, RunFailed: _State.MAPPED, DoneExit: _State.MAPPED},
+        Vcpu._complete_certs, {**_ENTER_GUEST, **_EXITS}
     ),
     (_State.MAPPED, _Input.RUN): _Transition(Vcpu._run_mapped, _ENTER_GUEST),
     (_State.MAPPED, _Input.COMPLETE): _Transition(Vcpu._run_mapped, _ENTER_GUEST),
+    (_State.HELD, _Input.RUN): _Transition(
+        Vcpu._run_held, {ApResetHold: _State.HELD, Interrupted: _State.HELD}
+    ),
+    (_State.HELD, _Input.SIPI): _Transition(Vcpu._sipi, {Released: _State.MAPPED}),
 }

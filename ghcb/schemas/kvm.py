@@ -22,6 +22,7 @@ __all__ = [
     "KVM_MAP_GPA_RANGE_PAGE_SZ_4K",
     "KVM_RUN_EXIT_UNION_OFFSET",
     "KVM_RUN_EXIT_UNION_SIZE",
+    "KVM_SYSTEM_EVENT_SEV_TERM",
     "KVM_USER_VMGEXIT_REQ_CERTS",
     "REQ_CERTS_FLAGS_NOTIFY_DONE",
     "REQ_CERTS_STATUS_DONE",
@@ -29,6 +30,7 @@ __all__ = [
     "kvm_exit_snp_req_certs",
     "kvm_hypercall_exit",
     "kvm_run_prefix",
+    "kvm_system_event",
     "kvm_user_vmgexit",
 ]
 
@@ -78,6 +80,16 @@ kvm_user_vmgexit = Struct(
     "status" / Int8ul,
     "reserved_0x1e" / Bytes(2),
 )
+
+# KVM_EXIT_SYSTEM_EVENT: struct { __u32 type; __u32 ndata; union { __u64 flags;
+# __u64 data[16]; }; } system_event (uapi/linux/kvm.h); the exit a guest's termination
+# request produces (sev.c: "vcpu->run->system_event.type = KVM_SYSTEM_EVENT_SEV_TERM;").
+kvm_system_event = Struct(
+    "type" / Int32ul,
+    "ndata" / Int32ul,
+    *(f"data_{i}" / Int64ul for i in range(16)),
+)
+KVM_SYSTEM_EVENT_SEV_TERM = 6  # uapi/linux/kvm.h
 
 
 # -- KVM_EXIT_HYPERCALL (page state changes; ghcb.hypervisor.psc) ------------------------------

@@ -1,0 +1,194 @@
+"""The ``KVM_EXIT_HYPERCALL`` exit of a page state change, and the VMM's side of it.
+
+For each range of a PSC KVM hands to userspace, ``KVM_RUN`` returns with ``exit_reason =
+KVM_EXIT_HYPERCALL`` and ``kvm_run.hypercall`` = ``{nr = KVM_HC_MAP_GPA_RANGE, args[0] = GPA,
+args[1] = 4 KiB pages, args[2] = KVM_MAP_GPA_RANGE_* attributes, ret = 0}`` (Linux
+``include/uapi/linux/kvm.h``, ``arch/x86/kvm/svm/sev.c`` ``snp_begin_psc`` /
+``snp_begin_psc_msr``); userspace converts the range and writes ``ret`` before the next
+``KVM_RUN``. The layout is :data:`ghcb.schemas.kvm.kvm_hypercall_exit`; the engines that make
+these exits are in :mod:`ghcb.hypervisor.psc` (which re-exports this module's names).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple, Protocol
+
+from ghcb._fast import flat_fields
+from ghcb.codes import Errno, KvmExit
+from ghcb.hypervisor.errors import HypervisorUsageError
+from ghcb.hypervisor.kvm_abi import _kvm_run_bytes
+from ghcb.schemas.kvm import (
+    KVM_HC_MAP_GPA_RANGE,
+    KVM_MAP_GPA_RANGE_ENCRYPTED,
+    KVM_RUN_EXIT_UNION_OFFSET,
+    kvm_hypercall_exit,
+    kvm_run_prefix,
+)
+from ghcb.schemas.page import PAGE_SIZE
+
+__all__ = [
+    "ConvertibleMemory",
+    "HostMemory",
+    "HypercallExit",
+    "MapGpaRange",
+    "checked_kvm_run",
+    "decode_hypercall_exit",
+    "map_gpa_range_exit",
+    "vmm_map_gpa_range",
+    "with_hypercall_ret",
+]
+
+SPEC_RUN: Final = "Linux uapi/linux/kvm.h kvm_run.hypercall (KVM_EXIT_HYPERCALL)"
+_U64: Final = (1 << 64) - 1
+_GPA_LIMIT: Final = 1 << 52
+_ERR_EINVAL: Final = -int(Errno.EINVAL) & _U64  # QEMU: run->hypercall.ret = -EINVAL
+
+# -- kvm_run: the prefix and the hypercall exit, from the schemas ----------------------------
+_RUN_FIELDS: Final = {
+    f.name: (f.offset, struct.Struct("<" + f.fmt))
+    for f in flat_fields(kvm_run_prefix)
+    + flat_fields(kvm_hypercall_exit, KVM_RUN_EXIT_UNION_OFFSET)
+    if f.kind == "int"
+}
+_HC: Final = flat_fields(kvm_hypercall_exit, KVM_RUN_EXIT_UNION_OFFSET)
+_HC_STRUCT: Final = struct.Struct("<" + "".join(f.fmt for f in _HC))
+
+
+class HostMemory(Protocol):
+    """What the engines use of guest memory: KVM's host mapping
+    (:class:`~ghcb.hypervisor.memory.GuestMemory` is one)."""
+
+    def host_read(self, gpa: int, size: int) -> bytes: ...
+
+    def host_write(self, gpa: int, data: bytes) -> None: ...
+
+
+class ConvertibleMemory(HostMemory, Protocol):
+    """What :func:`vmm_map_gpa_range` uses: the page states too."""
+
+    def is_mapped(self, gpa: int) -> bool: ...
+
+    def set_shared(self, gpa: int, npages: int = 1, *, shared: bool) -> None: ...
+
+
+class MapGpaRange(NamedTuple):
+    """``return 0``: ``KVM_RUN`` returns with ``KVM_EXIT_HYPERCALL`` / ``KVM_HC_MAP_GPA_RANGE``.
+
+    ``kvm_run`` is the exact bytes (prefix + exit union) KVM leaves; the other fields are
+    ``args[0..2]`` decoded.
+    """
+
+    kvm_run: bytes
+    gpa: int
+    npages: int
+    attributes: int
+
+    @property
+    def private(self) -> bool:
+        """Whether the range becomes private (``KVM_MAP_GPA_RANGE_ENCRYPTED``)."""
+        return bool(self.attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)
+
+
+class HypercallExit(NamedTuple):
+    """The integer fields of a ``KVM_EXIT_HYPERCALL`` ``kvm_run``."""
+
+    exit_reason: int
+    nr: int
+    args: tuple[int, int, int, int, int, int]
+    ret: int
+    flags: int
+
+
+def checked_kvm_run(kvm_run: object) -> bytes:
+    """``kvm_run`` bytes (prefix + exit union), or the bytes of a :class:`MapGpaRange`.
+
+    Raises:
+        HypervisorUsageError: not bytes-like, or not :data:`KVM_RUN_SIZE` bytes long.
+    """
+    if isinstance(kvm_run, MapGpaRange):
+        kvm_run = kvm_run.kvm_run
+    return bytes(_kvm_run_bytes(kvm_run))  # kvm_abi's check: bytes-like, KVM_RUN_SIZE long
+
+
+def decode_hypercall_exit(kvm_run: bytes | MapGpaRange) -> HypercallExit:
+    """The hypercall exit fields of ``kvm_run`` bytes (whatever ``exit_reason`` says)."""
+    raw = checked_kvm_run(kvm_run)
+    offset, reason = _RUN_FIELDS["exit_reason"]
+    nr, *args, ret, flags = _HC_STRUCT.unpack_from(raw, KVM_RUN_EXIT_UNION_OFFSET)
+    a = tuple(args)
+    return HypercallExit(
+        reason.unpack_from(raw, offset)[0], nr, (a[0], a[1], a[2], a[3], a[4], a[5]), ret, flags
+    )
+
+
+def _write(base: bytes, values: dict[str, int]) -> bytes:
+    out = bytearray(base)
+    for name, value in values.items():
+        offset, packer = _RUN_FIELDS[name]
+        packer.pack_into(out, offset, value)
+    return bytes(out)
+
+
+def with_hypercall_ret(kvm_run: bytes | MapGpaRange, ret: int) -> bytes:
+    """``kvm_run`` with ``hypercall.ret`` set: what userspace writes before the next KVM_RUN.
+
+    Raises:
+        HypervisorUsageError: ``kvm_run`` is not ``kvm_run`` bytes, ``ret`` not a u64.
+    """
+    return _write(checked_kvm_run(kvm_run), {"ret": _u64(ret, "hypercall.ret")})
+
+
+def _u64(value: object, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= _U64:
+        raise HypervisorUsageError(
+            f"{what} must be an int in 0..2**64-1, not {value!r}", rule="field-range", spec=SPEC_RUN
+        )
+    return value
+
+
+def map_gpa_range_exit(base: bytes, gpa: int, npages: int, attributes: int) -> MapGpaRange:
+    """KVM's writes for one range: ``exit_reason = KVM_EXIT_HYPERCALL``, ``hypercall.nr =
+    KVM_HC_MAP_GPA_RANGE``, ``ret = 0``, ``args[0..2]``, over ``base`` (other fields kept)."""
+    run = _write(
+        base,
+        {
+            "exit_reason": KvmExit.HYPERCALL,
+            "nr": KVM_HC_MAP_GPA_RANGE,
+            "ret": 0,
+            "args_0": gpa,
+            "args_1": npages,
+            "args_2": attributes,
+        },
+    )
+    return MapGpaRange(run, gpa, npages, attributes)
+
+
+# -- the VMM side -----------------------------------------------------------------------------
+def vmm_map_gpa_range(memory: ConvertibleMemory, step: MapGpaRange | bytes) -> int:
+    """Userspace's answer to a ``KVM_HC_MAP_GPA_RANGE`` exit: convert the range, return
+    ``hypercall.ret``.
+
+    What QEMU does (``kvm_handle_hc_map_gpa_range`` → ``kvm_convert_memory(gpa, npages *
+    4096, attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)``), on this model's memory: the page-size
+    flags are ignored; a range whose pages are all mapped is converted (all or nothing) and
+    the answer is 0; a range with no mapped page is ignored with 0 when it becomes shared
+    ("non-assigned region to shared") and refused when it becomes private; a partly mapped
+    range, zero pages, or another hypercall number is refused. A refusal is ``-EINVAL`` as
+    QEMU writes it into the u64 ``ret`` — QEMU then stops the VM; a VMM that passes it on
+    with :meth:`GhcbPsc.complete` lets the guest see GENERIC.
+    """
+    call = decode_hypercall_exit(step.kvm_run if isinstance(step, MapGpaRange) else step)
+    if call.nr != KVM_HC_MAP_GPA_RANGE:
+        return _ERR_EINVAL
+    gpa, npages, attributes = call.args[:3]
+    private = bool(attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)
+    if npages == 0 or gpa % PAGE_SIZE or gpa + npages * PAGE_SIZE > _GPA_LIMIT:
+        return _ERR_EINVAL
+    mapped = sum(1 for i in range(npages) if memory.is_mapped(gpa + i * PAGE_SIZE))
+    if mapped == 0 and not private:
+        return 0
+    if mapped != npages:
+        return _ERR_EINVAL
+    memory.set_shared(gpa, npages, shared=not private)
+    return 0
