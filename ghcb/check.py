@@ -51,8 +51,9 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from ghcb._fast import check_int
 from ghcb.codes import HvResp
-from ghcb.errors import LengthError, Severity, Violation
+from ghcb.errors import FieldValueError, LengthError, Severity, Violation
 from ghcb.hypervisor.kvm_abi import MergedAbi, V15Abi
 from ghcb.hypervisor.rules import Validator, findings, first_error
 from ghcb.hypervisor.scratch import (
@@ -71,6 +72,7 @@ from ghcb.page import (
     parse_page,
     require_page,
 )
+from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -88,6 +90,8 @@ __all__ = [
 ]
 
 _OFFSET: Final = {f.name: f.offset for f in FIELDS}
+_U64_MAX: Final = (1 << 64) - 1
+_SPEC_HOST: Final = "Linux arch/x86/kvm/svm/sev.c (control->ghcb_gpa, sev->ghcb_version)"
 _MALFORMED: Final = int(HvResp.MALFORMED_INPUT)
 #: The certificate-exit ABI names (``--abi``) and the tree whose validator each runs.
 ABI_VALIDATORS: Final[Mapping[str, Validator]] = {
@@ -170,12 +174,34 @@ def check_page(
 
     Raises:
         InputTypeError: ``data`` is not bytes-like.
+        FieldValueError: ``ghcb_gpa`` or ``ghcb_version`` is not one KVM can have.
     """
     return list(
         check_page_full(
             data, snp=snp, validator=validator, ghcb_gpa=ghcb_gpa, ghcb_version=ghcb_version
         ).violations
     )
+
+
+def _check_host(ghcb_gpa: int | None, ghcb_version: int) -> None:
+    """The host's view must be one KVM can have: a page-aligned u64 GHCB GPA (bits 11:0 set
+    would be the MSR protocol), a GHCB version in GHCB_VERSION_MIN..MAX (KVM_SEV_INIT2)."""
+    if ghcb_gpa is not None:
+        check_int(ghcb_gpa, _U64_MAX, "ghcb_gpa", _SPEC_HOST)
+        if ghcb_gpa & (PAGE_SIZE - 1):
+            raise FieldValueError(
+                f"ghcb_gpa = {ghcb_gpa:#x} is not page aligned",
+                rule="field-range",
+                spec=_SPEC_HOST,
+                field="ghcb_gpa",
+            )
+    if check_int(ghcb_version, GHCB_PROTOCOL_MAX, "ghcb_version", _SPEC_HOST) < GHCB_PROTOCOL_MIN:
+        raise FieldValueError(
+            f"ghcb_version = {ghcb_version} is outside {GHCB_PROTOCOL_MIN}..{GHCB_PROTOCOL_MAX}",
+            rule="field-range",
+            spec=_SPEC_HOST,
+            field="ghcb_version",
+        )
 
 
 def check_page_full(
@@ -197,7 +223,9 @@ def check_page_full(
 
     Raises:
         InputTypeError: ``data`` is not bytes-like.
+        FieldValueError: ``ghcb_gpa`` or ``ghcb_version`` is not one KVM can have.
     """
+    _check_host(ghcb_gpa, ghcb_version)
     try:
         page = parse_page(data)
     except LengthError as e:
@@ -233,8 +261,10 @@ def expected_response(
 
     Raises:
         InputTypeError: ``page`` is not a :class:`~ghcb.page.GhcbPage`.
+        FieldValueError: ``ghcb_gpa`` or ``ghcb_version`` is not one KVM can have.
     """
     require_page(page, "expected_response")
+    _check_host(ghcb_gpa, ghcb_version)
     # sev_es_validate_vmgexit: "svm_vmgexit_bad_input(svm, reason);" (EXITINFO1 = 2)
     reason = first_error(page, snp=snp, validator=validator)
     if reason is not None:
@@ -264,8 +294,10 @@ def check_page_record(
 
     Raises:
         InputTypeError: ``page`` is not a :class:`GhcbPage`.
+        FieldValueError: ``ghcb_gpa`` or ``ghcb_version`` is not one KVM can have.
     """
     require_page(page, "check_page_record")
+    _check_host(ghcb_gpa, ghcb_version)
     err = Severity.ERROR
     # KVM's validator: the one rule table (ghcb.hypervisor.rules), in KVM's order.
     out = [

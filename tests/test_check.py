@@ -17,6 +17,7 @@ from ghcb.check import (
     check_page_full,
     expected_response,
 )
+from ghcb.errors import FieldValueError, InputTypeError
 from ghcb.hypervisor.rules import Validator
 from tests.helpers import load_vectors, vector_bytes
 
@@ -304,3 +305,27 @@ def test_golden_check_files_match_patches() -> None:
             raw = bytes.fromhex(p["hex"])
             page[p["offset"] : p["offset"] + len(raw)] = raw
         assert vector_bytes(vec["file"]) == bytes(page[: vec.get("size", 4096)]), vec["name"]
+
+
+@pytest.mark.parametrize(
+    ("kw", "error"),
+    [
+        ({"ghcb_gpa": 0x7F001}, FieldValueError),
+        ({"ghcb_gpa": -0x1000}, FieldValueError),
+        ({"ghcb_gpa": 1 << 64}, FieldValueError),
+        ({"ghcb_gpa": "0x7f000"}, InputTypeError),
+        ({"ghcb_version": 0}, FieldValueError),
+        ({"ghcb_version": 3}, FieldValueError),
+        ({"ghcb_version": True}, InputTypeError),
+    ],
+)
+def test_host_view_checked(kw: dict[str, Any], error: type[Exception]) -> None:
+    """A GHCB GPA or version KVM cannot have is a typed error, before anything is judged."""
+    data = build_page(_request())
+    with pytest.raises(error) as info:
+        check_page(data, **kw)
+    assert str(info.value).startswith(next(iter(kw)))
+    with pytest.raises(error):
+        expected_response(_request(), **kw)
+    with pytest.raises(error):
+        check_page_full(bytes(10), **kw)
