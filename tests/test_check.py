@@ -6,6 +6,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ghcb import ExitCode, GhcbPage, Severity, build_page, check_page
 from ghcb import check as check_module
@@ -329,3 +331,58 @@ def test_host_view_checked(kw: dict[str, Any], error: type[Exception]) -> None:
         expected_response(_request(), **kw)
     with pytest.raises(error):
         check_page_full(bytes(10), **kw)
+
+
+_SCRATCH_EXITS = [ExitCode.MMIO_READ, ExitCode.MMIO_WRITE, ExitCode.PSC, ExitCode.IOIO]
+
+
+@st.composite
+def scratch_pages(draw: st.DrawFn) -> bytes:
+    """Pages of the exits that use the scratch area, with lengths and scratch GPAs around
+    KVM's boundaries (in and around the GHCB's shared buffer, wrapping, huge counts)."""
+    near = st.sampled_from([0, 8, 9, 0x7F0, 0x7F1, 0x10000, 0x10001, 1 << 31, (1 << 64) - 1])
+    page = GhcbPage.empty().with_fields(
+        sw_exit_code=draw(st.sampled_from(_SCRATCH_EXITS)),
+        sw_exit_info_1=draw(
+            st.sampled_from([0, 0x4, 0x14, 0x15, 0x45, 0x25]) | st.integers(0, 2**64 - 1)
+        ),
+        sw_exit_info_2=draw(near | st.integers(0, 2**64 - 1)),
+        sw_scratch=draw(
+            st.sampled_from(
+                [0, GHCB_GPA + 0x7FF, GHCB_GPA + 0x800, GHCB_GPA + 0xFE8, GHCB_GPA + 0xFF0]
+            )
+            | st.integers(0, 2**64 - 1)
+        ),
+        protocol_version=2,
+    )
+    return build_page(page)
+
+
+_STAGE_OF_CODE = {
+    "mmio-length": {Stage.HANDLER},
+    "invalid-scratch-area": {Stage.HANDLER, Stage.RUN_FAILS},
+}
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(
+    data=scratch_pages(),
+    snp=st.booleans(),
+    gpa=st.sampled_from([None, GHCB_GPA]),
+    version=st.sampled_from([1, 2]),
+)
+def test_first_error_is_the_answer(data: bytes, snp: bool, gpa: int | None, version: int) -> None:
+    """For every tree: no error <=> KVM accepts; a validator error first <=> the validator's
+    2/reason; else the handler code's stage; the answer is always a u64 pair."""
+    for tree in Validator:
+        check = check_page_full(data, snp=snp, validator=tree, ghcb_gpa=gpa, ghcb_version=version)
+        resp = check.expected_response
+        assert resp is not None
+        errors = [v for v in check.violations if v.severity is Severity.ERROR]
+        if not errors:
+            assert (resp.exit_info_1, resp.exit_info_2, resp.stage) == (0, 0, Stage.ACCEPTED)
+        elif errors[0].code in _STAGE_OF_CODE:
+            assert resp.stage in _STAGE_OF_CODE[errors[0].code]
+        else:
+            assert resp.stage is Stage.VALIDATOR
+            assert resp.exit_info_1 == 2
