@@ -14,6 +14,10 @@ writes to SW_EXITINFO2:
    keeps ``reason = GHCB_ERR_MISSING_INPUT`` (SNP-only exits from a non-SNP guest too).
 4. ``default: reason = GHCB_ERR_INVALID_EVENT;``
 
+What the exit handlers check after the validator accepted a page (the scratch area of MMIO,
+string IOIO and PSC, the MMIO length: ``GHCB_ERR_INVALID_SCRATCH_AREA`` /
+``GHCB_ERR_INVALID_INPUT`` written by the handler) is :mod:`ghcb.hypervisor.scratch`.
+
 "Valid" is the bit in the snapshot of the guest's bitmap; a field read for a condition is its
 value if valid, else 0 (``vcpu->arch.regs`` are zeroed, then filled from valid fields).
 
