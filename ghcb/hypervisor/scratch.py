@@ -73,6 +73,7 @@ from ghcb.exitinfo import IoioInfo
 from ghcb.hypervisor.rules import Validator
 from ghcb.page import FIELDS, GhcbPage, require_page
 from ghcb.schemas.page import PAGE_SIZE
+from ghcb.schemas.psc import PSC_HDR_SIZE
 
 __all__ = [
     "GHCB_SCRATCH_AREA_LIMIT",
@@ -112,9 +113,8 @@ SHARED_BUFFER_END: Final = _OFFSET["reserved_0xff0"]
 SCRATCH_IN_GHCB_VERSION: Final = 2
 #: ``if (to_kvm_sev_info(vcpu->kvm)->ghcb_version >= 2 && len > 8)`` -> GHCB_ERR_INVALID_INPUT.
 MMIO_MAX_LEN_V2: Final = 8
-#: ``setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr))``: cur_entry u16, end_entry u16,
-#: reserved u32 (sev-common.h ``struct psc_hdr``, ghcb-facts.md §7).
-PSC_SCRATCH_MIN_LEN: Final = 8
+#: ``setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr))`` (sev-common.h ``struct psc_hdr``).
+PSC_SCRATCH_MIN_LEN: Final = PSC_HDR_SIZE
 #: ``if (svm->vmcb->control.exit_info_2 > INT_MAX) return -EINVAL;`` (and the ``int`` bytes).
 INT_MAX: Final = (1 << 31) - 1
 
