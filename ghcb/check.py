@@ -13,7 +13,8 @@ SW_EXITINFO1/2 — the validator's ``2 / GHCB_ERR_*`` when it refuses the page, 
 ``2 / GHCB_ERR_INVALID_SCRATCH_AREA`` or ``2 / GHCB_ERR_INVALID_INPUT`` (written after KVM preset
 0/0: ``svm_vmgexit_success(svm, 0)`` then ``svm_vmgexit_bad_input``), else the preset 0/0.
 What an accepted exit's handler writes after that depends on the host (devices, firmware), not
-on the page.
+on the page; for a Page State Change it is the descriptor's answer (``VMGEXIT_PSC_ERROR_*`` in
+SW_EXITINFO2), which :func:`ghcb.psc.check_psc` and :mod:`ghcb.hypervisor.psc` give.
 
 Page violation codes:
 
