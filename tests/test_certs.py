@@ -21,6 +21,7 @@ from ghcb import strategies as gst
 from ghcb._fast import flat_fields
 from ghcb.certs import (
     EXTRA_GUID_NAMES,
+    GOOGLE_EXTRA_PLATFORM_INFO,
     SEV_FW_BLOB_MAX_SIZE,
     CertEntry,
     CertGuid,
@@ -424,3 +425,42 @@ def test_sixteen_mib_of_ff() -> None:
         "unknown-guid",
     ]
     assert len(found) <= 4 * 17 + 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutation-testing kills (`make mutation`): boundaries a mutant moves by one.
+# ---------------------------------------------------------------------------------------------
+def _two_entries(first: tuple[int, int], second: tuple[int, int], size: int = 200) -> bytes:
+    """A table of two known GUIDs whose data need not be X.509 (CRL, Google's extra entry)
+    with the given (offset, length) ranges, and non-zero bytes after the header."""
+    rows = [(CertGuid.CRL.value, *first), (GOOGLE_EXTRA_PLATFORM_INFO, *second)]
+    header = b"".join(
+        g.bytes + o.to_bytes(4, "little") + n.to_bytes(4, "little") for g, o, n in rows
+    )
+    header += bytes(CERT_ENTRY_SIZE)
+    return header + bytes(range(size - len(header)))
+
+
+HEADER_END = 3 * CERT_ENTRY_SIZE
+
+
+def test_one_byte_overlap_is_an_overlap() -> None:
+    """[72, 82) and [81, 91) share byte 81: both entries overlap (the sweep's ``start <
+    furthest``; ``start < furthest - 1`` would miss a one-byte overlap)."""
+    table = _two_entries((HEADER_END, 10), (HEADER_END + 9, 10))
+    found = check_cert_table(table)
+    assert [(v.code, v.offset) for v in found if v.severity is Severity.ERROR] == [
+        ("overlap", 0),
+        ("overlap", CERT_ENTRY_SIZE),
+    ]
+    with pytest.raises(CertTableError) as err:
+        parse_cert_table(table)
+    assert (err.value.rule, err.value.offset) == ("overlap", 0)
+    assert parse_cert_table(table, strict=False) == []
+
+
+def test_adjacent_entries_do_not_overlap() -> None:
+    """[72, 82) and [82, 92) touch without sharing a byte: no overlap."""
+    table = _two_entries((HEADER_END, 10), (HEADER_END + 10, 10))
+    assert [v.code for v in check_cert_table(table)] == ["trailing-data"]
+    assert [e.data for e in parse_cert_table(table)] == [table[72:82], table[82:92]]
