@@ -11,7 +11,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ghcb.codes import PscErr
@@ -28,6 +28,7 @@ from ghcb.hypervisor.psc import (
     vmm_map_gpa_range,
     with_hypercall_ret,
 )
+from ghcb.hypervisor.rules import Validator
 from ghcb.psc import PscEntry, build_psc, check_psc, parse_psc
 from tests.helpers import load_table
 
@@ -308,6 +309,57 @@ def test_kvm_run_fields_kvm_does_not_write_are_kept() -> None:
     assert decode_hypercall_exit(second).flags & 0xFF == 1
 
 
+# -- the v15 tree: end_entry against VMGEXIT_PSC_MAX_COUNT, not the area ----------------------
+def test_v15_checks_end_entry_against_max_count() -> None:
+    """v15 "if (idx_end >= VMGEXIT_PSC_MAX_COUNT)": the requested length (exit_info_2 = 16,
+    one entry) does not bound the entries; entry 1 is read from the GHCB page beyond it."""
+    s = Setup([PscEntry(gfn=0x100, operation=1), PscEntry(gfn=0x101, operation=1)])
+    merged = GhcbPsc(s.memory, DESC, 16)
+    assert merged.begin() == PscDone(ERR["INVALID_HDR"])  # max_nr_entries 1
+    v15 = GhcbPsc(s.memory, DESC, 16, validator=Validator.V15)
+    assert v15.max_nr_entries == 253
+    assert v15.begin() == MapGpaRange(_run(0x100000, 2, ENC), 0x100000, 2, ENC)
+    assert v15.complete(0) == PscDone(ERR["OK"], None)
+    header = struct.pack("<HHI", 0, 253, 0)
+    s.memory.host_write(DESC, header)
+    assert GhcbPsc(s.memory, DESC, 16, validator=Validator.V15).begin() == PscDone(
+        ERR["INVALID_HDR"]
+    )
+
+
+def test_v15_past_the_ghcb_page_is_undefined() -> None:
+    """A descriptor at GHCB+0xFE0 with end_entry 5: entries 3.. lie past the GHCB page, in
+    host memory KVM's mapping does not cover. The model reads zeros (operation 0: done
+    without action), drops the writes, and answers with ``undefined`` set."""
+    memory = GuestMemory()
+    memory.map(GHCB, 2)
+    gpa = GHCB + 0xFE0
+    memory.host_write(gpa, struct.pack("<HHI", 3, 5, 0))
+    memory.host_write(GHCB + 0x1000, b"\xff" * 64)  # the next guest page is not KVM's
+    engine = GhcbPsc(memory, gpa, 16, validator=Validator.V15)
+    done = engine.begin()
+    assert isinstance(done, PscDone)
+    assert done.exit_info_2 == ERR["OK"]
+    assert done.undefined is not None
+    assert "past KVM's 32-byte buffer" in done.undefined
+    assert memory.host_read(GHCB + 0x1000, 64) == b"\xff" * 64
+    # the header is in the page: three zero entries (GFN 0, not adjacent to each other),
+    # each its own no-action range, so hdr.cur_entry = 3 + 3
+    assert memory.host_read(gpa, 2) == b"\x06\x00"
+
+
+def test_v15_copy_outside_the_ghcb() -> None:
+    """v1 scratch outside the GHCB (v15 allows it): a copy of exit_info_2 bytes; entries past
+    it are undefined (zeros in the model)."""
+    s = Setup([PscEntry(gfn=0x100, operation=2)], end_entry=1)
+    engine = GhcbPsc(s.memory, DESC, 16, validator=Validator.V15, in_ghcb=False)
+    assert engine.begin() == MapGpaRange(_run(0x100000, 1, 0), 0x100000, 1, 0)
+    done = engine.complete(0)
+    assert isinstance(done, PscDone)
+    assert done.exit_info_2 == ERR["OK"]
+    assert done.undefined is not None
+
+
 # -- the MSR request --------------------------------------------------------------------------
 def _msr(gfn: int, op: int, high: int = 0) -> int:
     return high << 56 | op << 52 | gfn << 12 | int(PSC["msr"]["req"])
@@ -424,35 +476,48 @@ class RecordingMemory:
 
 ENTRIES = st.builds(
     PscEntry,
-    cur_page=st.sampled_from([0, 0, 0, 1, 2, 3, 511, 512, 513, 4095]),
-    gfn=st.integers(0, 0x1000) | st.sampled_from([0x200, 0x400, 0x600, 2**40 - 1]),
-    operation=st.sampled_from([1, 1, 2, 2, 0, 3, 4, 15]),
-    pagesize=st.integers(0, 1),
+    cur_page=st.sampled_from([0] * 8 + [1, 2, 3, 511, 512, 513, 4095]),
+    gfn=st.integers(0, 8).map(lambda n: n * 512)
+    | st.integers(0x100, 0x10F)
+    | st.integers(0, 0x1000)
+    | st.just(2**40 - 1),
+    operation=st.sampled_from([1, 1, 1, 2, 2, 2, 0, 3, 4, 15]),
+    pagesize=st.sampled_from([0, 0, 1]),
     reserved_63_57=st.sampled_from([0, 0, 0x7F]),
 )
 
 
+@settings(max_examples=300)
 @given(
-    entries=st.lists(ENTRIES, max_size=12),
-    cur=st.integers(0, 14),
+    entries=st.lists(ENTRIES, min_size=1, max_size=12),
+    cur=st.integers(0, 2) | st.integers(0, 14),
     end=st.integers(0, 14),
-    offset=st.integers(0, 0x7E8 // 8).map(lambda n: n * 8),
-    failing=st.sets(st.integers(0, 12)),
+    offset=st.sampled_from([0x7A0, 0x7D0, 0x7E0, 0x7E8])
+    | st.integers(0, 0x7E8 // 8).map(lambda n: n * 8),
+    failing=st.sets(st.integers(1, 4), max_size=2),
+    validator=st.sampled_from(Validator),
 )
 def test_any_descriptor(
-    entries: list[PscEntry], cur: int, end: int, offset: int, failing: set[int]
+    entries: list[PscEntry],
+    cur: int,
+    end: int,
+    offset: int,
+    failing: set[int],
+    validator: Validator,
 ) -> None:
-    """For any descriptor anywhere in the shared buffer: the engine ends within
-    end - cur + 1 exits, touches only the descriptor's bytes, and answers what check_psc
-    predicts (INVALID_HDR / INVALID_ENTRY / 0), or GENERIC when userspace fails a range."""
+    """For any descriptor anywhere in the shared buffer, both trees: the engine ends within
+    end - cur + 1 exits, touches only KVM's buffer (merged: the area; v15: up to the GHCB
+    page's end), and answers what check_psc predicts (INVALID_HDR / INVALID_ENTRY / 0), or
+    GENERIC when userspace fails a range."""
     memory = GuestMemory()
     memory.map(GHCB)
     gpa = DESC + offset
     data = build_psc(entries, cur_entry=cur, end_entry=end)[: 0x7F0 - offset]
     memory.host_write(gpa, data)
     recorder = RecordingMemory(memory)
-    engine = GhcbPsc.in_ghcb(recorder, GHCB, gpa)
-    window = (gpa, gpa + 8 + 8 * engine.max_nr_entries)
+    engine = GhcbPsc.in_ghcb(recorder, GHCB, gpa, validator=validator)
+    v15 = validator is Validator.V15
+    window = (gpa, GHCB + PAGE if v15 else gpa + 8 + 8 * engine.max_nr_entries)
     step = engine.begin()
     exits = 0
     while isinstance(step, MapGpaRange):
@@ -463,16 +528,21 @@ def test_any_descriptor(
         step = engine.complete(1 if exits in failing else 0)
     assert isinstance(step, PscDone)
     assert all(window[0] <= a and a + n <= window[1] for a, n in recorder.touched)
-    buffer = memory.host_read(gpa, 0x7F0 - offset)
-    usable = buffer[: 8 + 8 * engine.max_nr_entries]
-    errors = [v.code for v in check_psc(usable) if v.severity is Severity.ERROR]
+    seen = memory.host_read(gpa, window[1] - gpa)
+    usable = (seen + bytes(2032))[:2032] if v15 else seen
+    errors = [
+        v.code
+        for v in check_psc(usable, max_entries=engine.max_nr_entries)
+        if v.severity is Severity.ERROR
+    ]
     if "psc-end-entry" in errors:
         assert step.exit_info_2 == ERR["INVALID_HDR"]
     elif step.exit_info_2 == ERR["GENERIC"]:
         assert failing & set(range(1, exits + 1))
     else:
         assert step.exit_info_2 == (ERR["INVALID_ENTRY"] if errors else ERR["OK"])
-    if step.exit_info_2 == ERR["OK"] and cur <= end:
+    assert (step.undefined is not None) <= v15
+    if step.exit_info_2 == ERR["OK"] and cur <= end and step.undefined is None:
         final = parse_psc(usable)
         assert final.cur_entry == end + 1
         assert all(e.cur_page == e.npages for e in final.entries[cur : end + 1])

@@ -58,6 +58,15 @@ KVM's rules, in its order (sev.c):
    ``<< 12``). Completion: ``ret != 0`` → RESP_ERROR, else ``GHCB_MSR_PSC_RESP`` (0x015, data
    0). Bits 63:56 are ignored.
 
+The V15 tree (``validator=Validator.V15``: the seed series' base and every tree before the May
+2026 hardening, Message-ID ``20260501202250.2115252-10-seanjc@google.com``) differs in one rule:
+``setup_vmgexit_scratch(svm, true, control->exit_info_2)`` and ``if (idx_end >=
+VMGEXIT_PSC_MAX_COUNT)`` — no ``max_nr_entries``, no ``WARN_ON_ONCE``. Entries up to 252 are
+read and written wherever they fall: in the GHCB page (its reserved tail, protocol_version and
+ghcb_usage bytes included) and, past the page or past a v1 copy outside the GHCB, in host
+memory KVM does not own. The model reads zeros there, drops the writes and says so in
+:attr:`PscDone.undefined`.
+
 No PSC path fails ``KVM_RUN``: KVM answers in SW_EXITINFO2 (or the MSR). The only failures
 are ``setup_vmgexit_scratch``'s (v1 scratch outside the GHCB: ``-EFAULT`` when it cannot be
 read, ``-ENOMEM``), which the vCPU handles before creating a :class:`GhcbPsc`.
@@ -89,6 +98,7 @@ from ghcb.hypervisor.psc_run import (
     vmm_map_gpa_range,
     with_hypercall_ret,
 )
+from ghcb.hypervisor.rules import Validator
 from ghcb.psc import GHCB_MSR_PSC_RESP_ERROR
 from ghcb.schemas.kvm import (
     KVM_MAP_GPA_RANGE_DECRYPTED,
@@ -148,6 +158,9 @@ class PscDone(NamedTuple):
     """``return 1`` from a GHCB PSC: SW_EXITINFO1 = 0, SW_EXITINFO2 = ``exit_info_2``."""
 
     exit_info_2: int
+    #: Set when the v15 tree's KVM read or wrote past its buffer on the way (host memory the
+    #: model cannot know): what happened and the value the model used instead.
+    undefined: str | None = None
 
     @property
     def error(self) -> PscErr | int:
@@ -236,6 +249,13 @@ class GhcbPsc(_Engine):
             8..``GHCB_SCRATCH_AREA_LIMIT`` accepted.
         kvm_run: ``kvm_run`` as it stands (KVM writes an exit over it); zeros by default.
         exit_enabled: whether userspace enabled exits for KVM_HC_MAP_GPA_RANGE.
+        validator: the KVM tree: ``CURRENT`` (merged, with the May 2026 hardening) or ``V15``
+            (the seed's tree: ``end_entry`` checked against VMGEXIT_PSC_MAX_COUNT, not the
+            area, so entries past the area are read and written).
+        in_ghcb: whether the area is in the GHCB page (KVM's pointer is into its mapping, up
+            to the page's end) or a copy of ``sa_len`` bytes (a v1 area outside the GHCB).
+            Only the V15 tree can reach past the area; there, bytes past KVM's buffer read as
+            zeros, writes to them are dropped, and :attr:`PscDone.undefined` says so.
     """
 
     def __init__(
@@ -246,6 +266,8 @@ class GhcbPsc(_Engine):
         *,
         kvm_run: bytes | None = None,
         exit_enabled: bool = True,
+        validator: Validator = Validator.CURRENT,
+        in_ghcb: bool = True,
     ) -> None:
         if type(desc_gpa) is not int or not 0 < desc_gpa < _GPA_LIMIT:
             raise HypervisorUsageError(
@@ -259,12 +281,23 @@ class GhcbPsc(_Engine):
                 rule="bad-range",
                 spec=SPEC,
             )
+        if not isinstance(validator, Validator):
+            raise HypervisorUsageError(
+                f"validator must be a Validator, not {validator!r}", rule="input-type", spec=SPEC
+            )
         super().__init__(kvm_run, exit_enabled)
         self._memory = memory
         self._gpa = desc_gpa
-        # max_nr_entries = (ghcb_sa_len - sizeof(struct psc_hdr)) / sizeof(struct psc_entry)
-        self.max_nr_entries = (sa_len - PSC_HDR_SIZE) // PSC_ENTRY_SIZE
+        self._v15 = validator is Validator.V15
+        # KVM's buffer: the GHCB mapping up to its page's end, or the kvzalloc'd copy
+        self._bounds = PAGE_SIZE - (desc_gpa & (PAGE_SIZE - 1)) if in_ghcb else sa_len
+        # merged: max_nr_entries = (ghcb_sa_len - sizeof(struct psc_hdr)) / sizeof(entry);
+        # v15: "if (idx_end >= VMGEXIT_PSC_MAX_COUNT)"
+        area_entries = (sa_len - PSC_HDR_SIZE) // PSC_ENTRY_SIZE
+        self.max_nr_entries = VMGEXIT_PSC_MAX_COUNT if self._v15 else area_entries
+        self._warn = not self._v15 and area_entries > VMGEXIT_PSC_MAX_COUNT
         self._batch: tuple[int, int] | None = None  # sev_es->psc: (cur_idx, batch_size)
+        self._undefined: str | None = None
 
     @classmethod
     def in_ghcb(
@@ -275,6 +308,7 @@ class GhcbPsc(_Engine):
         *,
         kvm_run: bytes | None = None,
         exit_enabled: bool = True,
+        validator: Validator = Validator.CURRENT,
     ) -> GhcbPsc:
         """The engine for a descriptor inside the GHCB at ``ghcb_gpa``: ``sa_len`` as
         ``setup_vmgexit_scratch`` sets it (``ghcb_gpa + offsetof(reserved_0xff0) -
@@ -293,22 +327,50 @@ class GhcbPsc(_Engine):
                 rule="invalid-scratch-area",
                 spec="Linux arch/x86/kvm/svm/sev.c setup_vmgexit_scratch",
             )
-        return cls(memory, desc_gpa, end - desc_gpa, kvm_run=kvm_run, exit_enabled=exit_enabled)
+        return cls(
+            memory,
+            desc_gpa,
+            end - desc_gpa,
+            kvm_run=kvm_run,
+            exit_enabled=exit_enabled,
+            validator=validator,
+        )
 
     # -- descriptor access (KVM's READ_ONCE / writes through ghcb_sa) --------------------------
+    def _read(self, offset: int, size: int) -> bytes:
+        inside = max(0, min(size, self._bounds - offset))
+        if inside < size:
+            self._note(f"read of {size} bytes at descriptor offset {offset:#x}", "zeros")
+        data = self._memory.host_read(self._gpa + offset, inside) if inside else b""
+        return data + bytes(size - inside)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        inside = max(0, min(len(data), self._bounds - offset))
+        if inside < len(data):
+            self._note(f"write of {len(data)} bytes at descriptor offset {offset:#x}", "dropped")
+        if inside:
+            self._memory.host_write(self._gpa + offset, data[:inside])
+
+    def _note(self, what: str, instead: str) -> None:
+        if self._undefined is None:
+            self._undefined = (
+                f"v15 snp_begin_psc: {what} is past KVM's {self._bounds}-byte buffer (undefined "
+                f"host memory); the model used {instead}"
+            )
+
     def _entry(self, idx: int) -> int:
-        gpa = self._gpa + PSC_HDR_SIZE + idx * PSC_ENTRY_SIZE
-        value: int = _U64_STRUCT.unpack(self._memory.host_read(gpa, PSC_ENTRY_SIZE))[0]
+        offset = PSC_HDR_SIZE + idx * PSC_ENTRY_SIZE
+        value: int = _U64_STRUCT.unpack(self._read(offset, PSC_ENTRY_SIZE))[0]
         return value
 
     def _set_cur_entry(self, value: int) -> None:
-        self._memory.host_write(self._gpa + _CUR_ENTRY, _U16_STRUCT.pack(value & _U16))
+        self._write(_CUR_ENTRY, _U16_STRUCT.pack(value & _U16))
 
     def _finish(self, value: PscErr) -> PscDone:
         # snp_complete_psc: memset(&svm->sev_es.psc, 0, ...); svm_vmgexit_no_action(svm, ret)
         self._batch = None
         self._state = _DONE
-        return PscDone(int(value))
+        return PscDone(int(value), self._undefined)
 
     def _complete_one(self, cur_idx: int, batch: int) -> None:
         # __snp_complete_one_psc: each in-flight entry gets cur_page = pagesize ? 512 : 1,
@@ -317,8 +379,7 @@ class GhcbPsc(_Engine):
             entry = self._entry(idx)
             done = PSC_PAGES_2M if _field(entry, "pagesize") else PSC_PAGES_4K
             entry = entry & ~(_CUR_PAGE_MASK << _CUR_PAGE_SHIFT) | done << _CUR_PAGE_SHIFT
-            gpa = self._gpa + PSC_HDR_SIZE + idx * PSC_ENTRY_SIZE
-            self._memory.host_write(gpa, _U64_STRUCT.pack(entry))
+            self._write(PSC_HDR_SIZE + idx * PSC_ENTRY_SIZE, _U64_STRUCT.pack(entry))
         self._batch = None
         self._set_cur_entry(cur_idx + batch)
 
@@ -326,14 +387,13 @@ class GhcbPsc(_Engine):
         # snp_begin_psc: if (!user_exit_on_hypercall(kvm, KVM_HC_MAP_GPA_RANGE)) -> GENERIC
         if not self._exit_enabled:
             return self._finish(PscErr.GENERIC)
-        # if (WARN_ON_ONCE(max_nr_entries > VMGEXIT_PSC_MAX_COUNT)) -> GENERIC
-        if self.max_nr_entries > VMGEXIT_PSC_MAX_COUNT:
+        # if (WARN_ON_ONCE(max_nr_entries > VMGEXIT_PSC_MAX_COUNT)) -> GENERIC (merged only)
+        if self._warn:
             return self._finish(PscErr.GENERIC)
         while True:  # next_range: (WARN_ON_ONCE(batch_size) cannot fire: _batch is None here)
-            idx_start, idx_end, _ = _HDR_STRUCT.unpack(
-                self._memory.host_read(self._gpa, PSC_HDR_SIZE)
-            )
+            idx_start, idx_end, _ = _HDR_STRUCT.unpack(self._read(0, PSC_HDR_SIZE))
             # if (idx_end >= max_nr_entries) -> VMGEXIT_PSC_ERROR_INVALID_HDR
+            # (v15: "if (idx_end >= VMGEXIT_PSC_MAX_COUNT)")
             if idx_end >= self.max_nr_entries:
                 return self._finish(PscErr.INVALID_HDR)
             # for (idx = idx_start; idx <= idx_end; idx++): find the next range to process
@@ -354,7 +414,7 @@ class GhcbPsc(_Engine):
                 if npages:
                     break
                 # guest_psc->hdr.cur_entry++ (the guest's value, incremented in place)
-                current = _U16_STRUCT.unpack(self._memory.host_read(self._gpa + _CUR_ENTRY, 2))[0]
+                current = _U16_STRUCT.unpack(self._read(_CUR_ENTRY, 2))[0]
                 self._set_cur_entry(current + 1)
                 idx += 1
             if idx > idx_end:  # nothing more to process
