@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import pathlib
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
+from ghcb import GhcbPage, build_page
 from ghcb.cli import main
 from tests.helpers import SPEC, assemble, load_vectors
-
-if TYPE_CHECKING:
-    import pathlib
 
 EXT = str(SPEC / "vectors/pages/snp_ext_guest_request.bin")
 EXTRA = str(SPEC / "vectors/pages/ext_guest_request_extra_bit_127.bin")
@@ -300,3 +299,155 @@ class TestCerts:
         assert status == 0
         assert "ARK      c0b406a4-a803-4952-9743-3fb6014cd0ae  offset 0x0078  length    25" in text
         assert "(not X.509)" in text
+
+
+# -- page encode / check --abi ----------------------------------------------------------------
+EXT_PAIRS = (
+    "sw_exit_code=SNP_EXT_GUEST_REQUEST",
+    "sw_exit_info_1=0x7f000",
+    "sw_exit_info_2=0x7e000",
+    "rax=0x80000",
+    "rbx=4",
+    "protocol_version=2",
+)
+
+
+def test_page_encode_pairs_is_the_golden_page(tmp_path: pathlib.Path) -> None:
+    """FIELD=VALUE pairs set values and valid bits: the golden Extended Guest Request page."""
+    out = tmp_path / "p.bin"
+    status, text = run("page", "encode", *EXT_PAIRS, "-o", str(out))
+    assert status == 0
+    assert out.read_bytes() == (SPEC / "vectors/pages/snp_ext_guest_request.bin").read_bytes()
+    assert text == (
+        f"wrote {out}: 4096 bytes, valid: rax, rbx, sw_exit_code, sw_exit_info_1, sw_exit_info_2\n"
+    )
+
+
+def test_page_encode_hex_and_json_round_trip(tmp_path: pathlib.Path) -> None:
+    """Without -o the page is plain hex; decode --json output encodes back to the same bytes
+    (valid set as listed, not recomputed)."""
+    golden = pathlib.Path(EXTRA).read_bytes()
+    status, text = run("page", "encode", *EXT_PAIRS)
+    assert status == 0
+    assert len(text.splitlines()) == 128
+    assert bytes.fromhex(text) == (SPEC / "vectors/pages/snp_ext_guest_request.bin").read_bytes()
+    status, doc = run_json("page", "decode", EXT)
+    source = tmp_path / "page.json"
+    source.write_text(json.dumps(doc))
+    out = tmp_path / "back.bin"
+    assert run("page", "encode", "--from", str(source), "-o", str(out))[0] == 0
+    assert out.read_bytes() == (SPEC / "vectors/pages/snp_ext_guest_request.bin").read_bytes()
+    # a flat object: valid bits set for each field given
+    source.write_text(json.dumps({"sw_exit_code": 0x72, "rax": 1, "shared_buffer": "ab"}))
+    status, doc = run_json("page", "encode", "--from", str(source))
+    assert (status, doc["valid"], doc["shared_buffer"][:4]) == (0, ["rax", "sw_exit_code"], "ab00")
+    assert golden != out.read_bytes()
+
+
+def test_page_encode_binary_to_stdout() -> None:
+    """-o - writes the 4096 bytes to stdout and nothing else."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    assert main(["page", "encode", "rax=1", "-o", "-"], stream) == 0
+    stream.flush()
+    assert raw.getvalue() == build_page(GhcbPage.with_fields(rax=1))
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["nope=1"], "no GHCB field 'nope'"),
+        (["rax"], "expected FIELD=VALUE"),
+        (["rax=1", "rax=2"], "field rax given more than once"),
+        (["cpl=256"], "field cpl: 256 is outside 0..0xff"),
+        (["rax=0b1"], "not a number"),
+        (["shared_buffer=zz"], "not hex"),
+        (["shared_buffer=" + "00" * 2033], "2033 bytes, the field holds 2032"),
+        (["-o", "-"], "cannot also carry --json"),
+    ],
+)
+def test_page_encode_usage(argv: list[str], words: str) -> None:
+    """Unusable encode arguments: status 2 and the reason."""
+    status, doc = run_json("page", "encode", *argv)
+    assert status == 2
+    assert words in doc["error"]["message"]
+
+
+def test_page_check_abi(tmp_path: pathlib.Path) -> None:
+    """--abi picks the tree whose validator judges: a guest request whose request and response
+    pages are both 0 is refused by merged KVM only (the v15 tree has no such check)."""
+    page = tmp_path / "p.bin"
+    pairs = ["sw_exit_code=SNP_GUEST_REQUEST", "sw_exit_info_1=0", "sw_exit_info_2=0"]
+    assert run("page", "encode", *pairs, "-o", str(page))[0] == 0
+    for abi, ok in (("merged", False), ("v15", True)):
+        status, doc = run_json("page", "check", str(page), "--abi", abi)
+        assert (status, doc["ok"], doc["abi"]) == (0 if ok else 1, ok, abi)
+        errors = [v["code"] for v in doc["violations"] if v["severity"] == "error"]
+        assert errors == ([] if ok else ["request-page-equal"])
+
+
+def run_stdin(data: bytes, *argv: str) -> tuple[int, Any]:
+    """Run as a subprocess with ``data`` on stdin; the JSON it prints."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ghcb", *argv], input=data, capture_output=True, check=False
+    )
+    return proc.returncode, json.loads(proc.stdout)
+
+
+# -- values -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("vec", load_vectors("exitinfo2")["guest_errors"], ids=lambda v: v["name"])
+def test_exitinfo2_encode(vec: dict[str, Any]) -> None:
+    """exitinfo2 encode packs each vector back, by number and by name."""
+    status, doc = run_json("exitinfo2", "encode", "--vmm", str(vec["vmm"]), "--fw", str(vec["fw"]))
+    assert (status, doc["value"]) == (0, int(vec["exitinfo2"], 16))
+    if vec["vmm_name"] and vec["fw_name"]:
+        argv = ["--vmm", vec["vmm_name"].lower(), "--fw", vec["fw_name"]]
+        assert run_json("exitinfo2", "encode", *argv)[1]["value"] == int(vec["exitinfo2"], 16)
+
+
+@pytest.mark.parametrize("vec", load_vectors("msr")["values"], ids=lambda v: str(v["code"]))
+def test_msr_encode(vec: dict[str, Any]) -> None:
+    """msr encode CODE FIELD=VALUE... gives each vector's value back."""
+    status, doc = run_json("msr", "decode", vec["value"])
+    fields = {k: v for k, v in doc.items() if k not in ("ok", "msr", "code")}
+    code = doc["code"]["name"] or str(doc["code"]["value"])
+    pairs = [f"{k}={v}" for k, v in fields.items()]
+    status, back = run_json("msr", "encode", code, *pairs)
+    assert (status, back) == (0, doc)
+
+
+def test_msr_encode_usage() -> None:
+    """An unknown field, or fields other than data for an unknown code, are usage errors."""
+    assert run_json("msr", "encode", "CPUID_REQ", "nope=1")[0] == 1  # UnknownFieldError
+    status, doc = run_json("msr", "encode", "0x999", "gfn=1")
+    assert status == 2
+    assert "its only field is data" in doc["error"]["message"]
+    assert run_json("msr", "encode", "0x999", "data=5")[1]["msr"] == 0x5999
+
+
+# -- kvm decode -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("abi", "exit_reason", "fields", "ret_name"),
+    [
+        ("merged", 43, {"gpa": 0x80000, "npages": 2, "ret": 28}, "ENOSPC"),
+        ("v15", 40, {"type": 1, "data_gpa": 0x80000, "data_npages": 1, "ret": 1}, "INVALID_LEN"),
+    ],
+)
+def test_kvm_decode(
+    abi: str, exit_reason: int, fields: dict[str, int], ret_name: str, tmp_path: pathlib.Path
+) -> None:
+    """kvm decode reads either ABI's exit (as hex here); the other ABI's bytes: status 1."""
+    from ghcb.hypervisor.kvm_abi import MergedAbi, V15Abi, encode_kvm_run
+
+    data = encode_kvm_run(MergedAbi() if abi == "merged" else V15Abi(), fields)
+    path = tmp_path / "run.hex"
+    path.write_text(data.hex())
+    status, doc = run_json("kvm", "decode", str(path), "--abi", abi)
+    assert status == 0
+    assert doc["exit_reason"] == {"value": exit_reason, "name": doc["exit_reason"]["name"]}
+    assert {k: doc["exit"][k] for k in fields} == fields
+    assert doc["ret"]["name"] == ret_name
+    other = "v15" if abi == "merged" else "merged"
+    status, doc = run_json("kvm", "decode", str(path), "--abi", other)
+    assert (status, doc["ok"]) == (1, False)
+    assert run_json("kvm", "decode", EXT)[1]["error"]["rule"] == "input-too-long"

@@ -38,6 +38,8 @@ INT_FIELDS: Final = tuple(f for f in FIELDS if f.kind == "int")
 _BY_NAME: Final = {f.name: f for f in FIELDS}
 #: A JSON page description is at most this long (``page decode --json`` writes ~10 KB).
 _JSON_MAX: Final = 1 << 20
+#: Shown in the text header, not as rows.
+_HEADER: Final = frozenset({"protocol_version", "ghcb_usage", "sw_exit_code"})
 #: ``--abi`` → the tree whose validator judges the page.
 ABIS: Final = {"merged": Validator.CURRENT, "v15": Validator.V15}
 
@@ -58,8 +60,17 @@ def page_json(page: GhcbPage) -> dict[str, object]:
 
 def _page_text(page: GhcbPage, name: str, show_all: bool, out: TextIO) -> None:
     valid = page.valid_fields
-    rows = [f for f in INT_FIELDS if show_all or f.name in valid]
-    hidden = sum(1 for f in INT_FIELDS if f not in rows and getattr(page, f.name))
+    # Fields with a valid bit show when valid; those without one (x87_state_gpa) when set.
+    rows = [
+        f
+        for f in INT_FIELDS
+        if show_all
+        or f.name in valid
+        or (f.name not in VALID_BIT and f.name not in _HEADER and getattr(page, f.name))
+    ]
+    hidden = sum(
+        1 for f in INT_FIELDS if f not in rows and f.name in VALID_BIT and getattr(page, f.name)
+    )
     print(f"GHCB page {name} ({GHCB_SIZE} bytes)", file=out)
     print(
         f"  exit code         {page.sw_exit_code:#x} {enum_name(page.exit_code) or '?'}", file=out

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 from ghcb._input import read_path
 from ghcb.cli._certs import CERTS_INPUT_MAX
-from ghcb.cli._common import EXIT_FINDINGS, EXIT_OK, Usage, emit, parse_number
+from ghcb.cli._common import EXIT_FINDINGS, EXIT_OK, Unusable, Usage, emit, parse_number
 
 if TYPE_CHECKING:
     from ghcb.cli._common import Command, Group
@@ -83,8 +83,8 @@ def _cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     )
     try:
         doc = simulate(opts)
-    except SimulateUsageError as e:
-        raise Usage(str(e)) from e
+    except SimulateUsageError as e:  # a blob or option set the exchange cannot run with
+        raise Unusable(str(e)) from e
     if args.json:
         emit(doc, out)
     else:

@@ -71,7 +71,8 @@ def _msr_out(value: int, args: argparse.Namespace, out: TextIO) -> int:
     name = None if isinstance(msg, UnknownMsr) else msg.code.name
     fields = msg.fields()
     if args.json:
-        emit({"ok": True, "value": value, "code": named(int(msg.code), name), **fields}, out)
+        # "msr": the whole value ("value" is a field of CPUID_RESP)
+        emit({"ok": True, "msr": value, "code": named(int(msg.code), name), **fields}, out)
         return EXIT_OK
     print(f"GHCB MSR {value:#018x}: {name or 'unknown GHCBInfo'} ({int(msg.code):#05x})", file=out)
     for key, field_value in fields.items():
