@@ -24,11 +24,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for bench in session.benchmarks:
         groups.setdefault(bench.group or "", []).append(bench)
     rates = [b for b in session.benchmarks if "requests_per_second" in b.extra_info]
-    if rates:
+    runs = [b for b in session.benchmarks if "executions_per_round" in b.extra_info]
+    if rates or runs:
         terminalreporter.section("throughput")
         for bench in rates:
             rate = 1 / bench.stats.median
             terminalreporter.write_line(f"{bench.name:<48} {rate:10.0f} requests/s")
+        for bench in runs:  # one round runs a whole corpus (tests/benchmarks/test_fuzz_targets)
+            rate = bench.extra_info["executions_per_round"] / bench.stats.median
+            terminalreporter.write_line(f"{bench.name:<48} {rate:10.0f} executions/s")
     terminalreporter.section("ratios: median / baseline median (min / baseline min)")
     for group, benches in sorted(groups.items()):
         bases = [b for b in benches if b.name.startswith("test_baseline")]
