@@ -167,6 +167,36 @@ class PscDesc:
         """The descriptor's bytes (:func:`build_psc`)."""
         return build_psc(self)
 
+    def to_json(self) -> dict[str, object]:
+        """The descriptor as one JSON object (integers; names for known operations):
+        ``cur_entry``, ``end_entry``, ``reserved_0x4`` and ``entries``, each with ``index``,
+        ``offset`` (in the descriptor), ``live`` (``cur_entry`` <= index <= ``end_entry``),
+        its fields, ``operation`` as ``{"value", "name"}``, ``npages`` and ``gpa``."""
+        hdr = self.hdr
+        return {
+            "cur_entry": hdr.cur_entry,
+            "end_entry": hdr.end_entry,
+            "reserved_0x4": hdr.reserved_0x4,
+            "entries": [
+                {
+                    "index": i,
+                    "offset": PSC_HDR_SIZE + i * PSC_ENTRY_SIZE,
+                    "live": hdr.cur_entry <= i <= hdr.end_entry,
+                    "cur_page": e.cur_page,
+                    "gfn": e.gfn,
+                    "gpa": e.gpa,
+                    "operation": {
+                        "value": e.operation,
+                        "name": e.op.name if isinstance(e.op, PscOp) else None,
+                    },
+                    "pagesize": e.pagesize,
+                    "npages": e.npages,
+                    "reserved_63_57": e.reserved_63_57,
+                }
+                for i, e in enumerate(self.entries)
+            ],
+        }
+
 
 def _entry_tuple(entries: object) -> tuple[PscEntry, ...]:
     if isinstance(entries, (str, bytes, bytearray)) or not isinstance(entries, Sequence):

@@ -316,3 +316,54 @@ def test_check_reports_every_violation() -> None:
         "psc-entry-operation",
         "psc-entry-unaligned",
     ]
+
+
+def test_to_json() -> None:
+    """The decode JSON: header ints, each entry with its offset, liveness and operation name."""
+    doc = parse_psc(TWO).to_json()
+    assert doc == {
+        "cur_entry": 0,
+        "end_entry": 1,
+        "reserved_0x4": 0,
+        "entries": [
+            {
+                "index": 0,
+                "offset": 8,
+                "live": True,
+                "cur_page": 0,
+                "gfn": 0x200,
+                "gpa": 0x200000,
+                "operation": {"value": 2, "name": "SHARED"},
+                "pagesize": 1,
+                "npages": 512,
+                "reserved_63_57": 0,
+            },
+            {
+                "index": 1,
+                "offset": 16,
+                "live": True,
+                "cur_page": 1,
+                "gfn": 0x400,
+                "gpa": 0x400000,
+                "operation": {"value": 1, "name": "PRIVATE"},
+                "pagesize": 0,
+                "npages": 1,
+                "reserved_63_57": 0,
+            },
+        ],
+    }
+    odd = parse_psc(build_psc([PscEntry(operation=9)], cur_entry=1)).to_json()
+    assert odd["entries"] == [
+        {
+            "index": 0,
+            "offset": 8,
+            "live": False,
+            "cur_page": 0,
+            "gfn": 0,
+            "gpa": 0,
+            "operation": {"value": 9, "name": None},
+            "pagesize": 0,
+            "npages": 1,
+            "reserved_63_57": 0,
+        }
+    ]

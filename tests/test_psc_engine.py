@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ghcb.codes import PscErr
-from ghcb.errors import Severity
+from ghcb.errors import FieldValueError, InputTypeError, LengthError, Severity
 from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.hypervisor.memory import GuestMemory
 from ghcb.hypervisor.psc import (
@@ -28,6 +28,7 @@ from ghcb.hypervisor.psc import (
     vmm_map_gpa_range,
     with_hypercall_ret,
 )
+from ghcb.hypervisor.psc_answer import PscExit, kvm_psc_answer
 from ghcb.hypervisor.rules import Validator
 from ghcb.psc import PscEntry, build_psc, check_psc, parse_psc
 from tests.helpers import load_table
@@ -546,3 +547,60 @@ def test_any_descriptor(
         final = parse_psc(usable)
         assert final.cur_entry == end + 1
         assert all(e.cur_page == e.npages for e in final.entries[cur : end + 1])
+
+
+# -- kvm_psc_answer: what KVM answers a captured descriptor -----------------------------------
+def test_kvm_psc_answer() -> None:
+    """Two 2M shared entries and a PSMASH: one exit of 1024 pages, 0, every entry marked."""
+    data = build_psc(
+        [
+            PscEntry(gfn=0x200, operation=2, pagesize=1),
+            PscEntry(gfn=0x400, operation=2, pagesize=1),
+            PscEntry(gfn=0x10, operation=3),
+        ]
+    )
+    answer = kvm_psc_answer(data)
+    assert answer.exits == (PscExit(0x200000, 1024, SZ_2M),)
+    assert answer.exit_info_2 == ERR["OK"]
+    assert answer.error is PscErr.NONE
+    assert answer.descriptor == bytes.fromhex("0300020000000000") + b"".join(
+        _entry_bytes(**f)
+        for f in (
+            {"gfn": 0x200, "operation": 2, "pagesize": 1, "cur_page": 512},
+            {"gfn": 0x400, "operation": 2, "pagesize": 1, "cur_page": 512},
+            {"gfn": 0x10, "operation": 3, "cur_page": 1},
+        )
+    )
+    failed = kvm_psc_answer(data, ret=1)
+    assert failed.exits == answer.exits
+    assert failed.exit_info_2 == ERR["GENERIC"]
+    assert failed.descriptor == data
+
+
+def test_kvm_psc_answer_window_and_trees() -> None:
+    """At offset 2016 one entry fits: end_entry 1 is INVALID_HDR (merged); the v15 tree reads
+    entry 1 from the GHCB page tail (zeros: done without action) and answers 0."""
+    data = build_psc([PscEntry(gfn=0x100, operation=1)], end_entry=1)
+    assert kvm_psc_answer(data, offset=2016).error is PscErr.INVALID_HDR
+    v15 = kvm_psc_answer(data, offset=2016, validator=Validator.V15)
+    assert v15.exits == (PscExit(0x100000, 1, ENC),)
+    assert v15.error is PscErr.NONE
+    assert v15.undefined is None  # 0xFF0..0xFFF is still the GHCB page
+    past = build_psc([PscEntry(gfn=0x100, operation=1)], end_entry=3)
+    assert kvm_psc_answer(past, offset=2016, validator=Validator.V15).undefined is not None
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "error"),
+    [
+        (bytes(2033), {}, LengthError),
+        (bytes(16), {"offset": 2024}, LengthError),
+        (bytes(8), {"offset": 2025}, FieldValueError),
+        (bytes(8), {"ret": -1}, FieldValueError),
+        ("00", {}, InputTypeError),
+    ],
+)
+def test_kvm_psc_answer_bad_input(data: object, kwargs: dict[str, Any], error: type) -> None:
+    """Too long for the buffer, a bad offset or ret, not bytes: typed errors."""
+    with pytest.raises(error):
+        kvm_psc_answer(data, **kwargs)
