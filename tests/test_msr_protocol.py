@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from ghcb._fast import flat_fields
-from ghcb.codes import KvmExit, MsrCode
+from ghcb.codes import KvmExit, MsrCode, PscOp
 from ghcb.hypervisor import (
     ApResetHold,
     CpuidTable,
     GuestMemory,
     HypervisorUsageError,
     Interrupted,
+    MapGpaExit,
     Platform,
     RecordingFirmware,
     Released,
@@ -27,9 +28,17 @@ from ghcb.hypervisor import (
     Vm,
 )
 from ghcb.hypervisor.kvm_abi import with_immediate_exit
+from ghcb.hypervisor.psc import decode_hypercall_exit, with_hypercall_ret
 from ghcb.hypervisor.results import system_event_run
 from ghcb.msr import SevInfoResp, decode_msr
-from ghcb.schemas.kvm import kvm_system_event
+from ghcb.psc import GHCB_MSR_PSC_RESP_ERROR
+from ghcb.schemas.kvm import (
+    KVM_HC_MAP_GPA_RANGE,
+    KVM_MAP_GPA_RANGE_DECRYPTED,
+    KVM_MAP_GPA_RANGE_ENCRYPTED,
+    KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
+    kvm_system_event,
+)
 from tests.helpers import load_table
 
 GHCB = 0x1000
@@ -38,6 +47,8 @@ EVENT = KVM_TABLE["system_event"]
 U32, U64 = struct.Struct("<I"), struct.Struct("<Q")
 EXIT_REASON = 8  # offsetof(struct kvm_run, exit_reason)
 UNION = KVM_TABLE["kvm_run"]["exit_union_offset"]
+DECRYPTED = KVM_MAP_GPA_RANGE_DECRYPTED | KVM_MAP_GPA_RANGE_PAGE_SZ_4K
+ENCRYPTED = KVM_MAP_GPA_RANGE_ENCRYPTED | KVM_MAP_GPA_RANGE_PAGE_SZ_4K
 CPUID_8000001F = (0x1, 0x0000_0173, 0x0000_01FD, 0x0000_0001)  # a Genoa-like leaf
 
 
@@ -281,3 +292,63 @@ def test_unknown_codes_keep_the_value(value: int) -> None:
     vcpu = make_vcpu()
     assert vcpu.run(gpa=value) == Resumed(None, msr=value)
     assert decode_msr(vcpu.ghcb_msr).code == value & 0xFFF
+
+
+# -- page state change -------------------------------------------------------------------------
+class TestPsc:
+    def exit_of(self, vcpu: Vcpu, value: int) -> MapGpaExit:
+        result = vcpu.run(gpa=value)
+        assert isinstance(result, MapGpaExit)
+        return result
+
+    def test_exit_then_answer(self) -> None:
+        """snp_begin_psc_msr: "vcpu->run->exit_reason = KVM_EXIT_HYPERCALL; hypercall.nr =
+        KVM_HC_MAP_GPA_RANGE; ... args[0] = gpa; args[1] = 1; args[2] = ... DECRYPTED |
+        KVM_MAP_GPA_RANGE_PAGE_SZ_4K"; snp_complete_psc_msr: ret 0 → GHCB_MSR_PSC_RESP."""
+        vcpu = make_vcpu()
+        value = 0xFF << 56 | PscOp.SHARED << 52 | 0x5 << 12 | 0x014  # bits 63:56 ignored
+        result = self.exit_of(vcpu, value)
+        assert (result.gpa, result.npages, result.attributes) == (0x5000, 1, DECRYPTED)
+        call = decode_hypercall_exit(result.kvm_run)
+        assert (call.exit_reason, call.nr, call.args[:3], call.ret) == (
+            KvmExit.HYPERCALL,
+            KVM_HC_MAP_GPA_RANGE,
+            (0x5000, 1, DECRYPTED),
+            0,
+        )
+        assert vcpu.state.value == "await-hypercall"
+        assert vcpu.complete(with_hypercall_ret(result.kvm_run, 0)) == Resumed(None, msr=0x015)
+
+    def test_private_and_userspace_failure(self) -> None:
+        """ "if (vcpu->run->hypercall.ret) set_ghcb_msr(svm, GHCB_MSR_PSC_RESP_ERROR);"."""
+        vcpu = make_vcpu()
+        result = self.exit_of(vcpu, PscOp.PRIVATE << 52 | 0x5 << 12 | 0x014)
+        assert result.attributes == ENCRYPTED
+        answer = vcpu.complete(with_hypercall_ret(result.kvm_run, 2**64 - 22))
+        assert answer == Resumed(None, msr=GHCB_MSR_PSC_RESP_ERROR)
+        assert GHCB_MSR_PSC_RESP_ERROR == 0x8000_0000_0000_0015
+
+    @pytest.mark.parametrize("op", [0, 3, 4, 15])
+    def test_bad_operation(self, op: int) -> None:
+        """ "if (op != SNP_PAGE_STATE_PRIVATE && op != SNP_PAGE_STATE_SHARED) {
+        set_ghcb_msr(svm, GHCB_MSR_PSC_RESP_ERROR); return 1; }"."""
+        value = op << 52 | 0x5 << 12 | 0x014
+        assert make_vcpu().run(gpa=value) == Resumed(None, msr=GHCB_MSR_PSC_RESP_ERROR)
+
+    def test_no_userspace_exit(self) -> None:
+        """ "if (!user_exit_on_hypercall(vcpu->kvm, KVM_HC_MAP_GPA_RANGE))" → RESP_ERROR."""
+        vcpu = make_vcpu(map_gpa_range=False)
+        value = PscOp.SHARED << 52 | 0x5 << 12 | 0x014
+        assert vcpu.run(gpa=value) == Resumed(None, msr=GHCB_MSR_PSC_RESP_ERROR)
+
+    def test_immediate_exit_on_completion(self) -> None:
+        """The callback runs, then -EINTR; the next KVM_RUN enters the guest."""
+        vcpu = make_vcpu()
+        result = self.exit_of(vcpu, PscOp.SHARED << 52 | 0x5 << 12 | 0x014)
+        run = with_immediate_exit(with_hypercall_ret(result.kvm_run, 0), 1)
+        assert vcpu.complete(run) == Interrupted(None)
+        assert vcpu.run(kvm_run=with_immediate_exit(run, 0)) == Resumed(None, msr=0x015)
+
+    def test_completion_only_when_pending(self) -> None:
+        with pytest.raises(HypervisorUsageError):
+            make_vcpu().complete(bytes(288))

@@ -64,11 +64,16 @@ are serialised per VM (``Vm.lock``, KVM's ``guest_req_mutex``).
 from __future__ import annotations
 
 import enum
-import struct
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ghcb._fast import struct_format
 from ghcb.codes import Errno, ExitCode, HvResp, MsrCode
+from ghcb.hypervisor._vcpu_state import (
+    EXIT_INFO,
+    GHCB_MSR_INFO_MASK,
+    OFFSET,
+    USAGE,
+    VcpuState,
+)
 from ghcb.hypervisor.errors import HypervisorBug, HypervisorUsageError
 from ghcb.hypervisor.events import (
     Hold,
@@ -95,6 +100,7 @@ from ghcb.hypervisor.msr_protocol import (
     MsrTerminate,
     msr_protocol,
 )
+from ghcb.hypervisor.psc import GhcbPsc, MapGpaRange, MsrDone, MsrPsc, PscDone
 from ghcb.hypervisor.results import (
     ApResetHold,
     CertsExit,
@@ -114,13 +120,11 @@ from ghcb.hypervisor.results import (
 from ghcb.hypervisor.rules import accepts, first_error
 from ghcb.hypervisor.vm import Vm
 from ghcb.msr import msr_layout
-from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
+from ghcb.page import parse_page
 
 if TYPE_CHECKING:
-    import threading
     from collections.abc import Callable, Mapping
 
-    from ghcb.hypervisor.firmware import Firmware
 
 __all__ = [
     "KVM_RUN_SIZE",
@@ -144,54 +148,9 @@ __all__ = [
     "encode_kvm_run",
 ]
 
-_OFFSET: Final = {f.name: f.offset for f in FIELDS}
-_BITMAP: Final = slice(_OFFSET["valid_bitmap"], _OFFSET["valid_bitmap"] + 16)
-_ZERO_BITMAP: Final = bytes(16)
-_U64: Final = struct.Struct("<Q")
-_USAGE: Final = struct.Struct("<" + next(f.fmt for f in FIELDS if f.name == "ghcb_usage"))
-# sw_exit_code, sw_exit_info_1, sw_exit_info_2, sw_scratch: adjacent in struct ghcb_save_area
-_EXIT_INFO: Final = struct_format(
-    tuple(
-        f
-        for f in FIELDS
-        if f.name in ("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2", "sw_scratch")
-    )
-)
-_GHCB_MSR_INFO_MASK: Final = 0xFFF  # sev-common.h GHCB_MSR_INFO_MASK: GHCBInfo, bits 11:0
-# GHCB_MSR_AP_RESET_HOLD_RESULT_POS / _MASK: the result field of the 0x007 response
 _HOLD_RESULT: Final = msr_layout(MsrCode.AP_RESET_HOLD_RESP)[0]
-_WRITTEN_BACK: Final = ("rax", "rbx", "rcx", "rdx")  # sev_es_sync_to_ghcb
-_COPIED_IN: Final = ("rax", "rbx", "rcx", "rdx", "rsi", "cpl")  # sev_es_sync_from_ghcb
-# (name, valid bit, offset, unpack_from) of each register sev_es_sync_from_ghcb copies.
-_COPIED: Final = tuple(
-    (f.name, VALID_BIT[f.name], f.offset, struct.Struct("<" + f.fmt).unpack_from)
-    for f in FIELDS
-    if f.name in _COPIED_IN
-)
-_SCRATCH_BIT: Final = VALID_BIT["sw_scratch"]
 _SPEC_MODEL: Final = "ghcb.hypervisor.vcpu (module rules)"
 _ALL64: Final = (1 << 64) - 1
-
-
-class _GhcbWrite(NamedTuple):
-    """Where ``ghcb_set_<field>()`` of some fields writes: each field's offset, and the valid
-    bits to set as (bitmap byte offset, mask) pairs, merged per byte."""
-
-    offsets: tuple[int, ...]
-    bits: tuple[tuple[int, int], ...]
-
-
-def _ghcb_write(*names: str) -> _GhcbWrite:
-    masks: dict[int, int] = {}
-    for name in names:
-        byte = _OFFSET["valid_bitmap"] + VALID_BIT[name] // 8
-        masks[byte] = masks.get(byte, 0) | 1 << VALID_BIT[name] % 8
-    return _GhcbWrite(tuple(_OFFSET[name] for name in names), tuple(masks.items()))
-
-
-_SET_INFO: Final = _ghcb_write("sw_exit_info_1", "sw_exit_info_2")
-_SET_INFO_2: Final = _ghcb_write("sw_exit_info_2")
-_SYNC_TO_GHCB: Final = _ghcb_write(*_WRITTEN_BACK)
 
 
 class _State(enum.StrEnum):
@@ -221,7 +180,7 @@ def _is_u64(value: object) -> bool:
     return _is_u(value, _ALL64)
 
 
-class Vcpu:
+class Vcpu(VcpuState):
     """One vCPU of an SEV(-SNP) guest, handling VMGEXITs as KVM does.
 
     Args:
@@ -249,7 +208,7 @@ class Vcpu:
                 spec=_SPEC_MODEL,
             )
         # GHCB_MSR_REG_GPA registers a GFN: the GPA is a page address below 2**64.
-        if not _is_u64(ghcb_gpa) or ghcb_gpa & _GHCB_MSR_INFO_MASK:
+        if not _is_u64(ghcb_gpa) or ghcb_gpa & GHCB_MSR_INFO_MASK:
             raise HypervisorUsageError(
                 f"ghcb_gpa must be a page-aligned u64, not {ghcb_gpa!r}",
                 rule="input-type",
@@ -264,29 +223,9 @@ class Vcpu:
                 spec="KVM_CREATE_VCPU (-EEXIST)",
             )
         vm.vcpus[vcpu_id] = self
-        self.vm = vm
-        self.memory = memory
-        self.vcpu_id = vcpu_id
-        self.ghcb_gpa = ghcb_gpa
-        self.ghcb_msr = ghcb_gpa  # control->ghcb_gpa: the GHCB MSR as the guest last wrote it
+        super().__init__(vm, memory, vcpu_id, ghcb_gpa, runnable)
         self.state = _State.IDLE
-        self.regs: dict[str, int] = dict.fromkeys(_COPIED_IN, 0)
-        self.exit_info_1 = self.exit_info_2 = 0  # control->exit_info_1 / exit_info_2
-        self.sw_scratch = 0  # svm->sev_es.sw_scratch
-        self.nmi_masked = True  # svm->nmi_masked (NMI_COMPLETE clears it)
-        self.kvm_run: bytes = bytes(KVM_RUN_SIZE)  # the kvm_run page as it stands
-        self.runnable = bool(runnable)  # mp_state RUNNABLE (else HALTED)
-        self.vmsa_gpa: int | None = None  # the guest's VMSA in use (None: KVM's own)
-        self.snp_vmsa_gpa: int | None = None  # sev_es.snp_vmsa_gpa (None: INVALID_PAGE)
-        self.ap_waiting_for_reset = False  # sev_es.snp_ap_waiting_for_reset
-        self.update_requested = False  # KVM_REQ_UPDATE_PROTECTED_GUEST_STATE pending
-        self.received_first_sipi = False  # sev_es.received_first_sipi
-        self._hold: Via | None = None  # sev_es.ap_reset_hold_type (None: AP_RESET_HOLD_NONE)
-        self._map: memoryview | None = None  # svm->sev_es.ghcb_map
-        self._mapped_gpa = 0
-        self._sa: tuple[int, bytearray] | None = None  # ghcb_sa outside the GHCB, to sync
-        self._valid = 0  # svm->sev_es.valid_bitmap (KVM's snapshot)
-        self._undefined: str | None = None
+        self._psc: GhcbPsc | MsrPsc | None = None  # sev_es.psc: a PSC in flight
 
     # -- public ---------------------------------------------------------------------------
     def run(self, *, gpa: int | None = None, kvm_run: bytes | None = None) -> RunResult:
@@ -304,75 +243,6 @@ class Vcpu:
     def sipi(self) -> RunResult:
         """Deliver a SIPI to a vCPU in AP reset hold (``sev_vcpu_deliver_sipi_vector``)."""
         return self._dispatch(_Input.SIPI, _RunArgs(None, None))
-
-    # -- RequestContext / EventContext (what the handlers use) ----------------------------
-    @property
-    def firmware(self) -> Firmware:
-        return self.vm.firmware
-
-    @property
-    def guest_req_lock(self) -> threading.Lock:
-        return self.vm.lock
-
-    @property
-    def guest_resp_buf(self) -> bytearray:
-        return self.vm.guest_resp_buf
-
-    @property
-    def mapped_gpa(self) -> int:
-        return self._mapped_gpa
-
-    def is_valid(self, name: str) -> bool:
-        return bool(self._valid >> VALID_BIT[name] & 1)
-
-    def read_guest(self, gpa: int, size: int) -> bytes | None:
-        try:
-            return self.memory.host_read(gpa, size)
-        except GuestMemoryError:
-            return None
-
-    def write_guest(self, gpa: int, data: bytes | bytearray) -> bool:
-        try:
-            self.memory.host_write(gpa, data)
-        except GuestMemoryError:
-            return False
-        return True
-
-    def is_mapped(self, gpa: int) -> bool:
-        try:
-            return self.memory.is_mapped(gpa)
-        except GuestMemoryError:
-            return False
-
-    def set_exit_info(self, info1: int, info2: int) -> None:
-        self._ghcb_set(_SET_INFO, info1, info2)
-
-    def set_exit_info_2(self, info2: int) -> None:
-        self._ghcb_set(_SET_INFO_2, info2)
-
-    def note_undefined(self, what: str) -> None:
-        self._undefined = what
-
-    def vcpu_by_id(self, vcpu_id: int) -> Vcpu | None:
-        return self.vm.vcpus.get(vcpu_id)
-
-    def map_scratch(self, gpa: int, length: int, in_ghcb: bool, sync: bool) -> memoryview | None:
-        """``svm->sev_es.ghcb_sa``: in the GHCB, the mapped page's own bytes; outside it, a
-        buffer "kvm_read_guest(svm->vcpu.kvm, scratch_gpa_beg, scratch_va, min_len)" filled,
-        written back before the next entry when ``sync`` (``sev_es_unmap_ghcb``)."""
-        view = self._map
-        if view is None:  # pragma: no cover - handlers run only with the GHCB mapped
-            raise HypervisorBug("scratch area without a mapped GHCB")
-        if in_ghcb:
-            start = gpa - self._mapped_gpa
-            return view[start : start + length]
-        data = self.read_guest(gpa, length)
-        if data is None:
-            return None
-        buffer = bytearray(data)
-        if sync:
-            self._sa = (gpa, buffer)
-        return memoryview(buffer)
 
     # -- state machine --------------------------------------------------------------------
     def _dispatch(self, event: _Input, args: _RunArgs) -> RunResult:
@@ -448,7 +318,7 @@ class Vcpu:
         """``sev_handle_vmgexit``."""
         self.ghcb_msr = target
         # "if (ghcb_gpa & GHCB_MSR_INFO_MASK) return sev_handle_vmgexit_msr_protocol(svm);"
-        if target & _GHCB_MSR_INFO_MASK:
+        if target & GHCB_MSR_INFO_MASK:
             return self._msr_protocol(target)
         # "if (!ghcb_gpa) { … Without a GHCB, just return right back to the guest */ return 1;"
         if not target:
@@ -461,8 +331,8 @@ class Vcpu:
         self._map = view
         self._mapped_gpa = target
         self._undefined = None
-        usage = _USAGE.unpack_from(view, _OFFSET["ghcb_usage"])[0]
-        code, info1, info2, _ = _EXIT_INFO.unpack_from(view, _OFFSET["sw_exit_code"])
+        usage = USAGE.unpack_from(view, OFFSET["ghcb_usage"])[0]
+        code, info1, info2, _ = EXIT_INFO.unpack_from(view, OFFSET["sw_exit_code"])
         bits = self._sync_from_ghcb(view)
         # "if (sev_snp_guest(svm->vcpu.kvm) && !ghcb_gpa_is_registered(svm, ghcb_gpa))
         #      return -EINVAL;" (after the sync: the bitmap is already cleared)
@@ -502,7 +372,11 @@ class Vcpu:
             self._hold = "msr"  # "svm->sev_es.ap_reset_hold_type = AP_RESET_HOLD_MSR_PROTO;"
             return ApResetHold("msr")
         if isinstance(decision, MsrPscRequest):
-            return Unhandled(MsrCode.PSC_REQ, msr=value)
+            # "ret = snp_begin_psc_msr(svm, control->ghcb_gpa);"
+            vm = self.vm
+            return self._psc_begin(
+                MsrPsc(value, kvm_run=self.kvm_run, exit_enabled=vm.map_gpa_range)
+            )
         raise HypervisorBug(f"unknown MSR decision {decision!r}")  # pragma: no cover
 
     def _terminated(
@@ -512,23 +386,6 @@ class Vcpu:
         self.kvm_run = system_event_run(self.kvm_run, data0)
         return Terminated(self.kvm_run, data0, reason_set, reason_code, via)
 
-    def _sync_from_ghcb(self, view: memoryview) -> int:
-        """``sev_es_sync_from_ghcb``: "memset(vcpu->arch.regs, 0, …)", then each register
-        "kvm_ghcb_get_<reg>_if_valid"; exit_info_1/2 copied unconditionally, sw_scratch if
-        valid; the bitmap snapshotted (returned), then "memset(ghcb->save.valid_bitmap, 0, …)"
-        in the mapped page."""
-        self._valid = bits = int.from_bytes(view[_BITMAP], "little")
-        self.regs = {
-            name: unpack(view, offset)[0] if bits >> bit & 1 else 0
-            for name, bit, offset, unpack in _COPIED
-        }
-        _, self.exit_info_1, self.exit_info_2, scratch = _EXIT_INFO.unpack_from(
-            view, _OFFSET["sw_exit_code"]
-        )
-        self.sw_scratch = scratch if bits >> _SCRATCH_BIT & 1 else 0
-        view[_BITMAP] = _ZERO_BITMAP
-        return bits
-
     def _complete_certs(self, args: _RunArgs) -> RunResult:
         """``kvm_arch_vcpu_ioctl_run`` with ``complete_userspace_io`` pending."""
         abi = self.vm.abi
@@ -537,6 +394,43 @@ class Vcpu:
         outcome = abi.complete(self, abi.exit_fields(self.kvm_run))
         if outcome is not None:
             return self._outcome(outcome)
+        return self._resume_or_interrupt(immediate_exit)
+
+    def _psc_begin(self, engine: GhcbPsc | MsrPsc) -> RunResult:
+        """``snp_begin_psc`` / ``snp_begin_psc_msr`` (:mod:`ghcb.hypervisor.psc`)."""
+        self._psc = engine
+        step = engine.begin()
+        if isinstance(step, MapGpaRange):
+            return self._psc_exit(step)
+        self._psc_done(step)
+        return self._enter_guest()
+
+    def _psc_exit(self, step: MapGpaRange) -> MapGpaExit:
+        """ "vcpu->run->exit_reason = KVM_EXIT_HYPERCALL; ... return 0;"."""
+        self.kvm_run = step.kvm_run
+        return MapGpaExit(step.kvm_run, step.gpa, step.npages, step.attributes)
+
+    def _psc_done(self, step: PscDone | MsrDone) -> None:
+        """The final answer: "svm_vmgexit_no_action(svm, psc_ret);" (SW_EXITINFO1 = 0,
+        SW_EXITINFO2 = the PSC code) or "set_ghcb_msr(svm, GHCB_MSR_PSC_RESP...)"."""
+        self._psc = None
+        if isinstance(step, PscDone):
+            self.set_exit_info(HvResp.NO_ACTION, step.exit_info_2)
+        else:
+            self.ghcb_msr = step.msr
+
+    def _complete_hypercall(self, args: _RunArgs) -> RunResult:
+        """``kvm_arch_vcpu_ioctl_run`` with ``snp_complete_one_psc`` /
+        ``snp_complete_psc_msr`` pending: the callback reads ``hypercall.ret``; it either
+        exits again for the next range or answers, then -EINTR or entering the guest."""
+        engine = self._psc
+        if engine is None:  # pragma: no cover - the state says a PSC is in flight
+            raise HypervisorBug("hypercall completion without a PSC in flight")
+        immediate_exit = self._take_kvm_run(args.kvm_run)
+        step = engine.complete_run(self.kvm_run)
+        if isinstance(step, MapGpaRange):
+            return self._psc_exit(step)
+        self._psc_done(step)
         return self._resume_or_interrupt(immediate_exit)
 
     def _run_mapped(self, args: _RunArgs) -> RunResult:
@@ -598,49 +492,19 @@ class Vcpu:
             self._hold = "ghcb"  # "svm->sev_es.ap_reset_hold_type = AP_RESET_HOLD_NAE_EVENT;"
             return ApResetHold("ghcb")
         if isinstance(outcome, PscBegin):
-            self._unmap()
-            return Unhandled(ExitCode.PSC)
+            vm = self.vm
+            engine = GhcbPsc(
+                self.memory,
+                outcome.gpa,
+                outcome.length,
+                kvm_run=self.kvm_run,
+                exit_enabled=vm.map_gpa_range,
+            )
+            return self._psc_begin(engine)
         if isinstance(outcome, NotHandled):
             self._unmap()
             return Unhandled(ExitCode.from_int(outcome.exit_code))
         raise HypervisorBug(f"unknown handler outcome {outcome!r}")  # pragma: no cover
-
-    # -- the GHCB --------------------------------------------------------------------------
-    def _ghcb_set(self, where: _GhcbWrite, *values: int) -> None:
-        """``ghcb_set_<field>`` for each field of ``where``: "__set_bit(GHCB_BITMAP_IDX(field),
-        …valid_bitmap); ghcb->save.field = value;" in the mapped page."""
-        view = self._map
-        if view is None:  # pragma: no cover - handlers run only with the GHCB mapped
-            raise HypervisorBug("GHCB write without a mapped GHCB")
-        for offset, value in zip(where.offsets, values, strict=True):
-            _U64.pack_into(view, offset, value)
-        for byte, mask in where.bits:
-            view[byte] |= mask
-
-    def _page(self) -> GhcbPage | None:
-        return None if self._map is None else parse_page(self._map.tobytes())
-
-    def _unmap(self) -> None:
-        self._map = None
-        self._sa = None
-
-    def _enter_guest(self) -> Resumed:
-        """``svm_prepare_switch_to_guest`` → ``sev_es_unmap_ghcb``: "ap_reset_hold_type =
-        AP_RESET_HOLD_NONE"; an outside scratch area "if (svm->sev_es.ghcb_sa_sync)
-        kvm_write_guest(...)"; ``sev_es_sync_to_ghcb``: "ghcb_set_rax(ghcb,
-        vcpu->arch.regs[VCPU_REGS_RAX]);" (and RBX, RCX, RDX), unmap. Without a GHCB (an MSR
-        request) the guest reads the GHCB MSR."""
-        self._hold = None
-        if self._map is None:
-            return Resumed(None, msr=self.ghcb_msr)
-        if self._sa is not None:
-            gpa, buffer = self._sa
-            self.write_guest(gpa, buffer)
-        regs = self.regs
-        self._ghcb_set(_SYNC_TO_GHCB, *(regs[name] for name in _WRITTEN_BACK))
-        page = parse_page(self._map.tobytes())
-        self._unmap()
-        return Resumed(page, self._undefined)
 
 
 class _Transition(NamedTuple):
@@ -676,6 +540,9 @@ _TRANSITIONS: Final[dict[tuple[_State, _Input], _Transition]] = {
     ),
     (_State.AWAIT_CERTS, _Input.COMPLETE): _Transition(
         Vcpu._complete_certs, {**_ENTER_GUEST, **_EXITS}
+    ),
+    (_State.AWAIT_HYPERCALL, _Input.COMPLETE): _Transition(
+        Vcpu._complete_hypercall, {**_ENTER_GUEST, MapGpaExit: _State.AWAIT_HYPERCALL}
     ),
     (_State.MAPPED, _Input.RUN): _Transition(Vcpu._run_mapped, _ENTER_GUEST),
     (_State.MAPPED, _Input.COMPLETE): _Transition(Vcpu._run_mapped, _ENTER_GUEST),
