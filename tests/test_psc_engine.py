@@ -139,6 +139,23 @@ def test_operation_change_splits_ranges() -> None:
     assert step == MapGpaRange(_run(0x101000, 1, ENC), 0x101000, 1, ENC)
 
 
+@pytest.mark.parametrize(
+    ("second", "npages"),
+    [
+        (PscEntry(gfn=0x101, operation=1, cur_page=1), 1),  # "entry.cur_page" breaks
+        (PscEntry(gfn=0x101, operation=1, pagesize=1), 1),  # "!!entry.pagesize != huge"
+        (PscEntry(gfn=0x102, operation=1), 1),  # "entry.gfn != entry_start.gfn + npages"
+        (PscEntry(gfn=0x101, operation=1, reserved_63_57=1), 2),  # reserved bits: joins
+    ],
+    ids=["cur-page", "page-size", "gap", "reserved-joins"],
+)
+def test_coalescing_breaks(second: PscEntry, npages: int) -> None:
+    """Each condition that ends a range, alone."""
+    s = Setup([PscEntry(gfn=0x100, operation=1), second])
+    step = s.engine().begin()
+    assert step == MapGpaRange(_run(0x100000, npages, ENC), 0x100000, npages, ENC)
+
+
 def test_2m_entries_coalesce() -> None:
     """Two adjacent 2 MiB entries: one exit of 1024 pages, DECRYPTED | PAGE_SZ_2M; both
     entries then read cur_page 512."""
@@ -308,6 +325,31 @@ def test_kvm_run_fields_kvm_does_not_write_are_kept() -> None:
     assert isinstance(second, MapGpaRange)
     assert second.kvm_run == _run(0x300000, 1, 0, mine)
     assert decode_hypercall_exit(second).flags & 0xFF == 1
+
+
+def test_reserved_bits_ignored_and_kept() -> None:
+    """Reserved header and entry bits are not checked ("struct psc_entry ... reserved : 7" is
+    never read) and survive KVM's cur_page write (a bit-field store)."""
+    entry = PscEntry(gfn=0x100, operation=2, reserved_63_57=0x7F)
+    s = Setup([entry])
+    s.memory.host_write(DESC + 4, b"\xff\xff\xff\xff")  # hdr.reserved
+    engine = s.engine()
+    assert engine.begin() == MapGpaRange(_run(0x100000, 1, 0), 0x100000, 1, 0)
+    assert engine.complete(0) == PscDone(ERR["OK"])
+    assert s.desc() == bytes.fromhex("01000000ffffffff") + _entry_bytes(
+        gfn=0x100, operation=2, reserved_63_57=0x7F, cur_page=1
+    )
+
+
+def test_descriptor_reread_after_userspace() -> None:
+    """KVM re-reads the header at every range ("idx_end = READ_ONCE(...)"): a VMM that grows
+    end_entry past the area between exits gets INVALID_HDR, the first range kept."""
+    s = Setup([PscEntry(gfn=0x100, operation=2), PscEntry(gfn=0x200, operation=2)])
+    engine = s.engine()
+    engine.begin()
+    s.memory.host_write(DESC + 2, struct.pack("<H", 253))
+    assert engine.complete(0) == PscDone(ERR["INVALID_HDR"])
+    assert s.desc()[:4] == bytes.fromhex("0100fd00")
 
 
 # -- the v15 tree: end_entry against VMGEXIT_PSC_MAX_COUNT, not the area ----------------------
