@@ -382,7 +382,9 @@ class SnpGuestDriver:
         except GhcbError as e:
             self.vmpck = None
             raise GuestRequestError(
-                f"the response does not verify: {e.message}", rule="bad-response", errno=Errno.EBADMSG
+                f"the response does not verify: {e.message}",
+                rule="bad-response",
+                errno=Errno.EBADMSG,
             ) from e
         certs = memory.guest_read(layout.certs, pages * PAGE_SIZE) if extended and pages else b""
         return GuestAnswer(header, plain, certs, busy)
