@@ -76,38 +76,49 @@ def _error(message: str, rule: str, offset: int | None = None) -> InputError:
 
 
 class _Sink:
-    """Keeps the bytes ``[skip, skip + want)`` of everything added, counting the rest."""
+    """Keeps the bytes ``[skip, skip + want)`` of everything added, counting the rest.
 
-    __slots__ = ("buf", "seen", "skip", "want")
+    Pieces are kept as they come and joined once (a single piece, the usual binary read, is
+    returned as it is: no copy)."""
+
+    __slots__ = ("kept", "pieces", "seen", "skip", "want")
 
     def __init__(self, skip: int, want: int) -> None:
         self.skip = skip
         self.want = want
         self.seen = 0
-        self.buf = bytearray()
+        self.kept = 0
+        self.pieces: list[bytes] = []
 
     @property
     def full(self) -> bool:
-        return len(self.buf) >= self.want
+        return self.kept >= self.want
 
-    def add(self, chunk: bytes | memoryview) -> None:
+    def _keep(self, piece: bytes) -> None:
+        if piece:
+            self.pieces.append(piece)
+            self.kept += len(piece)
+
+    def add(self, chunk: bytes) -> None:
         start = max(0, self.skip - self.seen)
         self.seen += len(chunk)
         if start < len(chunk) and not self.full:
-            self.buf += chunk[start : start + self.want - len(self.buf)]
+            self._keep(chunk[start : start + self.want - self.kept])
 
     def add_repeat(self, pattern: bytes, count: int) -> None:
         """``pattern * count`` without building more of it than is kept."""
         total = len(pattern) * count
         start = max(0, self.skip - self.seen)
         if start < total and not self.full:
-            room = self.want - len(self.buf)
+            room = self.want - self.kept
             first = start // len(pattern)
             reps = min(count - first, room // len(pattern) + 2)
-            piece = pattern * reps
             lead = start - first * len(pattern)
-            self.buf += piece[lead : lead + room]
+            self._keep((pattern * reps)[lead : lead + room])
         self.seen += total
+
+    def result(self) -> bytes:
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
 
 
 def read_input(
@@ -158,13 +169,13 @@ def read_input(
             f"({sink.seen} bytes)",
             "input-offset",
         )
-    if offset is None and len(sink.buf) > limit:
+    if offset is None and sink.kept > limit:
         raise _error(
             f"{name}: too long: more than {limit} bytes, the structure's maximum "
             "(--offset N takes one structure from a larger dump)",
             "input-too-long",
         )
-    return bytes(sink.buf)
+    return sink.result()
 
 
 def read_path(
@@ -211,7 +222,7 @@ def _read_binary(first: bytes, stream: BinaryIO, sink: _Sink) -> None:
         if sink.seen < sink.skip:
             chunk = stream.read(min(_CHUNK, sink.skip - sink.seen))
         else:
-            chunk = stream.read(sink.want - len(sink.buf))
+            chunk = stream.read(sink.want - sink.kept)
         if not chunk:
             return
         sink.add(chunk)

@@ -2,9 +2,10 @@
 
 Hostile tables have one entry per 24 bytes, and overlapping entries can each name most of the
 input. So listings show at most :data:`~ghcb.cli._common.LIST_CAP` entries unless ``--all``
-(with the total always given), and an entry is named from its span of the input, each distinct
-span copied at most once and only for the listed ASK-GUID entries (the only name that needs
-the payload: ASK or ASVK).
+(with the total always given), and an entry is named from its span of the input: only the
+listed ASK-GUID entries need their payload (ASK or ASVK, by subject), and a span is copied only
+when it has the shape of one DER certificate, once per distinct span — so naming copies at
+most about the input's size, not the sum of overlapping entries.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 from ghcb._bytes import byte_view, view_bytes
 from ghcb._certwalk import Rows
+from ghcb._der import is_x509
 from ghcb._input import read_path
 from ghcb._x509 import ask_or_asvk
 from ghcb.certs import (
@@ -81,7 +83,9 @@ def _index(data: bytes, show_all: bool) -> tuple[list[dict[str, object]], int]:
         name: str | None
         if kind is CertGuid.ASK:
             if (offset, length) not in asks:
-                payload = data[offset : offset + length] if offset + length <= len(data) else b""
+                span = view[offset : offset + length] if offset + length <= len(data) else view[:0]
+                # copied only when it is shaped as one certificate (then it is its own bytes)
+                payload = span.tobytes() if is_x509(span) else b""
                 asks[offset, length] = ask_or_asvk(payload, has_vlek=has_vlek, has_vcek=has_vcek)
             name = asks[offset, length]
         else:

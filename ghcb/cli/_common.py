@@ -161,9 +161,8 @@ def read_structure(args: argparse.Namespace, limit: int) -> bytes:
 
 
 def emit(doc: dict[str, object], out: TextIO) -> None:
-    """One JSON object on one line."""
-    json.dump(doc, out)
-    out.write("\n")
+    """One JSON object on one line (``dumps``: the C encoder, 5x ``dump``'s pure Python)."""
+    out.write(json.dumps(doc) + "\n")
 
 
 def named(value: int, name: str | None) -> dict[str, object]:
