@@ -31,7 +31,7 @@ from ghcb.hypervisor.psc import (
 from ghcb.hypervisor.psc_answer import PscExit, kvm_psc_answer
 from ghcb.hypervisor.rules import Validator
 from ghcb.psc import PscEntry, build_psc, check_psc, parse_psc
-from tests.helpers import load_table
+from tests.helpers import load_table, load_vectors
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -646,3 +646,28 @@ def test_kvm_psc_answer_bad_input(data: object, kwargs: dict[str, Any], error: t
     """Too long for the buffer, a bad offset or ret, not bytes: typed errors."""
     with pytest.raises(error):
         kvm_psc_answer(data, **kwargs)
+
+
+# -- spec/vectors/psc.json --------------------------------------------------------------------
+VECTORS = load_vectors("psc")["vectors"]
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=[v["name"] for v in VECTORS])
+def test_spec_vectors(vec: dict[str, Any]) -> None:
+    """Each golden descriptor: KVM's exits, SW_EXITINFO2, the bytes afterwards, violations."""
+    data = bytes.fromhex(vec["descriptor"])
+    tree = Validator(vec["tree"])
+    answer = kvm_psc_answer(data, offset=vec["offset"], ret=vec["ret"], validator=tree)
+    assert [(e.gpa, e.npages, e.attributes) for e in answer.exits] == [
+        (e["gpa"], e["npages"], e["attributes"]) for e in vec["exits"]
+    ]
+    assert answer.exit_info_2 == vec["exit_info_2"]
+    assert answer.descriptor.hex() == vec["descriptor_after"]
+    window = 253 if tree is Validator.V15 else (2032 - 8 - vec["offset"]) // 8
+    assert [v.code for v in check_psc(data, max_entries=window)] == vec["violations"]
+
+
+def test_vectors_cover_every_answer() -> None:
+    """The vectors reach every SW_EXITINFO2 value and both trees."""
+    assert {v["exit_info_2"] for v in VECTORS} == set(ERR.values())
+    assert {v["tree"] for v in VECTORS} == {"current", "v15"}
