@@ -451,3 +451,72 @@ def test_kvm_decode(
     status, doc = run_json("kvm", "decode", str(path), "--abi", other)
     assert (status, doc["ok"]) == (1, False)
     assert run_json("kvm", "decode", EXT)[1]["error"]["rule"] == "input-too-long"
+
+
+# -- golden pages: violations and KVM's answer ------------------------------------------------
+CHECK_PAGES = load_vectors("pages_check")["vectors"]
+
+
+@pytest.mark.parametrize("vec", CHECK_PAGES, ids=[v["name"] for v in CHECK_PAGES])
+@pytest.mark.parametrize("abi", ["merged", "v15"])
+def test_page_check_golden(vec: dict[str, Any], abi: str) -> None:
+    """`ghcb page check` on each golden page: exactly its violations, in order, and KVM's
+    expected response, per ABI and as the vector's host says to judge it; status 1 exactly
+    when there is an error."""
+    host = vec.get("host", {})
+    argv = ["page", "check", str(SPEC / "vectors" / vec["file"]), "--abi", abi]
+    if not host.get("snp", True):
+        argv.append("--sev-es")
+    if host.get("ghcb_gpa") is not None:
+        argv += ["--ghcb-gpa", hex(host["ghcb_gpa"])]
+    if "ghcb_version" in host:
+        argv += ["--ghcb-version", str(host["ghcb_version"])]
+    status, doc = run_json(*argv)
+    got = [{k: v[k] for k in ("code", "severity", "offset")} for v in doc["violations"]]
+    assert got == vec["expect"]["violations"][abi]
+    want = vec["expect"]["expected_response"][abi]
+    if want is None:
+        assert (doc["expected_response"], doc["stage"]) == (None, None)
+    else:
+        assert {**doc["expected_response"], "stage": doc["stage"]} == want
+        assert doc["responses"][abi] == doc["expected_response"]
+    errors = any(v["severity"] == "error" for v in doc["violations"])
+    assert (status, doc["ok"]) == ((1, False) if errors else (0, True))
+
+
+def test_page_check_text_names_the_answer() -> None:
+    """The readable form ends with KVM's answer, and the other tree's when it differs."""
+    status, text = run("page", "check", str(SPEC / "vectors/pages/check/mmio_length.bin"))
+    assert status == 1
+    assert text.splitlines()[-2:] == [
+        "KVM (merged) answers SW_EXITINFO1=0x2 SW_EXITINFO2=0x5 INVALID_INPUT (handler)",
+        "  (v15 answers SW_EXITINFO1=0x0 SW_EXITINFO2=0x0 (accepted))",
+    ]
+
+
+# -- psc --------------------------------------------------------------------------------------
+PSC = load_vectors("psc")["vectors"]
+
+
+@pytest.mark.parametrize("vec", PSC, ids=[v["name"] for v in PSC])
+def test_psc_decode_and_check(vec: dict[str, Any], tmp_path: pathlib.Path) -> None:
+    """psc decode reads each vector's descriptor (hex); psc check reports its violations."""
+    from ghcb.psc import parse_psc
+
+    path = tmp_path / "psc.hex"
+    path.write_text(vec["descriptor"])
+    status, doc = run_json("psc", "decode", str(path))
+    assert status == 0
+    assert doc == {"ok": True, **parse_psc(bytes.fromhex(vec["descriptor"])).to_json()}
+    window = 253 if vec["tree"] == "v15" else (2032 - 8 - vec["offset"]) // 8
+    status, doc = run_json("psc", "check", str(path), "--max-entries", str(window))
+    assert [v["code"] for v in doc["violations"]] == vec["violations"]
+    assert status == (1 if not doc["ok"] else 0)
+
+
+def test_psc_decode_from_a_page() -> None:
+    """--offset 0x800 takes the descriptor out of a whole GHCB page (the shared buffer)."""
+    page = build_page(GhcbPage.empty())
+    status, doc = run_stdin(page, "psc", "decode", "-", "--offset", "0x800", "--json")
+    assert status == 0
+    assert (doc["cur_entry"], doc["end_entry"], len(doc["entries"])) == (0, 0, 253)

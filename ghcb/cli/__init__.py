@@ -14,8 +14,8 @@ A closed output pipe (``ghcb ... | head``) ends quietly with status 141 (128 + S
 shell reports for a command killed by it); Ctrl-C with 130.
 
 The families live in their own modules: ``_page`` (page), ``_values`` (exitinfo2, msr),
-``_kvm`` (kvm), ``_certs`` (certs), ``_run`` (demo, simulate, pki); ``_common`` has the
-parser, numbers, input and output they share.
+``_kvm`` (kvm), ``_psc`` (psc), ``_certs`` (certs), ``_run`` (demo, simulate, pki);
+``_common`` has the parser, numbers, input and output they share.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 from ghcb import __version__
 from ghcb._input import InputError
-from ghcb.cli import _certs, _kvm, _page, _run, _values
+from ghcb.cli import _certs, _kvm, _page, _psc, _run, _values
 from ghcb.cli._common import (
     EXIT_FINDINGS,
     EXIT_USAGE,
@@ -94,6 +94,7 @@ def parser() -> argparse.ArgumentParser:
     )
     _values.register_msr(_family(groups, "msr", "GHCB MSR protocol values"), _command)
     _kvm.register(_family(groups, "kvm", "kvm_run bytes of the certificate exits"), _command)
+    _psc.register(_family(groups, "psc", "Page State Change descriptors"), _command)
     _certs.register(_family(groups, "certs", "Extended Guest Request certificate tables"), _command)
     return top
 

@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Final, TextIO
 
 from ghcb._input import InputError, read_path
-from ghcb.check import check_page
+from ghcb.check import ABI_VALIDATORS, DEFAULT_GHCB_VERSION, check_page_full
 from ghcb.cli._common import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -17,13 +17,13 @@ from ghcb.cli._common import (
     field_pairs,
     hex_lines,
     named,
+    number_type,
     parse_number,
     read_structure,
     write_binary,
 )
-from ghcb.codes import ExitCode
+from ghcb.codes import ExitCode, GhcbErr, HvResp
 from ghcb.errors import Severity
-from ghcb.hypervisor.rules import Validator
 from ghcb.page import FIELDS, VALID_BIT, GhcbPage, build_page, parse_page
 from ghcb.schemas.page import GHCB_SIZE
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import argparse
 
     from ghcb._fast import FlatField
+    from ghcb.check import KvmResponse
     from ghcb.cli._common import Command, Group
     from ghcb.errors import Violation
 
@@ -40,8 +41,6 @@ _BY_NAME: Final = {f.name: f for f in FIELDS}
 _JSON_MAX: Final = 1 << 20
 #: Shown in the text header, not as rows.
 _HEADER: Final = frozenset({"protocol_version", "ghcb_usage", "sw_exit_code"})
-#: ``--abi`` → the tree whose validator judges the page.
-ABIS: Final = {"merged": Validator.CURRENT, "v15": Validator.V15}
 
 
 # -- decode -----------------------------------------------------------------------------------
@@ -122,8 +121,34 @@ def report(
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    data = read_structure(args, GHCB_SIZE)
-    return report(check_page(data, validator=ABIS[args.abi]), {"abi": args.abi}, args, out)
+    result = check_page_full(
+        read_structure(args, GHCB_SIZE),
+        validator=ABI_VALIDATORS[args.abi],
+        snp=not args.sev_es,
+        ghcb_gpa=args.ghcb_gpa,
+        ghcb_version=args.ghcb_version,
+    )
+    answer = result.expected_response
+    extra: dict[str, object] = {
+        "abi": args.abi,
+        "expected_response": None if answer is None else answer.to_json(),
+        "stage": None if answer is None else answer.stage.value,
+        "responses": {name: r.to_json() for name, r in result.responses.items()},
+    }
+    status = report(list(result.violations), extra, args, out)
+    if not args.json and answer is not None:
+        print(f"KVM ({args.abi}) answers {_answer(answer)}", file=out)
+        for name, other in result.responses.items():
+            if other != answer:
+                print(f"  ({name} answers {_answer(other)})", file=out)
+    return status
+
+
+def _answer(r: KvmResponse) -> str:
+    # EXITINFO1 = 2 (MALFORMED_INPUT) carries a GHCB_ERR_* reason in EXITINFO2
+    reason = GhcbErr.from_int(r.exit_info_2) if r.exit_info_1 == HvResp.MALFORMED_INPUT else None
+    why = f" {enum_name(reason)}" if enum_name(reason) else ""
+    return f"SW_EXITINFO1={r.exit_info_1:#x} SW_EXITINFO2={r.exit_info_2:#x}{why} ({r.stage.value})"
 
 
 # -- encode -----------------------------------------------------------------------------------
@@ -224,17 +249,33 @@ def register(group: Group, command: Command) -> None:
     p = command(
         group,
         "check",
-        "every rule of the GHCB spec and KVM a page breaks",
+        "every rule of the GHCB spec and KVM a page breaks, and what KVM answers "
+        "(SW_EXITINFO1/2); exit 1 on errors",
         _cmd_check,
-        "ghcb page check spec/vectors/pages/snp_ext_guest_request.bin\n"
-        "ghcb page check page.bin --abi v15 --json",
+        "ghcb page check spec/vectors/pages/check/missing_input.bin\n"
+        "ghcb page check page.bin --abi v15 --json\n"
+        "ghcb page check page.bin --ghcb-gpa 0x7f000 --ghcb-version 1",
     )
     add_input(p, "a GHCB page (4096 bytes)")
     p.add_argument(
         "--abi",
-        choices=tuple(ABIS),
+        choices=tuple(ABI_VALIDATORS),
         default="merged",
         help="which KVM tree judges: merged (mainline, default) or v15 (the seed patch's)",
+    )
+    p.add_argument("--sev-es", action="store_true", help="judge for an SEV-ES (not SNP) guest")
+    p.add_argument(
+        "--ghcb-gpa",
+        type=number_type("--ghcb-gpa"),
+        metavar="GPA",
+        help="the GHCB's guest-physical address (default: the page sw_scratch is in)",
+    )
+    p.add_argument(
+        "--ghcb-version",
+        type=number_type("--ghcb-version"),
+        default=DEFAULT_GHCB_VERSION,
+        metavar="N",
+        help=f"the VM's GHCB protocol version (default {DEFAULT_GHCB_VERSION})",
     )
     p = command(
         group,

@@ -80,6 +80,7 @@ def _cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
         user_data=_user_data(args.user_data),
         report_version=args.report_version,
         signing_key=args.signing_key,
+        trace=args.trace,
     )
     try:
         doc = simulate(opts)
@@ -128,6 +129,7 @@ def register_demo(groups: Group, command: Command) -> None:
     )
     sim.add_argument("--report-version", type=int, choices=(2, 3, 5), default=5)
     sim.add_argument("--signing-key", choices=("vcek", "vlek"), default="vcek")
+    sim.add_argument("--trace", action="store_true", help="the guest's whole life, every exchange")
 
 
 def register_pki(group: Group, command: Command) -> None:
