@@ -311,6 +311,16 @@ def test_oversized_window_is_generic() -> None:
     assert GhcbPsc(s.memory, DESC, 8 + 254 * 8).begin() == PscDone(ERR["GENERIC"])
 
 
+def test_v15_has_no_warn_on_a_large_copy() -> None:
+    """v15 has no max_nr_entries: a 4 KiB copy outside the GHCB (exit_info_2 = 4096) is
+    processed, where the merged tree's WARN_ON_ONCE answers GENERIC."""
+    s = Setup([PscEntry(gfn=0x100, operation=1)])
+    engine = GhcbPsc(s.memory, DESC, 4096, validator=Validator.V15, in_ghcb=False)
+    assert engine.begin() == MapGpaRange(_run(0x100000, 1, ENC), 0x100000, 1, ENC)
+    merged = GhcbPsc(s.memory, DESC, 4096, in_ghcb=False)
+    assert merged.begin() == PscDone(ERR["GENERIC"])
+
+
 def test_kvm_run_fields_kvm_does_not_write_are_kept() -> None:
     """KVM writes exit_reason, nr, ret, args[0..2]; args[3..5], flags and the rest stay."""
     base = bytes(range(256)) + bytes(range(32))
