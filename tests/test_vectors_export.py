@@ -17,6 +17,7 @@ from tests.helpers import SPEC, assemble, load_vectors, vector_bytes
 
 if TYPE_CHECKING:
     import pathlib
+    from collections.abc import Callable
 
 CC = shutil.which("cc") or shutil.which("gcc")
 
@@ -94,12 +95,17 @@ def test_page_rows(exported: tuple[pathlib.Path, dict[str, Any]]) -> None:
     assert pages["snp_ext_guest_request"]["ghcb_err"] is None
 
 
-def cli(*words: str) -> tuple[int, str]:
+def run_command(add_parser: Callable[[Any], object], *words: str) -> tuple[int, str]:
+    """``ghcb WORDS`` through a command family's own ``add_parser`` / ``run``: (status, out)."""
     parser = argparse.ArgumentParser(prog="ghcb")
-    vectors.add_parser(parser.add_subparsers(dest="group", required=True))
+    add_parser(parser.add_subparsers(dest="group", required=True))
     args = parser.parse_args(list(words))
     out = io.StringIO()
     return args.func(args, out), out.getvalue()
+
+
+def cli(*words: str) -> tuple[int, str]:
+    return run_command(vectors.add_parser, *words)
 
 
 def test_cli(tmp_path: pathlib.Path) -> None:

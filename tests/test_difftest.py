@@ -1,0 +1,230 @@
+"""`ghcb difftest certs`: the naive adapter's disagreements are found, minimised and explained;
+the ghcb adapter has none; parser faults, the Python form and usage errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ghcb import difftest as dt
+from ghcb.vectors import cert_vectors
+from tests.helpers import ROOT
+from tests.test_vectors_export import run_command
+
+if TYPE_CHECKING:
+    import types
+
+ADAPTERS = ROOT / "fuzz" / "adapters"
+NAIVE = [sys.executable, "-S", str(ADAPTERS / "naive_cert_parser.py")]  # stdlib only: -S
+GHCB = [sys.executable, str(ADAPTERS / "ghcb_cert_parser.py")]
+ERROR_RULES = {
+    "missing-terminator",
+    "zero-guid-entry",
+    "u32-wrap",
+    "out-of-bounds",
+    "offset-in-header",
+    "duplicate-guid",
+    "overlap",
+}
+
+
+def adapter(name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ADAPTERS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cli(*words: str) -> tuple[int, str]:
+    return run_command(dt.add_parser, *words)
+
+
+@pytest.fixture(scope="module")
+def naive_run() -> tuple[int, dict[str, Any]]:
+    """The naive adapter through the command line, a subprocess per input: the golden and
+    hostile vectors (generated tables: in process, below, where a call costs no process)."""
+    status, text = cli("difftest", "certs", "--json", "--max-examples", "0", "--", *NAIVE)
+    return status, json.loads(text)
+
+
+@pytest.fixture(scope="module")
+def naive_report() -> dt.DiffReport:
+    """The naive adapter in process (the Python form), with generated tables."""
+    return dt.difftest(dt.cert_parser(adapter("naive_cert_parser").parse), max_examples=20)
+
+
+def test_naive_adapter_disagreements_are_found(naive_run: tuple[int, dict[str, Any]]) -> None:
+    """Exit 1; every golden vector the naive parser gets wrong is listed by name; each error
+    rule of ghcb appears as an accepted-invalid class; skipping empty entries shows as
+    different entries on a valid table."""
+    status, doc = naive_run
+    assert status == 1
+    assert doc["ok"] is False
+    assert doc["inputs"]["golden"] == 16
+    assert doc["inputs"]["hostile"] == 13
+    assert doc["disagreement_count"] == len(doc["disagreements"])
+    golden = {d["source"]: d for d in doc["disagreements"] if d["source"].startswith("golden:")}
+    assert set(golden) == {
+        "golden:u32_wrap",
+        "golden:amplification_480",
+        "golden:overlap_worst_case",
+        "golden:zero_guid_entry",
+        "golden:missing_terminator",
+        "golden:truncated_entry",
+        "golden:offset_in_header",
+        "golden:overlap",
+        "golden:duplicate_guid",
+        "golden:zero_length",
+    }
+    wrap = golden["golden:u32_wrap"]
+    assert wrap["kind"] == "accepts-invalid"
+    assert wrap["violations"] == ["u32-wrap", "out-of-bounds"]
+    assert wrap["ghcb"] == {"accepted": False, "entries": [], "fault": None, "detail": "u32-wrap"}
+    assert wrap["parser"]["entries"] == [
+        {"guid": "63da758d-e664-4564-adc5-f4b93be8accd", "offset": 0xFFFFFFFE, "length": 3}
+    ]
+    empty = golden["golden:zero_length"]
+    assert empty["kind"] == "different-entries"
+    assert empty["violations"] == ["zero-length"]
+    assert empty["parser"]["entries"] == []
+    hostile = {d["source"] for d in doc["disagreements"] if d["source"].startswith("hostile:")}
+    assert hostile == {f"hostile:{rule}" for rule in ERROR_RULES} | {"hostile:zero-length"}
+    assert doc["inputs"]["generated"] == 0
+
+
+def test_generated_classes(naive_report: dt.DiffReport) -> None:
+    """Generated tables find each error rule of ghcb as an accepted-invalid class, and
+    skipping empty entries as different entries on a valid table: one minimised example
+    per class."""
+    generated = [d for d in naive_report.disagreements if d.source == "generated"]
+    classes = [(d.kind, d.expected.detail) for d in generated]
+    assert sorted(classes) == sorted(
+        [("accepts-invalid", rule) for rule in ERROR_RULES] + [("different-entries", "")]
+    )
+
+
+def test_disagreements_are_minimised_and_explained(naive_report: dt.DiffReport) -> None:
+    """Each generated class is shrunk: at most two 24-byte entries, the terminator and a few
+    data bytes; its violations start with the rule that makes ghcb reject it."""
+    doc = naive_report.to_json()
+    assert isinstance(doc["disagreements"], list)
+    generated = {d["ghcb"]["detail"]: d for d in doc["disagreements"] if d["source"] == "generated"}
+    assert generated["missing-terminator"]["size"] == 0
+    for rule, d in generated.items():
+        assert d["size"] <= 3 * 24 + 8, rule
+        assert bytes.fromhex(d["hex"]) == bytes.fromhex(d["hex"])[: d["size"]]
+        assert d["hex_truncated"] is False
+        if rule:
+            assert d["violations"][0] == rule
+
+
+def test_same_seed_same_report(naive_report: dt.DiffReport) -> None:
+    """The same seed gives the same disagreements, byte for byte."""
+    again = dt.difftest(dt.cert_parser(adapter("naive_cert_parser").parse), max_examples=20)
+    assert [d.to_json() for d in again.disagreements] == [
+        d.to_json() for d in naive_report.disagreements
+    ]
+    assert not again.ok
+
+
+def test_ghcb_adapter_has_no_disagreement() -> None:
+    """ghcb's own adapter, in process: zero disagreements over golden, hostile and 60
+    generated tables per search."""
+    report = dt.difftest(dt.cert_parser(adapter("ghcb_cert_parser").parse), max_examples=60)
+    assert report.ok
+    assert report.disagreements == []
+    assert report.inputs["golden"] == 16
+    assert report.inputs["generated"] >= 30
+
+
+def test_ghcb_adapter_speaks_the_protocol() -> None:
+    """The ghcb adapter as a subprocess: its verdicts are ghcb's on accepted and rejected
+    golden tables."""
+    parser = dt.command_parser(GHCB)
+    vectors = {v.name: v.data for v in cert_vectors()}
+    verdicts = {name: parser(vectors[name]) for name in ("virtee_uapi_to_vec_bytes", "u32_wrap")}
+    for name, got in verdicts.items():
+        expected = dt.ghcb_verdict(vectors[name])
+        assert (got.accepted, got.entries, got.fault) == (expected.accepted, expected.entries, None)
+    assert verdicts["u32_wrap"].detail == "exit status 1"
+    assert len(verdicts["virtee_uapi_to_vec_bytes"].entries) == 4
+
+
+PY = sys.executable
+
+
+@pytest.mark.parametrize(
+    ("code", "fault"),
+    [
+        ("import time; time.sleep(60)", "timeout: no answer within 0.5 s"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "killed by signal 9"),
+        ("print('x' * 5000)", "more than 1000 bytes of output"),
+        ("print('not json')", "exit 0 without an entry list"),
+        ("print('{}')", "exit 0 without an entry list: expected a list of entries, not dict"),
+        ('print(\'[{"guid": "x", "offset": 0, "length": 1}]\')', "exit 0 without an entry list"),
+    ],
+    ids=["timeout", "signal", "flood", "not-json", "not-a-list", "bad-guid"],
+)
+def test_parser_faults(code: str, fault: str) -> None:
+    """A parser that hangs, dies, floods or prints no entry list is a fault, bounded."""
+    parser = dt.command_parser([PY, "-c", code], timeout=0.5, max_output=1000)
+    verdict = parser(bytes(24))
+    assert verdict.accepted is False
+    assert verdict.fault is not None
+    assert verdict.fault.startswith(fault)
+
+
+def test_python_form() -> None:
+    """Entries as mappings or tuples, GUIDs as str / UUID / bytes; an exception rejects; a
+    result that is not an entry list is a fault."""
+    guid = "63da758d-e664-4564-adc5-f4b93be8accd"
+    forms: list[object] = [
+        [{"guid": guid, "offset": 48, "length": 1}],
+        [(uuid.UUID(guid), 48, 1)],
+        [(uuid.UUID(guid).bytes, 48, 1)],
+    ]
+    for form in forms:
+
+        def returns(_: bytes, result: object = form) -> object:
+            return result
+
+        assert dt.cert_parser(returns)(b"") == dt.Verdict(True, ((guid, 48, 1),))
+
+    def boom(data: bytes) -> object:
+        return data[100]
+
+    assert dt.cert_parser(boom)(b"") == dt.Verdict(False, detail="IndexError: index out of range")
+    assert (
+        dt.cert_parser(lambda _: 5)(b"").fault == "bad result: expected a list of entries, not int"
+    )
+    assert dt.cert_parser(lambda _: [(guid, -1, 1)])(b"").fault == (
+        "bad result: offset must be an int >= 0, not -1"
+    )
+    with pytest.raises(TypeError):
+        dt.cert_parser("not callable")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        dt.command_parser([])
+    with pytest.raises(TypeError):
+        dt.difftest(dt.cert_parser(boom), max_examples=-1)
+
+
+def test_usage_errors(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that does not exist, a folder without vectors and a missing hypothesis are
+    usage errors (exit 2, JSON error object)."""
+    status, text = cli("difftest", "certs", "--json", "--", str(tmp_path / "no-such-parser"))
+    assert status == 2
+    assert json.loads(text)["error"]["code"] == "usage"
+    status, text = cli("difftest", "certs", "--json", "--spec", str(tmp_path), "--", *NAIVE)
+    assert status == 2
+    assert "no golden vectors" in json.loads(text)["error"]["message"]
+    monkeypatch.setitem(sys.modules, "hypothesis", None)
+    status, text = cli("difftest", "certs", "--json", "--", *NAIVE)
+    assert status == 2
+    assert "pip install 'ghcb[hypothesis]'" in json.loads(text)["error"]["message"]
