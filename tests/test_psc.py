@@ -287,6 +287,13 @@ CHECKS: list[tuple[str, bytes, dict[str, Any], list[tuple[str, Severity, int]]]]
         {},
         [("psc-entry-reserved", Severity.WARNING, 8)],
     ),
+    # past the window KVM answers INVALID_HDR before looking at any entry: none past it checked
+    (
+        "entries-past-window-unchecked",
+        _desc([_OK, PscEntry(gfn=1, operation=1, cur_page=7)]),
+        {"max_entries": 1},
+        [("psc-end-entry", Severity.ERROR, 2)],
+    ),
     # only live entries (cur_entry..end_entry) are looked at
     ("dead-entry-ignored", _desc([PscEntry(gfn=1, cur_page=9), _OK], cur_entry=1), {}, []),
 ]
@@ -352,6 +359,8 @@ def test_to_json() -> None:
             },
         ],
     }
+    tail = parse_psc(build_psc(parse_psc(TWO).entries, end_entry=0)).to_json()
+    assert tail["entries"] == [{**e, "live": e["index"] == 0} for e in doc["entries"]]  # type: ignore[attr-defined]
     odd = parse_psc(build_psc([PscEntry(operation=9)], cur_entry=1)).to_json()
     assert odd["entries"] == [
         {
