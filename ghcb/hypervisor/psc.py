@@ -21,7 +21,8 @@ API (stable; the vCPU wires it into its transition table):
   the guest) or :class:`MsrDone` (the GHCB MSR value the guest reads).
 * ``complete(ret)`` is the next ``KVM_RUN`` after userspace set ``kvm_run.hypercall.ret``
   (``complete_run(kvm_run)`` takes the whole ``kvm_run`` bytes userspace left); it returns the
-  next step. ``vmm_map_gpa_range(memory, step)`` is the VMM's side of a step.
+  next step. ``vmm_map_gpa_range(memory, step)`` is the VMM's side of a step;
+  :func:`ghcb.hypervisor.psc_answer.kvm_psc_answer` runs a captured descriptor to its end.
 * Calls out of order raise :class:`~ghcb.hypervisor.errors.HypervisorUsageError` before
   anything changes; the guest's bytes never raise.
 
