@@ -321,6 +321,21 @@ def test_v15_has_no_warn_on_a_large_copy() -> None:
     assert merged.begin() == PscDone(ERR["GENERIC"])
 
 
+def test_v15_short_area() -> None:
+    """v15 takes exit_info_2 as the length, even below the header: in the GHCB KVM still reads
+    the page; a 4-byte copy outside it ends inside the header (undefined past it)."""
+    s = Setup([PscEntry(gfn=0x100, operation=1)])
+    in_page = GhcbPsc(s.memory, DESC, 0, validator=Validator.V15)
+    assert in_page.begin() == MapGpaRange(_run(0x100000, 1, ENC), 0x100000, 1, ENC)
+    outside = GhcbPsc(s.memory, DESC, 4, validator=Validator.V15, in_ghcb=False)
+    done = outside.begin()
+    assert isinstance(done, PscDone)
+    assert done.exit_info_2 == ERR["OK"]  # end_entry read as 0, entry 0 as zeros: no action
+    assert done.undefined is not None
+    with pytest.raises(HypervisorUsageError):
+        GhcbPsc(s.memory, DESC, 4)  # the merged tree always has the header
+
+
 def test_kvm_run_fields_kvm_does_not_write_are_kept() -> None:
     """KVM writes exit_reason, nr, ret, args[0..2]; args[3..5], flags and the rest stay."""
     base = bytes(range(256)) + bytes(range(32))

@@ -247,7 +247,8 @@ class GhcbPsc(_Engine):
         desc_gpa: the descriptor's GPA (``sw_scratch``).
         sa_len: ``ghcb_sa_len`` from ``setup_vmgexit_scratch``: from the descriptor to the end
             of the shared buffer (8..2032), or 8 for a v1 scratch area outside the GHCB;
-            8..``GHCB_SCRATCH_AREA_LIMIT`` accepted.
+            8..``GHCB_SCRATCH_AREA_LIMIT`` accepted (V15: the requested ``exit_info_2``,
+            0..``GHCB_SCRATCH_AREA_LIMIT``).
         kvm_run: ``kvm_run`` as it stands (KVM writes an exit over it); zeros by default.
         exit_enabled: whether userspace enabled exits for KVM_HC_MAP_GPA_RANGE.
         validator: the KVM tree: ``CURRENT`` (merged, with the May 2026 hardening) or ``V15``
@@ -276,15 +277,18 @@ class GhcbPsc(_Engine):
                 rule="bad-range",
                 spec=SPEC,
             )
-        if type(sa_len) is not int or not PSC_HDR_SIZE <= sa_len <= GHCB_SCRATCH_AREA_LIMIT:
-            raise HypervisorUsageError(
-                f"sa_len must be {PSC_HDR_SIZE}..{GHCB_SCRATCH_AREA_LIMIT}, not {sa_len!r}",
-                rule="bad-range",
-                spec=SPEC,
-            )
         if not isinstance(validator, Validator):
             raise HypervisorUsageError(
                 f"validator must be a Validator, not {validator!r}", rule="input-type", spec=SPEC
+            )
+        # merged: setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr)); v15: exit_info_2,
+        # which may be anything (no "WARN_ON_ONCE(!min_len)" there)
+        least = 0 if validator is Validator.V15 else PSC_HDR_SIZE
+        if type(sa_len) is not int or not least <= sa_len <= GHCB_SCRATCH_AREA_LIMIT:
+            raise HypervisorUsageError(
+                f"sa_len must be {least}..{GHCB_SCRATCH_AREA_LIMIT}, not {sa_len!r}",
+                rule="bad-range",
+                spec=SPEC,
             )
         super().__init__(kvm_run, exit_enabled)
         self._memory = memory
@@ -294,7 +298,7 @@ class GhcbPsc(_Engine):
         self._bounds = PAGE_SIZE - (desc_gpa & (PAGE_SIZE - 1)) if in_ghcb else sa_len
         # merged: max_nr_entries = (ghcb_sa_len - sizeof(struct psc_hdr)) / sizeof(entry);
         # v15: "if (idx_end >= VMGEXIT_PSC_MAX_COUNT)"
-        area_entries = (sa_len - PSC_HDR_SIZE) // PSC_ENTRY_SIZE
+        area_entries = max(0, sa_len - PSC_HDR_SIZE) // PSC_ENTRY_SIZE
         self.max_nr_entries = VMGEXIT_PSC_MAX_COUNT if self._v15 else area_entries
         self._warn = not self._v15 and area_entries > VMGEXIT_PSC_MAX_COUNT
         self._batch: tuple[int, int] | None = None  # sev_es->psc: (cur_idx, batch_size)
