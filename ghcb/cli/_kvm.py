@@ -21,6 +21,12 @@ _ABIS: Final[dict[str, tuple[MergedAbi | V15Abi, type[Errno] | type[VmmError]]]]
     "v15": (V15Abi(), VmmError),
 }
 
+#: The exit union's struct in each ABI (uapi/linux/kvm.h).
+_STRUCT: Final = {
+    "merged": "snp_req_certs (struct kvm_exit_snp_req_certs)",
+    "v15": "vmgexit (struct kvm_user_vmgexit)",
+}
+
 
 def _cmd_decode(args: argparse.Namespace, out: TextIO) -> int:
     abi, ret_codes = _ABIS[args.abi]
@@ -41,11 +47,14 @@ def _cmd_decode(args: argparse.Namespace, out: TextIO) -> int:
     else:
         name = enum_name(KvmExit.from_int(reason)) or "?"
         print(f"kvm_run {args.file} ({args.abi} ABI, {KVM_RUN_SIZE} bytes)", file=out)
-        print(f"  exit_reason  {reason} {name}", file=out)
-        for key, value in {**prefix, **body}.items():
-            if key != "exit_reason" and (value or args.all or key in body):
-                print(f"  {key:<28} {value:#x}", file=out)
-        print(f"  ret means    {enum_name(ret) or '(unknown)'}", file=out)
+        print(f"  exit_reason   {reason} {name}", file=out)
+        for key, value in prefix.items():
+            if key != "exit_reason" and (value or args.all):
+                print(f"  {key:<29} {value:#x}", file=out)
+        print(f"  {_STRUCT[args.abi]}:", file=out)
+        for key, value in body.items():
+            meaning = f" {enum_name(ret) or '(unknown)'}" if key == "ret" and value else ""
+            print(f"    {key:<12} {value:#x}{meaning}", file=out)
         if not ok:
             print(f"  not this ABI's exit ({abi.exit_reason}): try the other --abi", file=out)
     return EXIT_OK if ok else EXIT_FINDINGS
