@@ -13,7 +13,10 @@ up for one exchange:
   every 2 s until its 60 s timeout, -ETIMEDOUT); ``generic`` (the store holds a corrupt blob,
   so the VMM's read fails and it answers GENERIC); ``invalid-len`` (the guest offers fewer
   pages than the table needs);
-* the firmware: product, report version, signing key.
+* the firmware: product, report version, signing key;
+* ``trace``: the guest's whole life instead of the one request (:mod:`ghcb.guest_life`:
+  negotiation, HV features, GHCB shared and registered, the driver's pages shared, the
+  request, AP creation, termination), with every VMGEXIT and MSR exchange in ``trace``.
 
 :func:`simulate` returns one JSON-ready dict (see :func:`format_text` for the text form).
 """
@@ -26,15 +29,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ghcb.certs import cert_names, cert_table_index, located_entries, pages_needed
-from ghcb.codes import ExitCode
+from ghcb.codes import ExitCode, MsrCode
 from ghcb.demo import Host
 from ghcb.errors import GhcbError
 from ghcb.exitinfo import unpack_guest_error
 from ghcb.guest import DEFAULT_LAYOUT, Guest, GuestLayout, GuestRequestError
+from ghcb.guest_life import GuestLife
+from ghcb.hypervisor.devices import CpuidTable, Platform
 from ghcb.hypervisor.kvm_abi import MergedAbi, V15Abi, decode_kvm_run
-from ghcb.hypervisor.simfw import FirmwareConfig, SimulatedFirmware
+from ghcb.hypervisor.simfw import FirmwareConfig, SimulatedFirmware, default_vmpcks
 from ghcb.hypervisor.store import StoreError
 from ghcb.hypervisor.vcpu import CertsExit, Interrupted, Resumed
+from ghcb.hypervisor.vm import Vm
 from ghcb.hypervisor.vmm import TokenBucket
 from ghcb.schemas.certs import CERT_ENTRY_SIZE
 from ghcb.schemas.guest_msg import SNP_REPORT_USER_DATA_SIZE
@@ -75,6 +81,7 @@ class SimulateOptions:
     user_data: bytes = bytes(SNP_REPORT_USER_DATA_SIZE)
     report_version: int = 5
     signing_key: Literal["vcek", "vlek"] = "vcek"
+    trace: bool = False
 
 
 def _product(name: str) -> Product:
@@ -158,20 +165,50 @@ def simulate(opts: SimulateOptions, directory: str | Path | None = None) -> dict
         raise SimulateUsageError(f"the blob is not a certificate table: {e.message}") from e
     if opts.vmm_answer == "generic":
         Path(host.store.path).write_bytes(CORRUPT_BLOB)  # behind the store's back
+    if opts.trace:
+        return _life(host, opts, pages, blob, user_data)
     rsp: ReportRsp | None = None
     certs = b""
     error: dict[str, Any] | None = None
     try:
         rsp, certs = host.driver.get_ext_report(user_data, pages=pages)
     except GuestRequestError as e:
-        error = {
-            "errno": int(e.errno),
-            "errno_name": getattr(e.errno, "name", None),
-            "exit_info_2": e.exit_info_2,
-            "npages": e.npages,
-            "message": e.message,
-        }
+        error = _error(e)
     return _document(host, opts, pages, blob, rsp, certs, error, user_data)
+
+
+#: The life's CPUID table: leaf 0x8000001F (EAX: SME, SEV, SEV-ES, SNP; EBX[5:0]: C-bit 51).
+_LIFE_CPUID: Final = CpuidTable({(0x8000_001F, 0): (0x1_001F, 0x173, 0x1FD, 0x1)})
+
+
+def _life(
+    host: Host, opts: SimulateOptions, pages: int, blob: bytes, user_data: bytes
+) -> dict[str, Any]:
+    """The guest's whole life on the same host (``--trace``)."""
+    vm = Vm(host.firmware, cert_abi=host.abi, platform=Platform(cpuid=_LIFE_CPUID))
+    clock = host.clock
+    life = GuestLife(
+        host.guest, vm, host.vmm, default_vmpcks()[0], clock=clock.clock, sleep=clock.sleep
+    )
+    outcome = life.live(user_data, pages)
+    host.driver = life.driver
+    error = None if outcome.error is None else _error(outcome.error)
+    doc = _document(host, opts, pages, blob, outcome.report, outcome.certs, error, user_data)
+    done = outcome.terminated
+    doc["ap_started"] = outcome.ap_started
+    doc["terminated"] = {"reason_set": done.reason_set, "reason_code": done.reason_code}
+    doc["trace"] = [exchange.to_json() for exchange in life.trace]
+    return doc
+
+
+def _error(e: GuestRequestError) -> dict[str, Any]:
+    return {
+        "errno": int(e.errno),
+        "errno_name": getattr(e.errno, "name", None),
+        "exit_info_2": e.exit_info_2,
+        "npages": e.npages,
+        "message": e.message,
+    }
 
 
 def _document(
@@ -386,7 +423,27 @@ def format_text(doc: dict[str, Any]) -> str:
             out.append(f"  signature by the table's {signer}: {_valid(check['signature_ok'])}")
             out.append(f"  chain {signer} <- {mid} <- ARK: {_valid(check['chain_ok'])}")
     out.append("verified" if doc["verified"] else "NOT verified")
+    if "trace" in doc:
+        out.append(f"the guest's life: {len(doc['trace'])} exchanges")
+        out.extend(_trace_line(row) for row in doc["trace"])
+        done = doc["terminated"]
+        out.append(f"terminated: reason set {done['reason_set']}, code {done['reason_code']}")
     return "\n".join(out)
+
+
+def _trace_line(row: dict[str, Any]) -> str:
+    exits = f"  [{', '.join(row['exits'])}]" if row["exits"] else ""
+    if row["via"] == "msr":
+        name = getattr(MsrCode.from_int(row["code"]), "name", "unknown")
+        return (
+            f"  vCPU{row['vcpu']} MSR  {row['code']:#05x} {name:<16} {row['request']:#018x} -> "
+            f"{row['response']:#018x}{exits}"
+        )
+    name = getattr(ExitCode.from_int(row["code"]), "name", "unknown")
+    return (
+        f"  vCPU{row['vcpu']} GHCB {row['code']:#010x} {name:<16} EXITINFO1 {row['request']:#x} "
+        f"-> EXITINFO1 {row['exit_info_1']:#x} EXITINFO2 {row['response']:#x}{exits}"
+    )
 
 
 def _valid(ok: bool) -> str:
