@@ -18,6 +18,7 @@ ghcb-facts.md §7. The layouts are the schemas of :mod:`ghcb.schemas.psc`.
   defaults to the last entry, as Linux's ``set_pages_state`` sets it).
 * :func:`check_psc` reports every rule the descriptor breaks as a
   :class:`~ghcb.errors.Violation`, with what KVM answers for it (``VMGEXIT_PSC_ERROR_*``).
+* :meth:`PscDesc.to_json` is the decoded descriptor as one JSON object (``ghcb psc decode``).
 
 What KVM *does* with a descriptor (its exits to userspace, partial progress, the answer in
 SW_EXITINFO2) is :mod:`ghcb.hypervisor.psc`.
