@@ -49,7 +49,11 @@ MAX_LINE: Final = 4096
 #: Characters of dump text allowed per byte wanted (``xxd -c 1`` writes 17 per byte).
 _TEXT_PER_BYTE: Final = 64
 _TEXT_SLACK: Final = 1 << 16
-_CHUNK: Final = 1 << 16
+#: Bytes of binary input asked of the stream at a time (asking ``limit + 1`` at once would
+#: allocate that much whatever the input's size).
+_CHUNK: Final = 1 << 20
+#: Characters of a hex dump read at a time.
+_TEXT_CHUNK: Final = 1 << 16
 #: Bytes looked at to tell text from binary.
 _SNIFF: Final = 512
 _WHITESPACE: Final = b" \t\n\r\v\f"
@@ -222,7 +226,7 @@ def _read_binary(first: bytes, stream: BinaryIO, sink: _Sink) -> None:
         if sink.seen < sink.skip:
             chunk = stream.read(min(_CHUNK, sink.skip - sink.seen))
         else:
-            chunk = stream.read(sink.want - sink.kept)
+            chunk = stream.read(min(_CHUNK, sink.want - sink.kept))
         if not chunk:
             return
         sink.add(chunk)
@@ -283,7 +287,7 @@ def _read_plain(first: bytes, stream: BinaryIO, sink: _Sink, budget: int, name: 
                 "(formats: plain hex, xxd, hexdump -C, od -A x -t x1)",
                 "input-not-hex",
             ) from None
-        chunk = stream.read(_CHUNK)
+        chunk = stream.read(_TEXT_CHUNK)
     if pending and not sink.full:
         raise _error(f"{name}: odd number of hex digits", "input-not-hex")
 
@@ -298,7 +302,7 @@ def _lines(first: bytes, stream: BinaryIO, budget: int, name: str) -> Iterator[b
         while cut < 0:
             if len(buf) > MAX_LINE:
                 raise _error(f"{name}: a hex-dump line is longer than {MAX_LINE}", "input-not-hex")
-            chunk = stream.read(_CHUNK)
+            chunk = stream.read(_TEXT_CHUNK)
             if not chunk:
                 if buf:
                     yield buf

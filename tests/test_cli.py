@@ -5,15 +5,22 @@ from __future__ import annotations
 import io
 import json
 import pathlib
+import struct
 import subprocess
 import sys
-from typing import Any
+import tracemalloc
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ghcb import GhcbPage, build_page
+from ghcb import CertGuid, GhcbPage, build_page, check_cert_table
+from ghcb.certs import located_entries
 from ghcb.cli import main
 from tests.helpers import SPEC, assemble, load_vectors
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 EXT = str(SPEC / "vectors/pages/snp_ext_guest_request.bin")
 EXTRA = str(SPEC / "vectors/pages/ext_guest_request_extra_bit_127.bin")
@@ -520,3 +527,52 @@ def test_psc_decode_from_a_page() -> None:
     status, doc = run_stdin(page, "psc", "decode", "-", "--offset", "0x800", "--json")
     assert status == 0
     assert (doc["cur_entry"], doc["end_entry"], len(doc["entries"])) == (0, 0, 253)
+
+
+# -- bounded on hostile tables ----------------------------------------------------------------
+def overlapping_table(n: int, size: int, guid: Callable[[int], bytes]) -> bytes:
+    """``n`` entries, each naming most of a ``size``-byte table (the dstack amplification)."""
+    out = bytearray(size)
+    header_end = 24 * (n + 1)
+    for i in range(n):
+        offset = header_end + i % 4096
+        struct.pack_into("<16sII", out, 24 * i, guid(i), offset, size - offset - 4096)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "guid",
+    [lambda i: uuid.UUID(int=i + 1).bytes, lambda i: CertGuid.ASK.value.bytes],
+    ids=["distinct-guids", "all-ask"],
+)
+@pytest.mark.parametrize("command", ["check", "parse"])
+def test_overlapping_table_is_bounded(
+    command: str, guid: Callable[[int], bytes], tmp_path: pathlib.Path
+) -> None:
+    """1 MiB of 20,000 entries each naming ~540 KB: memory within 8x the input (naming
+    copies no payload per entry), output capped with the total given, every error counted."""
+    data = overlapping_table(20000, 1 << 20, guid)
+    path = tmp_path / "t.bin"
+    path.write_bytes(data)
+    argv = ["certs", command, str(path), "--json"] + (["--lenient"] if command == "parse" else [])
+    tracemalloc.start()
+    try:
+        status, text = run(*argv)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * len(data)
+    assert len(text) < 64 << 10
+    doc = json.loads(text)
+    if command == "check":
+        assert (status, doc["entries_total"], len(doc["entries"])) == (1, 20000, 64)
+        every = check_cert_table(data, limit_per_code=None)
+        assert (doc["errors"], doc["warnings"]) == (
+            sum(v.severity.value == "error" for v in every),
+            sum(v.severity.value == "warning" for v in every),
+        )
+        assert doc["errors"] >= 19999  # all counted, at most 16 a code listed
+        assert len(doc["violations"]) < 200
+    else:
+        kept = located_entries(data, strict=False)
+        assert (status, doc["entries_total"], len(doc["entries"])) == (0, len(kept), len(kept))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from typing import TYPE_CHECKING
 
 import pytest
@@ -174,3 +175,16 @@ def test_seekable_offset_skips_without_reading(tmp_path: pathlib.Path) -> None:
     with pytest.raises(InputError) as e:
         read_path(str(path), limit=4, offset=(1 << 30) + 5)
     assert e.value.rule == "input-offset"
+
+
+def test_read_allocates_what_it_reads(tmp_path: pathlib.Path) -> None:
+    """A small file under a large limit costs its size, not the limit."""
+    path = tmp_path / "small.bin"
+    path.write_bytes(bytes(1000))
+    tracemalloc.start()
+    try:
+        assert read_path(str(path), limit=64 << 20) == bytes(1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20
