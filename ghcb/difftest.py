@@ -357,7 +357,8 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.Argument
         "certs",
         help=helptext,
         description=helptext,
-        epilog="example:\n  ghcb difftest certs --max-examples 200 -- python3 my_parser.py",
+        epilog="examples:\n  ghcb difftest certs -- python3 fuzz/adapters/naive_cert_parser.py\n"
+        "  ghcb difftest certs --max-examples 200 --seed 1 --json -- ./my_parser\n",
     )
     p.add_argument("cmd", nargs="+", metavar="CMD", help="the parser's command line (after --)")
     p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES, metavar="N")

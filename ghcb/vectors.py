@@ -396,16 +396,23 @@ def c_header_text(rows: list[tuple[dict[str, Any], bytes]]) -> str:
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
     """Add ``vectors export`` to the ``ghcb`` command's subparsers."""
     vectors = subparsers.add_parser("vectors", help="golden vectors for other languages")
+    vectors.set_defaults(parser=vectors)
     actions = vectors.add_subparsers(dest="command", required=True, metavar="ACTION")
     helptext = "write every golden vector as a file plus manifest.json (and a C header)"
-    p: argparse.ArgumentParser = actions.add_parser("export", help=helptext, description=helptext)
+    p: argparse.ArgumentParser = actions.add_parser(
+        "export",
+        help=helptext,
+        description=helptext,
+        epilog="examples:\n  ghcb vectors export vectors\n"
+        "  ghcb vectors export vectors --format c\n",
+    )
     p.add_argument("dir", metavar="DIR", help="output directory (created if missing)")
     p.add_argument(
         "--format", choices=("json", "c"), default="json", help="c: also write ghcb_vectors.h"
     )
     p.add_argument("--spec", metavar="DIR", help="the spec/ folder of a ghcb checkout")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, parser=p)
     return p
 
 

@@ -4,6 +4,7 @@ the ghcb adapter has none; parser faults, the Python form and usage errors."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import sys
 import uuid
@@ -228,3 +229,19 @@ def test_usage_errors(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     status, text = cli("difftest", "certs", "--json", "--", *NAIVE)
     assert status == 2
     assert "pip install 'ghcb[hypothesis]'" in json.loads(text)["error"]["message"]
+
+
+def test_wired_into_the_ghcb_command(tmp_path: Any) -> None:
+    """`ghcb difftest certs` and `ghcb vectors export` are commands of `ghcb` itself: a
+    missing parser command line is a usage error (2, one JSON object); the export writes its
+    manifest (0)."""
+    from ghcb.cli import main
+
+    out = io.StringIO()
+    assert main(["difftest", "certs", "--json"], out) == 2
+    assert json.loads(out.getvalue())["ok"] is False
+    out = io.StringIO()
+    status = main(["vectors", "export", str(tmp_path / "v"), "--json"], out)
+    assert status == 0
+    assert json.loads(out.getvalue())["ok"] is True
+    assert (tmp_path / "v" / "manifest.json").is_file()

@@ -25,7 +25,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
 
-from ghcb import __version__
+from ghcb import __version__, difftest, vectors
 from ghcb._input import InputError
 from ghcb.cli import _certs, _kvm, _page, _psc, _run, _values
 from ghcb.cli._common import (
@@ -96,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     _kvm.register(_family(groups, "kvm", "kvm_run bytes of the certificate exits"), _command)
     _psc.register(_family(groups, "psc", "Page State Change descriptors"), _command)
     _certs.register(_family(groups, "certs", "Extended Guest Request certificate tables"), _command)
+    difftest.add_parser(groups)  # ghcb difftest certs (ghcb/difftest.py)
+    vectors.add_parser(groups)  # ghcb vectors export (ghcb/vectors.py)
     return top
 
 
