@@ -109,6 +109,7 @@ def test_repeated_option_is_an_error(argv: list[str], capsys: pytest.CaptureFixt
         ["certs", "check", TABLE, "--max-size", "{}"],
         ["page", "encode", "rax={}"],
         ["simulate", "--pages", "{}"],
+        ["simulate", "--report-version", "{}"],
     ],
     ids=lambda a: " ".join(a[:2]),
 )
@@ -159,6 +160,22 @@ def test_certs_build_to_stdout_and_extra_without_json(
         f"wrote {tmp_path / 't'}: 56 bytes, 1 page(s)",
         "  GOOGLE_EXTRA_PLATFORM_INFO offset 0x0030 length 8",
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["page", "encode", "rax=1", "-o", "/nonexistent/dir/page.bin"],
+        ["certs", "build", "--vcek", PAGE, "-o", "/nonexistent/dir/t.bin"],
+        ["certs", "build", "--vcek", PAGE, "-o", "."],
+    ],
+)
+def test_unwritable_output(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """An output that cannot be written: status 2 and one line saying why."""
+    status, out, err = run(argv, capsys)
+    assert (status, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert err.startswith("ghcb: cannot write ")
 
 
 def test_extract_needs_an_existing_directory(

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 from ghcb._input import read_path
 from ghcb.cli._certs import CERTS_INPUT_MAX
-from ghcb.cli._common import EXIT_FINDINGS, EXIT_OK, Unusable, Usage, emit, parse_number
+from ghcb.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    Unusable,
+    Usage,
+    emit,
+    number_type,
+    parse_number,
+)
 
 if TYPE_CHECKING:
     from ghcb.cli._common import Command, Group
@@ -127,7 +135,13 @@ def register_demo(groups: Group, command: Command) -> None:
     sim.add_argument(
         "--user-data", metavar="HEX", default="", help="REPORT_DATA (up to 64 bytes, zero-padded)"
     )
-    sim.add_argument("--report-version", type=int, choices=(2, 3, 5), default=5)
+    sim.add_argument(
+        "--report-version",
+        type=number_type("--report-version"),
+        choices=(2, 3, 5),
+        default=5,
+        metavar="{2,3,5}",
+    )
     sim.add_argument("--signing-key", choices=("vcek", "vlek"), default="vcek")
     sim.add_argument("--trace", action="store_true", help="the guest's whole life, every exchange")
 
