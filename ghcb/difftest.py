@@ -7,7 +7,8 @@ callable that returns the entries or raises to reject; :func:`command_parser` is
 subprocess form (bounded time per call, bounded output).
 
 :func:`difftest` feeds the parser every golden vector (``spec/vectors/certs.json``: valid
-tables from AMD's and the peers' tests, and the hostile ones of peers.md §4.4), the simplest
+tables from AMD's and the peers' tests, and the hostile ones of peers.md §4.4; the synthetic
+Milan chain's table), the simplest
 hostile table for each code of :func:`ghcb.check_cert_table`
 (:func:`ghcb.strategies.hostile_cert_tables`), then generated tables, valid and hostile,
 ``max_examples`` per search. The reference is a strict :func:`ghcb.parse_cert_table`: it

@@ -1,17 +1,27 @@
 """The golden vectors of ``spec/vectors/`` for suites in other languages: ``ghcb vectors export``.
 
-Every vector becomes a binary file plus one row of ``manifest.json`` with what a correct
-implementation must answer for it: certificate tables (``spec/vectors/certs.json``: verdict of
-a strict parse, the first error's rule, every violation of :func:`ghcb.check_cert_table`, the
-entries), GHCB pages (``pages.json``: KVM's verdict and GHCB_ERR reason, the exit code,
-SW_EXITINFO1/2, RBX, the valid fields), SW_EXITINFO2 values (``exitinfo2.json``: as 8
-little-endian bytes, with the EXITINFO1 they follow) and GHCB MSR values (``msr.json``).
-``--format c`` also writes ``ghcb_vectors.h``: each vector as a ``static const uint8_t``
-array with its verdict, EXITINFO1/EXITINFO2 and RBX, for a guest-kernel selftest or a C/Rust
-test that cannot run Python.
+Every vector becomes a binary file ``<kind>/<name>.bin`` plus one row of ``manifest.json``
+with what a correct implementation must answer for it:
 
-The expectations are ghcb's own answers, which ``tests/`` checks against the golden files
-row by row; ``tests/test_vectors_export.py`` checks the export against them again and compiles
+* ``certs`` — certificate tables (``certs.json`` and the synthetic Milan chain's table): the
+  verdict of a strict parse, its first error's rule, every violation of
+  :func:`ghcb.check_cert_table`, the entries, and the page count a VMM answers with INVALID_LEN;
+* ``pages`` — GHCB pages (``pages_check.json``, a superset of ``pages.json``): KVM's answer per
+  tree (SW_EXITINFO1/2 and the stage: accepted, validator, handler, run-fails), the violations
+  per tree, the fields the guest wrote (exit code, EXITINFO1/2, RBX, valid set);
+* ``kvm_run`` — the ``kvm_run`` bytes of both certificate exits, decoded;
+* ``exitinfo2`` — SW_EXITINFO2 values (``exitinfo2.json``) as 8 little-endian bytes, with the
+  SW_EXITINFO1 they follow and their decoding;
+* ``msr`` — GHCB MSR values (``msr.json``) as 8 little-endian bytes;
+* ``psc`` — Page State Change descriptors (``psc.json``) with KVM's exits and SW_EXITINFO2.
+
+``--format c`` also writes ``ghcb_vectors.h`` (:mod:`ghcb._vectors_c`): each vector as a
+``static const uint8_t`` array with its verdict, first error, EXITINFO1/EXITINFO2 and RBX, for
+a guest-kernel selftest or a C/Rust test that cannot run Python.
+
+Where a golden file states the answer (pages, PSC), the manifest copies it; certificate tables
+carry ghcb's answers, which ``tests/`` checks against ``certs.json`` row by row;
+``tests/test_vectors_export.py`` checks the export against the golden files again and compiles
 the header.
 
 The vectors are read from the ``spec/`` folder of a ghcb checkout (the one beside this
@@ -22,25 +32,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from ghcb import __version__
+from ghcb._vectors_c import c_header_text
 from ghcb.certs import cert_names, check_cert_table, located_entries, pages_needed
-from ghcb.check import check_page
 from ghcb.codes import ExitCode, HvResp
-from ghcb.errors import CertTableError, Severity, Violation
+from ghcb.errors import CertTableError, GhcbError, Violation
 from ghcb.exitinfo import decode_exit_info
-from ghcb.hypervisor.rules import first_error
+from ghcb.hypervisor.kvm_abi import MergedAbi, V15Abi, decode_kvm_run
 from ghcb.msr import decode_msr
 from ghcb.page import parse_page
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterable
+
+    from ghcb.hypervisor.kvm_abi import CertAbi
 
 __all__ = [
     "CertVector",
@@ -59,7 +70,8 @@ DEFAULT_SPEC: Final = Path(__file__).resolve().parent.parent / "spec"
 MANIFEST_FORMAT: Final = "ghcb-vectors"
 MANIFEST_VERSION: Final = 1
 HEADER_NAME: Final = "ghcb_vectors.h"
-_U64: Final = (1 << 64) - 1
+#: The synthetic Milan chain's table under ``spec/vectors`` (ARK, ASK, VCEK).
+MILAN_TABLE: Final = "milan_cert_table.bin"
 
 
 class VectorsUnavailable(OSError):
@@ -110,16 +122,22 @@ class CertVector:
 
 
 def cert_vectors(spec: str | Path | None = None) -> list[CertVector]:
-    """Every certificate-table vector of ``spec/vectors/certs.json``, in file order.
+    """Every certificate-table vector of ``spec/vectors/certs.json``, in file order, then the
+    synthetic Milan chain's table (``milan_cert_table.bin``, what ``ghcb certs build`` writes;
+    its ``expect`` is empty: ghcb's answers are the expectation).
 
     Raises:
         VectorsUnavailable: see :func:`spec_dir`.
     """
     folder = spec_dir(spec)
-    return [
+    out = [
         CertVector(v["name"], assemble(v["parts"]), v.get("source", ""), v["expect"])
         for v in _load(folder, "certs")["vectors"]
     ]
+    milan = folder / "vectors" / MILAN_TABLE
+    if milan.is_file():
+        out.append(CertVector(milan.stem, milan.read_bytes(), "ghcb certs build (Milan)", {}))
+    return out
 
 
 def cert_entries_json(data: bytes) -> list[dict[str, object]]:
@@ -141,10 +159,6 @@ def _violations(found: list[Violation]) -> list[dict[str, object]]:
         {"code": v.code, "severity": str(v.severity), "offset": v.offset, "spec": v.spec}
         for v in found
     ]
-
-
-def _errors(found: list[Violation]) -> bool:
-    return any(v.severity is Severity.ERROR for v in found)
 
 
 def _file_row(kind: str, name: str, data: bytes) -> dict[str, Any]:
@@ -181,25 +195,83 @@ def _cert_rows(spec: Path) -> list[tuple[dict[str, Any], bytes]]:
 
 
 def _page_rows(spec: Path) -> list[tuple[dict[str, Any], bytes]]:
+    """``pages_check.json`` (a superset of ``pages.json``): the golden answers of KVM per tree
+    — ``merged`` (current KVM) and ``v15`` — copied, plus the page's own fields."""
     rows = []
-    for vector in _load(spec, "pages")["vectors"]:
+    for vector in _load(spec, "pages_check")["vectors"]:
         data = (spec / "vectors" / vector["file"]).read_bytes()
-        page = parse_page(data)
-        found = check_page(data)
-        reason = first_error(page)
-        code = page.exit_code
+        expect = vector["expect"]
+        answers = expect["expected_response"]
         row = _file_row("pages", vector["name"], data) | {
-            "verdict": "reject" if reason is not None or _errors(found) else "accept",
-            "ghcb_err": None if reason is None else {"value": int(reason), "name": reason.name},
-            "exit_code": {
-                "value": page.sw_exit_code,
-                "name": code.name if isinstance(code, ExitCode) else None,
-            },
-            "exit_info_1": page.sw_exit_info_1,
-            "exit_info_2": page.sw_exit_info_2,
-            "rbx": page.rbx,
-            "valid": sorted(page.valid_fields),
-            "violations": _violations(found),
+            "verdict": _page_verdict(answers["merged"]),
+            "v15_verdict": _page_verdict(answers["v15"]),
+            "expected_response": answers,
+            "violations": expect["violations"],
+            "host": vector.get("host", {}),
+            "page": _page_fields(data),
+        }
+        rows.append((row, data))
+    return rows
+
+
+def _page_verdict(answer: dict[str, Any] | None) -> str:
+    """KVM accepts the page (the handler runs) or answers an error / fails KVM_RUN."""
+    return "accept" if answer is not None and answer["stage"] == "accepted" else "reject"
+
+
+def _page_fields(data: bytes) -> dict[str, Any] | None:
+    """The fields a guest wrote, or None when the bytes are not a page."""
+    try:
+        page = parse_page(data)
+    except GhcbError:
+        return None
+    code = page.exit_code
+    return {
+        "exit_code": {
+            "value": page.sw_exit_code,
+            "name": code.name if isinstance(code, ExitCode) else None,
+        },
+        "exit_info_1": page.sw_exit_info_1,
+        "exit_info_2": page.sw_exit_info_2,
+        "rbx": page.rbx,
+        "valid": sorted(page.valid_fields),
+    }
+
+
+def _kvm_run_rows(spec: Path) -> list[tuple[dict[str, Any], bytes]]:
+    """The ``kvm_run`` bytes of both certificate exits (``kvm_run_*.bin``), decoded."""
+    abis: dict[str, CertAbi] = {"merged": MergedAbi(), "v15": V15Abi()}
+    rows = []
+    for path in sorted((spec / "vectors").glob("kvm_run_*.bin")):
+        data = path.read_bytes()
+        abi = next(abi for name, abi in abis.items() if path.stem.endswith(name))
+        prefix, fields = decode_kvm_run(abi, data)
+        row = _file_row("kvm_run", path.stem, data) | {
+            "verdict": "accept",
+            "abi": abi.name,
+            "prefix": prefix,
+            "exit": fields,
+        }
+        rows.append((row, data))
+    return rows
+
+
+def _psc_rows(spec: Path) -> list[tuple[dict[str, Any], bytes]]:
+    """Page State Change descriptors with KVM's answer (``psc.json``, copied)."""
+    rows = []
+    for vector in _load(spec, "psc")["vectors"]:
+        data = bytes.fromhex(vector["descriptor"])
+        row = _file_row("psc", vector["name"], data) | {
+            "verdict": "accept" if vector["exit_info_2"] == 0 else "reject",
+            "tree": vector["tree"],
+            "offset": vector["offset"],
+            "exit_info_1": 0,  # "SW_EXITINFO1 is 0"
+            "exit_info_2": vector["exit_info_2"],
+            "hypercall_ret": vector["ret"],
+            "exits": vector["exits"],
+            "descriptor_after": vector["descriptor_after"],
+            "violations": vector["violations"],
+            "rule": vector["rule"],
         }
         rows.append((row, data))
     return rows
@@ -277,7 +349,14 @@ def export(
     """
     folder = spec_dir(spec)
     out = Path(directory)
-    rows = [*_cert_rows(folder), *_page_rows(folder), *_exit_info_rows(folder), *_msr_rows(folder)]
+    rows = [
+        *_cert_rows(folder),
+        *_page_rows(folder),
+        *_kvm_run_rows(folder),
+        *_exit_info_rows(folder),
+        *_msr_rows(folder),
+        *_psc_rows(folder),
+    ]
     for row, data in rows:
         target = out / row["file"]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -294,102 +373,8 @@ def export(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if c_header:
-        (out / HEADER_NAME).write_text(c_header_text(rows))
+        (out / HEADER_NAME).write_text(c_header_text(rows, version=__version__))
     return manifest
-
-
-# -- the C header ----------------------------------------------------------------------------
-_KINDS: Final = {"certs": 1, "pages": 2, "exitinfo2": 3, "msr": 4}
-
-_PROLOGUE: Final = """\
-/* Golden vectors of ghcb {version} (generated by `ghcb vectors export --format c`; do not
- * edit). Each vector: its bytes, whether a strict reader accepts it, the first error's rule,
- * and where they apply SW_EXITINFO1 / SW_EXITINFO2 (GHCB pages and EXITINFO2 values) and RBX
- * (a page's RBX; for a certificate table, the page count a VMM answers with INVALID_LEN). */
-#ifndef GHCB_VECTORS_H
-#define GHCB_VECTORS_H
-
-#include <stddef.h>
-#include <stdint.h>
-
-enum ghcb_vector_kind {{
-{kinds}
-}};
-
-enum ghcb_verdict {{
-	GHCB_VERDICT_ACCEPT = 0,
-	GHCB_VERDICT_REJECT = 1,
-}};
-
-struct ghcb_vector {{
-	const char *name;
-	enum ghcb_vector_kind kind;
-	const uint8_t *data;
-	size_t size;
-	enum ghcb_verdict verdict;
-	const char *first_error; /* strict_error / GHCB_ERR name, or NULL */
-	int has_exit_info;
-	uint64_t exit_info_1;
-	uint64_t exit_info_2;
-	int has_rbx;
-	uint64_t rbx;
-	size_t n_entries; /* certificate tables: entries of a strict parse */
-}};
-
-"""
-
-
-def _c_ident(name: str) -> str:
-    return "ghcb_vector_" + re.sub(r"[^0-9A-Za-z]", "_", name)
-
-
-def _c_bytes(data: bytes) -> str:
-    if not data:
-        return "\t0 /* empty */"
-    lines = []
-    for start in range(0, len(data), 16):
-        chunk = data[start : start + 16]
-        lines.append("\t" + ", ".join(f"0x{b:02x}" for b in chunk) + ",")
-    return "\n".join(lines)
-
-
-def _c_string(value: object) -> str:
-    return "NULL" if value is None else json.dumps(str(value))
-
-
-def c_header_text(rows: list[tuple[dict[str, Any], bytes]]) -> str:
-    """The self-contained header of :func:`export` for ``rows``."""
-    kinds = "\n".join(f"\tGHCB_VECTOR_{kind.upper()} = {n}," for kind, n in _KINDS.items())
-    parts = [_PROLOGUE.format(version=__version__, kinds=kinds)]
-    for row, data in rows:
-        parts.append(
-            f"static const uint8_t {_c_ident(row['name'])}[] = {{\n{_c_bytes(data)}\n}};\n"
-        )
-    parts.append("static const struct ghcb_vector ghcb_vectors[] = {")
-    for row, data in rows:
-        kind = row["kind"]
-        info = kind in ("pages", "exitinfo2")
-        err = row.get("strict_error") or (row.get("ghcb_err") or {}).get("name")
-        rbx = row.get("rbx")
-        fields = [
-            _c_string(row["name"]),
-            f"GHCB_VECTOR_{kind.upper()}",
-            _c_ident(row["name"]),
-            f"{len(data)}u",
-            "GHCB_VERDICT_REJECT" if row["verdict"] == "reject" else "GHCB_VERDICT_ACCEPT",
-            _c_string(err),
-            str(int(info)),
-            f"0x{row.get('exit_info_1', 0) & _U64:016x}ull",
-            f"0x{row.get('exit_info_2', 0) & _U64:016x}ull",
-            str(int(rbx is not None)),
-            f"0x{(rbx or 0) & _U64:x}ull",
-            f"{len(row.get('entries', []))}u",
-        ]
-        parts.append("\t{ " + ", ".join(fields) + " },")
-    parts.append("};\n")
-    parts.append(f"#define GHCB_VECTOR_COUNT {len(rows)}u\n")
-    parts.append("#endif /* GHCB_VECTORS_H */\n")
-    return "\n".join(parts)
 
 
 # -- CLI: ghcb vectors export DIR [--format json|c] [--spec DIR] [--json] ---------------------

@@ -68,7 +68,7 @@ def test_naive_adapter_disagreements_are_found(naive_run: tuple[int, dict[str, A
     status, doc = naive_run
     assert status == 1
     assert doc["ok"] is False
-    assert doc["inputs"]["golden"] == 16
+    assert doc["inputs"]["golden"] == 17
     assert doc["inputs"]["hostile"] == 13
     assert doc["disagreement_count"] == len(doc["disagreements"])
     golden = {d["source"]: d for d in doc["disagreements"] if d["source"].startswith("golden:")}
@@ -141,7 +141,7 @@ def test_ghcb_adapter_has_no_disagreement() -> None:
     report = dt.difftest(dt.cert_parser(adapter("ghcb_cert_parser").parse), max_examples=60)
     assert report.ok
     assert report.disagreements == []
-    assert report.inputs["golden"] == 16
+    assert report.inputs["golden"] == 17
     assert report.inputs["generated"] >= 30
 
 

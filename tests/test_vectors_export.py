@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ghcb import vectors
+from ghcb._vectors_c import KINDS
 from tests.helpers import SPEC, assemble, load_vectors, vector_bytes
 
 if TYPE_CHECKING:
@@ -37,12 +38,20 @@ def test_every_golden_vector_is_written(exported: tuple[pathlib.Path, dict[str, 
     out, manifest = exported
     golden_certs = load_vectors("certs")["vectors"]
     certs = rows(manifest, "certs")
-    assert list(certs) == [v["name"] for v in golden_certs]
+    assert list(certs) == [v["name"] for v in golden_certs] + ["milan_cert_table"]
     for v in golden_certs:
         assert (out / certs[v["name"]]["file"]).read_bytes() == assemble(v["parts"])
+    milan = (out / certs["milan_cert_table"]["file"]).read_bytes()
+    assert milan == vector_bytes("milan_cert_table.bin")
     pages = rows(manifest, "pages")
-    for v in load_vectors("pages")["vectors"]:
+    golden_pages = load_vectors("pages_check")["vectors"]
+    assert list(pages) == [v["name"] for v in golden_pages]
+    for v in golden_pages:
         assert (out / pages[v["name"]]["file"]).read_bytes() == vector_bytes(v["file"])
+    runs = rows(manifest, "kvm_run")
+    assert set(runs) == {"kvm_run_req_certs_merged", "kvm_run_vmgexit_v15"}
+    for name, row in runs.items():
+        assert (out / row["file"]).read_bytes() == vector_bytes(f"{name}.bin")
     info = load_vectors("exitinfo2")
     exit_rows = rows(manifest, "exitinfo2")
     for group in ("guest_errors", "ghcb_errors", "event_injections"):
@@ -51,7 +60,14 @@ def test_every_golden_vector_is_written(exported: tuple[pathlib.Path, dict[str, 
             assert row["exit_info_2"] == int(v["exitinfo2"], 16)
             assert (out / row["file"]).read_bytes() == int(v["exitinfo2"], 16).to_bytes(8, "little")
     assert len(rows(manifest, "msr")) == len(load_vectors("msr")["values"])
-    assert len(manifest["vectors"]) == 16 + 4 + 16 + 18
+    psc = rows(manifest, "psc")
+    for v in load_vectors("psc")["vectors"]:
+        assert (out / psc[v["name"]]["file"]).read_bytes() == bytes.fromhex(v["descriptor"])
+        assert (psc[v["name"]]["exit_info_2"], psc[v["name"]]["exits"]) == (
+            v["exit_info_2"],
+            v["exits"],
+        )
+    assert len(manifest["vectors"]) == 17 + 23 + 2 + 16 + 18 + 15
     assert (manifest["format"], manifest["version"]) == ("ghcb-vectors", 1)
 
 
@@ -61,6 +77,10 @@ def test_cert_rows_agree_with_the_golden_expectations(
     """Verdict, first error, violations and entries are those certs.json expects."""
     _, manifest = exported
     certs = rows(manifest, "certs")
+    milan = certs["milan_cert_table"]
+    assert (milan["verdict"], milan["strict_error"], milan["rbx"]) == ("accept", None, 2)
+    assert [e["name"] for e in milan["entries"]] == ["ARK", "ASK", "VCEK"]
+    assert milan["violations"] == []
     for v in load_vectors("certs")["vectors"]:
         row, expect = certs[v["name"]], v["expect"]
         assert row["size"] == expect["size"]
@@ -82,17 +102,26 @@ def test_cert_rows_agree_with_the_golden_expectations(
 
 
 def test_page_rows(exported: tuple[pathlib.Path, dict[str, Any]]) -> None:
-    """Pages carry exit code, EXITINFO1/2, RBX and the valid set of pages.json."""
+    """Pages carry KVM's answer per tree and the violations of pages_check.json, and the
+    exit code, EXITINFO1/2, RBX and valid set the guest wrote (pages.json's fields)."""
     _, manifest = exported
     pages = rows(manifest, "pages")
+    for v in load_vectors("pages_check")["vectors"]:
+        row, expect = pages[v["name"]], v["expect"]
+        assert row["expected_response"] == expect["expected_response"]
+        assert row["violations"] == expect["violations"]
+        merged = expect["expected_response"]["merged"]
+        accepted = merged is not None and merged["stage"] == "accepted"
+        assert row["verdict"] == ("accept" if accepted else "reject")
     for v in load_vectors("pages")["vectors"]:
-        row, fields = pages[v["name"]], v["expect"]["fields"]
-        assert row["exit_code"]["name"] == v["expect"]["exit_code_name"]
-        assert row["valid"] == sorted(v["expect"]["valid"])
+        page, fields = pages[v["name"]]["page"], v["expect"]["fields"]
+        assert page["exit_code"]["name"] == v["expect"]["exit_code_name"]
+        assert page["valid"] == sorted(v["expect"]["valid"])
         for name in ("sw_exit_info_1", "sw_exit_info_2", "rbx"):
-            assert row[name.removeprefix("sw_")] == fields.get(name, v["set"].get(name, 0))
-    assert pages["snp_ext_guest_request"]["verdict"] == "accept"
-    assert pages["snp_ext_guest_request"]["ghcb_err"] is None
+            assert page[name.removeprefix("sw_")] == fields.get(name, v["set"].get(name, 0))
+    unaligned = pages["request_page_unaligned"]
+    assert (unaligned["verdict"], unaligned["v15_verdict"]) == ("reject", "accept")
+    assert pages["page_length"]["page"] is None
 
 
 def run_command(add_parser: Callable[[Any], object], *words: str) -> tuple[int, str]:
@@ -116,7 +145,14 @@ def test_cli(tmp_path: pathlib.Path) -> None:
     assert doc == {
         "ok": True,
         "dir": str(tmp_path / "out"),
-        "vectors": {"certs": 16, "pages": 4, "exitinfo2": 16, "msr": 18},
+        "vectors": {
+            "certs": 17,
+            "pages": 23,
+            "kvm_run": 2,
+            "exitinfo2": 16,
+            "msr": 18,
+            "psc": 15,
+        },
         "files": ["manifest.json"],
     }
     assert not (tmp_path / "out" / "ghcb_vectors.h").exists()
@@ -137,9 +173,11 @@ int main(void)
         uint32_t h = 2166136261u; /* FNV-1a over the bytes */
         for (size_t k = 0; k < v->size; k++)
             h = (h ^ v->data[k]) * 16777619u;
-        printf("%s %d %d %s %d %016llx %016llx %d %llx %zu %zu %08x\n", v->name, (int)v->kind,
-               (int)v->verdict, v->first_error ? v->first_error : "-", v->has_exit_info,
-               (unsigned long long)v->exit_info_1, (unsigned long long)v->exit_info_2,
+        printf("%s %d %d %s %d %016llx %016llx %d %d %016llx %016llx %d %llx %zu %zu %08x\n",
+               v->name, (int)v->kind, (int)v->verdict, v->first_error ? v->first_error : "-",
+               v->has_exit_info, (unsigned long long)v->exit_info_1,
+               (unsigned long long)v->exit_info_2, v->has_v15, (int)v->v15_verdict,
+               (unsigned long long)v->v15_exit_info_1, (unsigned long long)v->v15_exit_info_2,
                v->has_rbx, (unsigned long long)v->rbx, v->size, v->n_entries, h);
     }
     return 0;
@@ -155,16 +193,32 @@ def fnv1a(data: bytes) -> int:
 
 
 def expected_line(out: pathlib.Path, row: dict[str, Any]) -> str:
-    kind = {"certs": 1, "pages": 2, "exitinfo2": 3, "msr": 4}[row["kind"]]
-    err = row.get("strict_error") or (row.get("ghcb_err") or {}).get("name") or "-"
-    info = row["kind"] in ("pages", "exitinfo2")
-    rbx = row.get("rbx")
+    """What the C program prints for ``row``, from the manifest alone."""
+    kind = KINDS[row["kind"]]
+    first, info, v15, rbx = None, None, None, None
+    if row["kind"] == "certs":
+        first, rbx = row["strict_error"], row["rbx"]
+    elif row["kind"] == "pages":
+        errors = [v["code"] for v in row["violations"]["merged"] if v["severity"] == "error"]
+        first = errors[0] if errors else None
+        merged, old = row["expected_response"]["merged"], row["expected_response"]["v15"]
+        info = merged and (merged["exit_info_1"], merged["exit_info_2"])
+        v15 = old and (int(row["v15_verdict"] == "reject"), old["exit_info_1"], old["exit_info_2"])
+        page = row["page"] or {"valid": []}
+        rbx = page["rbx"] if "rbx" in page["valid"] else None
+    elif row["kind"] == "psc":
+        first = row["violations"][0] if row["violations"] else None
+        info = (row["exit_info_1"], row["exit_info_2"])
+    elif row["kind"] == "exitinfo2":
+        info = (row["exit_info_1"], row["exit_info_2"])
     data = (out / row["file"]).read_bytes()
+    i1, i2 = info or (0, 0)
+    vv, v1, v2 = v15 or (0, 0, 0)
     return (
-        f"{row['name']} {kind} {int(row['verdict'] == 'reject')} {err} {int(info)} "
-        f"{row.get('exit_info_1', 0):016x} {row.get('exit_info_2', 0):016x} "
-        f"{int(rbx is not None)} {rbx or 0:x} {len(data)} {len(row.get('entries', []))} "
-        f"{fnv1a(data):08x}"
+        f"{row['name']} {kind} {int(row['verdict'] == 'reject')} {first or '-'} "
+        f"{int(info is not None)} {i1:016x} {i2:016x} {int(v15 is not None)} {vv} "
+        f"{v1:016x} {v2:016x} {int(rbx is not None)} {rbx or 0:x} {len(data)} "
+        f"{len(row.get('entries', []))} {fnv1a(data):08x}"
     )
 
 
@@ -202,4 +256,7 @@ def test_c_header_compiles_and_reads_back(
     u32 = next(line for line in lines if line.startswith("certs/u32_wrap "))
     assert u32.split()[1:4] == ["1", "1", "u32-wrap"]
     ext = next(line for line in lines if line.startswith("pages/snp_ext_guest_request "))
-    assert ext.split()[4:10] == ["1", f"{0x7F000:016x}", f"{0x7E000:016x}", "1", "4", "4096"]
+    assert ext.split()[2:11] == ["0", "-", "1", *[f"{0:016x}"] * 2, "1", "0", *[f"{0:016x}"] * 2]
+    assert ext.split()[11:14] == ["1", "4", "4096"]
+    usage = next(line for line in lines if line.startswith("pages/invalid_usage "))
+    assert usage.split()[2:7] == ["1", "invalid-usage", "1", f"{2:016x}", f"{2:016x}"]
