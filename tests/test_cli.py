@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pathlib
@@ -576,3 +577,32 @@ def test_overlapping_table_is_bounded(
     else:
         kept = located_entries(data, strict=False)
         assert (status, doc["entries_total"], len(doc["entries"])) == (0, len(kept), len(kept))
+
+
+def test_entry_flood_parse_is_bounded(tmp_path: pathlib.Path) -> None:
+    """A valid table of one-byte certificates, one entry per 25 bytes: parse walks it without
+    an object per entry (within 8x the input), lists 64 and counts them all."""
+    n = (2 << 20) // 25 - 1
+    header_end = 24 * (n + 1)
+    data = bytearray(header_end + n)
+    for i in range(n):
+        struct.pack_into("<16sII", data, 24 * i, uuid.UUID(int=i + 1).bytes, header_end + i, 1)
+    path = tmp_path / "flood.bin"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        status, text = run("certs", "parse", str(path), "--json")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * len(data)
+    doc = json.loads(text)
+    assert (status, doc["entries_total"], len(doc["entries"])) == (0, n, 64)
+    assert doc["entries"][63] == {
+        "guid": str(uuid.UUID(int=64)),
+        "name": None,
+        "offset": header_end + 63,
+        "length": 1,
+        "sha256": hashlib.sha256(b"\0").hexdigest(),
+        "subject": None,
+    }

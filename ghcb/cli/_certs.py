@@ -14,10 +14,10 @@ import itertools
 import pathlib
 import re
 import uuid
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, Final, NamedTuple, TextIO
 
 from ghcb._bytes import byte_view, view_bytes
-from ghcb._certwalk import Rows
+from ghcb._certwalk import Row, Rows, Walk
 from ghcb._der import is_x509
 from ghcb._input import read_path
 from ghcb._x509 import ask_or_asvk
@@ -27,9 +27,7 @@ from ghcb.certs import (
     CertEntry,
     CertGuid,
     build_cert_table,
-    cert_names,
     check_cert_table,
-    located_entries,
     pages_needed,
     sha256_hex,
     subject_common_name,
@@ -52,6 +50,7 @@ from ghcb.errors import Severity
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator
 
     from ghcb.cli._common import Command, Group
     from ghcb.errors import Violation
@@ -66,18 +65,34 @@ _MORE: Final = re.compile(r"(\d+) more entries break this rule")
 _PER_CODE: Final = 16
 
 
-def _index(data: bytes, show_all: bool) -> tuple[list[dict[str, object]], int]:
-    """``(rows, total)``: the entry headers up to the terminator, at most LIST_CAP rows
-    unless ``show_all``, each named as :func:`ghcb.certs.cert_names` names it."""
+class _Row(NamedTuple):
+    """An entry header as listed: where it is and its name."""
+
+    guid: str
+    name: str | None
+    offset: int
+    length: int
+
+
+def _index(
+    data: bytes, show_all: bool, readable: bytearray | None = None
+) -> tuple[list[_Row], int]:
+    """``(rows, total)``: the entry headers up to the terminator (with ``readable``, only
+    those it flags), at most LIST_CAP rows unless ``show_all``, each named as
+    :func:`ghcb.certs.cert_names` names it."""
     view = byte_view(data, what="a certificate table", spec="ghcb CLI")
     rows = Rows(view, view_bytes(view), "struct")
+
+    def kept() -> Iterator[Row]:
+        return (r for i, r in enumerate(rows) if readable is None or readable[i])
+
     vlek, vcek = CertGuid.VLEK.value.bytes, CertGuid.VCEK.value.bytes
-    guids = {guid for guid, _, _ in rows if guid in (vlek, vcek)}
+    guids = {guid for guid, _, _ in kept() if guid in (vlek, vcek)}
     has_vlek, has_vcek = vlek in guids, vcek in guids
-    shown = rows if show_all else itertools.islice(rows, LIST_CAP)
-    asks: dict[tuple[int, int], str] = {}  # one copy per distinct span
-    out: list[dict[str, object]] = []
-    for guid_bytes, offset, length in shown:
+    total = len(rows) if readable is None else readable.count(1)
+    asks: dict[tuple[int, int], str] = {}  # one name per distinct span
+    out: list[_Row] = []
+    for guid_bytes, offset, length in kept() if show_all else itertools.islice(kept(), LIST_CAP):
         guid = uuid.UUID(bytes=guid_bytes)
         kind = _KIND.get(guid)
         name: str | None
@@ -90,8 +105,8 @@ def _index(data: bytes, show_all: bool) -> tuple[list[dict[str, object]], int]:
             name = asks[offset, length]
         else:
             name = kind.name if kind is not None else EXTRA_GUID_NAMES.get(guid)
-        out.append({"guid": str(guid), "name": name, "offset": offset, "length": length})
-    return out, len(rows)
+        out.append(_Row(str(guid), name, offset, length))
+    return out, total
 
 
 def _hidden(v: Violation) -> int:
@@ -116,7 +131,7 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
                 "violations": [v.to_json() for v in violations],
                 "errors": errors,
                 "warnings": warnings,
-                "entries": rows,
+                "entries": [r._asdict() for r in rows],
                 "entries_total": total,
             },
             out,
@@ -137,54 +152,43 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_parse(args: argparse.Namespace, out: TextIO) -> int:
     data = read_structure(args, CERTS_INPUT_MAX)
-    located = located_entries(data, strict=not args.lenient)
-    entries = [entry for _, entry in located]
-    names = cert_names(entries)
-    if args.extract:
-        _extract(entries, names, args.extract)
-    shown = located if args.all else located[:LIST_CAP]
-    rows = [
-        {
-            "guid": str(entry.guid),
-            "name": name,
-            "offset": where.offset,
-            "length": where.length,
-            "sha256": sha256_hex(entry.data),
-            "subject": subject_text(entry.data),
-        }
-        for (where, entry), name in zip(shown, names, strict=False)
-    ]
-    if args.json:
-        emit(
-            {
-                "ok": True,
-                "entries": rows,
-                "entries_total": len(located),
-                "size": len(data),
-                "pages": pages_needed(len(data)),
-            },
-            out,
+    # The walk holds a few bytes per entry; entries are materialised only to be listed,
+    # extracted or hashed (a hostile table has one per 24 bytes).
+    view = byte_view(data, what="a certificate table", spec="ghcb CLI")
+    readable = Walk(view, strict=not args.lenient).readable
+    index, total = _index(data, args.all, readable)
+    rows = []
+    for row in index:
+        payload = data[row.offset : row.offset + row.length]
+        rows.append(
+            {**row._asdict(), "sha256": sha256_hex(payload), "subject": subject_text(payload)}
         )
+    if args.extract:
+        _extract(data, _index(data, True, readable)[0], args.extract)
+    if args.json:
+        doc = {"ok": True, "entries": rows, "entries_total": total, "size": len(data)}
+        emit({**doc, "pages": pages_needed(len(data))}, out)
         return EXIT_OK
-    print(f"certificate table {args.file}: {len(located)} entries, {len(data)} bytes", file=out)
-    for row in rows:
+    print(f"certificate table {args.file}: {total} entries, {len(data)} bytes", file=out)
+    for row, listed in zip(index, rows, strict=True):
         print(
-            f"  {row['name'] or '(unknown)':<8} {row['guid']}  offset {row['offset']:#06x}"
-            f"  length {row['length']:>5}  sha256 {row['sha256']}",
+            f"  {row.name or '(unknown)':<8} {row.guid}  offset {row.offset:#06x}"
+            f"  length {row.length:>5}  sha256 {listed['sha256']}",
             file=out,
         )
-        print(f"           subject: {row['subject'] or '(not X.509)'}", file=out)
-    if len(rows) < len(located):
-        print(f"  ... {len(located) - len(rows)} more (--all lists every one)", file=out)
+        print(f"           subject: {listed['subject'] or '(not X.509)'}", file=out)
+    if len(rows) < total:
+        print(f"  ... {total - len(rows)} more (--all lists every one)", file=out)
     return EXIT_OK
 
 
-def _extract(entries: list[CertEntry], names: list[str | None], folder: str) -> None:
+def _extract(data: bytes, rows: list[_Row], folder: str) -> None:
     target = pathlib.Path(folder)
     try:
-        for i, (entry, name) in enumerate(zip(entries, names, strict=True)):
-            suffix = "der" if subject_common_name(entry.data) is not None else "bin"
-            (target / f"{i}-{(name or str(entry.guid)).lower()}.{suffix}").write_bytes(entry.data)
+        for i, row in enumerate(rows):
+            payload = data[row.offset : row.offset + row.length]
+            suffix = "der" if subject_common_name(payload) is not None else "bin"
+            (target / f"{i}-{(row.name or row.guid).lower()}.{suffix}").write_bytes(payload)
     except OSError as e:
         raise Unusable(f"cannot write to {folder}: {e.strerror or e}") from e
 
@@ -233,7 +237,7 @@ def _cmd_build(args: argparse.Namespace, out: TextIO) -> int:
             "output": args.output,
             "size": len(blob),
             "pages": pages_needed(len(blob)),
-            "entries": rows,
+            "entries": [r._asdict() for r in rows],
         }
         emit(doc, out)
     elif args.output != "-":
@@ -241,8 +245,10 @@ def _cmd_build(args: argparse.Namespace, out: TextIO) -> int:
             f"wrote {args.output}: {len(blob)} bytes, {pages_needed(len(blob))} page(s)", file=out
         )
         for row in rows:
-            name = row["name"] or row["guid"]
-            print(f"  {name:<8} offset {row['offset']:#06x} length {row['length']}", file=out)
+            print(
+                f"  {row.name or row.guid:<8} offset {row.offset:#06x} length {row.length}",
+                file=out,
+            )
     return EXIT_OK
 
 
