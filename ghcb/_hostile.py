@@ -264,6 +264,8 @@ def hostile_cert_tables(
 
         hostile_cert_tables(violations=["u32-wrap", "overlap"]).example()
     """
+    if isinstance(violations, str):
+        raise TypeError(f"violations takes a list of codes, e.g. [{violations!r}], not a str")
     chosen = list(_MUTATIONS) if violations is None else list(dict.fromkeys(violations))
     unknown = sorted(set(chosen) - set(_MUTATIONS))
     if unknown or not chosen:

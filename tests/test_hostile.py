@@ -88,6 +88,8 @@ def test_bad_arguments() -> None:
         gst.hostile_cert_tables(violations=["not-a-code"])
     with pytest.raises(TypeError):
         gst.hostile_cert_tables(violations=[])
+    with pytest.raises(TypeError, match=r"\['u32-wrap'\]"):
+        gst.hostile_cert_tables(violations="u32-wrap")
 
 
 def test_missing_hypothesis_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
