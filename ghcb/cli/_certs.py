@@ -44,6 +44,7 @@ from ghcb.cli._common import (
     existing_dir,
     number_type,
     read_structure,
+    shown_name,
     write_binary,
 )
 from ghcb.errors import Severity
@@ -169,7 +170,7 @@ def _cmd_parse(args: argparse.Namespace, out: TextIO) -> int:
         doc = {"ok": True, "entries": rows, "entries_total": total, "size": len(data)}
         emit({**doc, "pages": pages_needed(len(data))}, out)
         return EXIT_OK
-    print(f"certificate table {args.file}: {total} entries, {len(data)} bytes", file=out)
+    print(f"certificate table {shown_name(args)}: {total} entries, {len(data)} bytes", file=out)
     for row, listed in zip(index, rows, strict=True):
         print(
             f"  {row.name or '(unknown)':<8} {row.guid}  offset {row.offset:#06x}"

@@ -160,6 +160,12 @@ def read_structure(args: argparse.Namespace, limit: int) -> bytes:
     return read_path(args.file, limit=limit, offset=args.offset, form=form)
 
 
+def shown_name(args: argparse.Namespace) -> str:
+    """The input as the readable output names it: the path, or ``stdin`` for ``-``."""
+    name: str = args.file
+    return "stdin" if name == "-" else name
+
+
 def emit(doc: dict[str, object], out: TextIO) -> None:
     """One JSON object on one line (``dumps``: the C encoder, 5x ``dump``'s pure Python)."""
     out.write(json.dumps(doc) + "\n")

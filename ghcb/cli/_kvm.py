@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final, TextIO
 
-from ghcb.cli._common import EXIT_FINDINGS, EXIT_OK, add_input, emit, enum_name, named
+from ghcb.cli._common import EXIT_FINDINGS, EXIT_OK, add_input, emit, enum_name, named, shown_name
 from ghcb.cli._common import read_structure as read
 from ghcb.codes import Errno, KvmExit, VmmError
 from ghcb.hypervisor.kvm_abi import KVM_RUN_SIZE, MergedAbi, V15Abi, decode_kvm_run
@@ -46,7 +46,7 @@ def _cmd_decode(args: argparse.Namespace, out: TextIO) -> int:
         emit(doc, out)
     else:
         name = enum_name(KvmExit.from_int(reason)) or "?"
-        print(f"kvm_run {args.file} ({args.abi} ABI, {KVM_RUN_SIZE} bytes)", file=out)
+        print(f"kvm_run {shown_name(args)} ({args.abi} ABI, {KVM_RUN_SIZE} bytes)", file=out)
         print(f"  exit_reason   {reason} {name}", file=out)
         for key, value in prefix.items():
             if key != "exit_reason" and (value or args.all):

@@ -20,6 +20,7 @@ from ghcb.cli._common import (
     number_type,
     parse_number,
     read_structure,
+    shown_name,
     write_binary,
 )
 from ghcb.codes import ExitCode, GhcbErr, HvResp
@@ -98,7 +99,7 @@ def _cmd_decode(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         emit(page_json(page), out)
     else:
-        _page_text(page, args.file, args.all, out)
+        _page_text(page, shown_name(args), args.all, out)
     return EXIT_OK
 
 

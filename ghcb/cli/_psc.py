@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
 
-from ghcb.cli._common import EXIT_OK, add_input, emit, number_type, read_structure
+from ghcb.cli._common import EXIT_OK, add_input, emit, number_type, read_structure, shown_name
 from ghcb.cli._page import report
 from ghcb.psc import PSC_MAX_BYTES, check_psc, parse_psc
 from ghcb.schemas.psc import VMGEXIT_PSC_MAX_COUNT
@@ -24,7 +24,7 @@ def _cmd_decode(args: argparse.Namespace, out: TextIO) -> int:
     entries = doc["entries"]
     assert isinstance(entries, list)
     print(
-        f"PSC descriptor {args.file}: {len(entries)} entries, cur_entry {desc.cur_entry}, "
+        f"PSC descriptor {shown_name(args)}: {len(entries)} entries, cur_entry {desc.cur_entry}, "
         f"end_entry {desc.end_entry}, reserved {desc.hdr.reserved_0x4:#x}",
         file=out,
     )
