@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from ghcb._bytes import byte_string
 from ghcb.certs import SEV_FW_BLOB_MAX_SIZE, cert_table_index
 from ghcb.codes import Errno, ExitCode, FirmwareStatus, MsgType, VmmError
 from ghcb.errors import FieldValueError, GhcbError
@@ -258,7 +259,7 @@ class SnpGuestDriver:
             )
         self.guest = guest
         self.vmgexit = vmgexit
-        self.vmpck: bytes | None = bytes(vmpck)
+        self.vmpck: bytes | None = byte_string(vmpck, what="a VMPCK", spec=_SPEC_DRIVER)
         self.vmpck_id = vmpck_id
         self.counter = counter
         self.clock = clock
@@ -271,8 +272,8 @@ class SnpGuestDriver:
 
     def get_report(self, user_data: bytes = bytes(64), *, vmpl: int = 0) -> ReportRsp:
         """SNP_GET_REPORT: a plain guest request for MSG_REPORT_REQ."""
-        answer = self.request(ReportReq(user_data=bytes(user_data), vmpl=vmpl))
-        return ReportRsp.from_bytes(answer.payload)
+        answer = self.request(ReportReq(user_data=_user_data(user_data), vmpl=vmpl))
+        return _report_rsp(answer.payload)
 
     def get_ext_report(
         self, user_data: bytes = bytes(64), *, pages: int, vmpl: int = 0
@@ -280,41 +281,49 @@ class SnpGuestDriver:
         """SNP_GET_EXT_REPORT with a certificate buffer of ``pages`` pages: the response and
         the buffer's bytes (the certificate table the host wrote)."""
         answer = self.request(
-            ReportReq(user_data=bytes(user_data), vmpl=vmpl), extended=True, pages=pages
+            ReportReq(user_data=_user_data(user_data), vmpl=vmpl), extended=True, pages=pages
         )
-        return ReportRsp.from_bytes(answer.payload), answer.certs
+        return _report_rsp(answer.payload), answer.certs
 
-    def tsm_report(self, inblob: bytes, *, privlevel: int = 0) -> TsmReport:
+    def tsm_report(self, inblob: bytes, *, privlevel: int | None = None) -> TsmReport:
         """A configfs-tsm report (sev-guest ``sev_report_new``): an extended request with
         REPORT_DATA = ``inblob`` at VMPL ``privlevel`` and a 16 KiB certificate buffer, no
         resize retry.
 
-        Rules: ``inblob`` must be exactly 64 bytes, else -EINVAL; ``privlevel`` must lie in
-        [privlevel_floor = ``vmpck_id``, TSM_PRIVLEVEL_MAX], else -EINVAL (tsm.c
-        ``tsm_report_privlevel_store``); a failed request fails as the ioctl does; report
-        STATUS INVALID_PARAM or INVALID_KEY → -EINVAL, any other non-zero → -ENXIO;
-        REPORT_SIZE + 32 > 4096 → -ENOMEM. The auxblob's size is the largest ``offset +
-        length`` (u32 arithmetic, as the C code) over the entries before the first all-zero
-        one (at most 16384 / 24 entries), truncated to 16 KiB with a warning.
+        Rules: ``inblob`` must be exactly 64 bytes, else -EINVAL; a ``privlevel`` written
+        must lie in [privlevel_floor = ``vmpck_id``, TSM_PRIVLEVEL_MAX], else -EINVAL (tsm.c
+        ``tsm_report_privlevel_store`` checks on the write); ``None`` is a report whose
+        privlevel was never written: the kzalloc'd 0 is sent, unchecked. A failed request
+        fails as the ioctl does; report STATUS INVALID_PARAM or INVALID_KEY → -EINVAL, any
+        other non-zero → -ENXIO; REPORT_SIZE + 32 > 4096 → -ENOMEM. The outblob is REPORT_SIZE
+        bytes after the 32-byte header of the zeroed 4 KiB buffer the response was copied to.
+        The auxblob's size is the largest ``offset + length`` (u32 arithmetic, as the C code)
+        over the entries before the first all-zero one (at most 16384 / 24 entries), truncated
+        to 16 KiB with a warning.
 
         Raises:
             GuestRequestError: the rules above (``errno`` as Linux returns it).
         """
-        blob = bytes(inblob) if isinstance(inblob, bytes | bytearray | memoryview) else None
+        blob = _user_data(inblob) if isinstance(inblob, bytes | bytearray | memoryview) else None
         if blob is None or len(blob) != SNP_REPORT_USER_DATA_SIZE:
             raise GuestRequestError(
                 f"inblob must be {SNP_REPORT_USER_DATA_SIZE} bytes",
                 rule="tsm-inblob",
                 errno=Errno.EINVAL,
             )
-        if type(privlevel) is not int or not self.vmpck_id <= privlevel <= TSM_PRIVLEVEL_MAX:
+        if privlevel is None:
+            privlevel = 0  # never written: "struct tsm_report" is kzalloc'd
+        elif type(privlevel) is not int or not self.vmpck_id <= privlevel <= TSM_PRIVLEVEL_MAX:
             raise GuestRequestError(
                 f"privlevel must be {self.vmpck_id}..{TSM_PRIVLEVEL_MAX}",
                 rule="tsm-privlevel",
                 errno=Errno.EINVAL,
             )
         pages = SEV_FW_BLOB_MAX_SIZE // PAGE_SIZE
-        rsp, table = self.get_ext_report(blob, pages=pages, vmpl=privlevel)
+        answer = self.request(ReportReq(user_data=blob, vmpl=privlevel), extended=True, pages=pages)
+        # "buf = kvzalloc(report_size + ext_size)": the payload lands in a zeroed 4 KiB buffer.
+        buf = answer.payload[:_TSM_REPORT_BUFFER].ljust(_TSM_REPORT_BUFFER, b"\0")
+        rsp, table = _report_rsp(buf), answer.certs
         if rsp.status in (FirmwareStatus.INVALID_PARAM, FirmwareStatus.INVALID_KEY):
             raise GuestRequestError(
                 f"report status {rsp.status:#x}", rule="tsm-status", errno=Errno.EINVAL
@@ -329,8 +338,7 @@ class SnpGuestDriver:
                 rule="tsm-report-size",
                 errno=Errno.ENOMEM,
             )
-        payload = rsp.to_bytes()
-        outblob = payload[REPORT_RSP_HEADER_SIZE : REPORT_RSP_HEADER_SIZE + rsp.report_size]
+        outblob = buf[REPORT_RSP_HEADER_SIZE : REPORT_RSP_HEADER_SIZE + rsp.report_size]
         size, slots = _tsm_extent(table)
         warnings: list[str] = []
         if not size and slots:
@@ -438,6 +446,16 @@ class SnpGuestDriver:
         )
 
     _npages: int = 0
+
+
+def _user_data(user_data: object) -> bytes:
+    return byte_string(user_data, what="REPORT_DATA", spec=_SPEC_DRIVER)
+
+
+def _report_rsp(payload: bytes) -> ReportRsp:
+    """MSG_REPORT_RSP from the decrypted payload as the driver hands it on: the payload in a
+    zeroed buffer ("kzalloc(resp_len)"), so a short MSG_SIZE reads as zeros, not an error."""
+    return ReportRsp.from_bytes(payload[: ReportRsp.SIZE].ljust(ReportRsp.SIZE, b"\0"))
 
 
 def _tsm_extent(table: bytes) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import pytest
 
 from ghcb.certs import SEV_FW_BLOB_MAX_SIZE, CertEntry, CertGuid, build_cert_table
 from ghcb.codes import Errno, FirmwareStatus
+from ghcb.errors import InputTypeError
 from ghcb.guest import REPORT_RSP_HEADER_SIZE, Guest, GuestRequestError, SnpGuestDriver
 from ghcb.guest_msg import KeyReq, MsgHeader, ReportReq, ReportRsp
 from ghcb.hypervisor import CertificateStore, MergedAbi, TokenBucket, V15Abi, Vcpu, Vm, Vmm
@@ -143,12 +144,51 @@ def test_tsm_report_status(
     assert (driver.counter, driver.vmpck_disabled) == (2, False)
 
 
-def test_tsm_report_size_at_the_limit(tmp_path: pathlib.Path) -> None:
-    """REPORT_SIZE + 32 == 4096 is accepted: the outblob is the response's bytes after the
-    header, REPORT_SIZE of them as far as the payload has them."""
-    driver, _ = make(tmp_path, firmware=StatusFirmware(0, PAGE_SIZE - REPORT_RSP_HEADER_SIZE))
+@pytest.mark.parametrize("size", [PAGE_SIZE - REPORT_RSP_HEADER_SIZE, 0x500, 0x10, 0])
+def test_tsm_outblob_is_report_size_bytes(tmp_path: pathlib.Path, size: int) -> None:
+    """REPORT_SIZE + 32 <= 4096 is accepted: "memcpy(rbuf, buf + sizeof(hdr),
+    hdr.report_size)" from the zeroed 4 KiB buffer the 0x4C0-byte payload was copied to, so
+    the outblob is exactly REPORT_SIZE bytes, zeros past the payload."""
+    firmware = StatusFirmware(0, size)
+    driver, _ = make(tmp_path, firmware=firmware)
     got = driver.tsm_report(INBLOB)
-    assert got.outblob == bytes(0x4A0)
+    assert got.outblob == bytes(size)
+    assert len(got.outblob) == size
+
+
+def test_tsm_outblob_past_the_payload(tmp_path: pathlib.Path) -> None:
+    """A REPORT_SIZE of 0x500 with a real report: the 0x4A0 report bytes, then 0x60 zeros."""
+
+    class Longer(SimulatedFirmware):
+        def _report(self, hdr: MsgHeader, req: ReportReq) -> ReportRsp:
+            rsp = super()._report(hdr, req)
+            return ReportRsp(status=rsp.status, report_size=0x500, report=rsp.report)
+
+    driver, _ = make(tmp_path, firmware=Longer())
+    got = driver.tsm_report(INBLOB)
+    assert parse_report(got.outblob[:0x4A0]).report_data == INBLOB
+    assert got.outblob[0x4A0:] == bytes(0x60)
+
+
+def test_tsm_privlevel_never_written(tmp_path: pathlib.Path) -> None:
+    """configfs checks the floor only when privlevel is written: a report whose privlevel
+    was never written goes out with VMPL 0 (kzalloc'd), so a driver on VMPCK 1 sends it and
+    the firmware refuses VMPL 0 < MSG_VMPCK 1 with INVALID_PARAM → -EINVAL; the sequence
+    number is used, the key kept."""
+    driver, _ = make(tmp_path, vmpck_id=1)
+    with pytest.raises(GuestRequestError) as e:
+        driver.tsm_report(INBLOB)
+    assert (e.value.errno, e.value.rule) == (Errno.EINVAL, "tsm-status")
+    assert (driver.counter, driver.vmpck_disabled) == (2, False)
+    got = driver.tsm_report(INBLOB, privlevel=1)
+    assert (got.privlevel, parse_report(got.outblob).vmpl) == (1, 1)
+
+
+def test_tsm_report_privlevel_default(tmp_path: pathlib.Path) -> None:
+    """On VMPCK 0 the unwritten privlevel is VMPL 0, accepted."""
+    driver, _ = make(tmp_path)
+    got = driver.tsm_report(INBLOB)
+    assert (got.privlevel, parse_report(got.outblob).vmpl) == (0, 0)
 
 
 def _entry(guid: bytes, offset: int, length: int) -> bytes:
@@ -280,3 +320,60 @@ def test_no_iv_is_used_for_two_messages(tmp_path: pathlib.Path, abi: Any) -> Non
     assert sorted(by_seqno) == list(range(1, 11))
     assert all(len(pages) == 1 for pages in by_seqno.values())
     assert driver.counter == 10
+
+
+@pytest.mark.parametrize(
+    "order", [("vcek", "asvk", "ask", "ark"), ("ark", "ask", "asvk", "vcek")], ids=str
+)
+def test_verify_finds_the_ask_beside_an_asvk(
+    tmp_path: pathlib.Path, order: tuple[str, ...]
+) -> None:
+    """The ASK GUID carries the ASK or the ASVK (GHCB §4.1.8.1); a host table holding both
+    (a duplicate GUID: an error for the checker, read leniently by a guest) verifies the VCEK's
+    chain in either order."""
+    driver, firmware = make(tmp_path)
+    der = firmware.chain.der
+    stand_in = CertGuid.VLEK.value  # built under another GUID, then renamed to the ASK's
+    guid = {"vcek": CertGuid.VCEK.value, "ask": CertGuid.ASK.value, "asvk": stand_in}
+    guid["ark"] = CertGuid.ARK.value
+    raw = bytearray(build_cert_table([CertEntry(guid[name], der[name]) for name in order]))
+    at = order.index("asvk") * 24  # the entry's GUID, at the start of its 24-byte header
+    raw[at : at + 16] = CertGuid.ASK.value.bytes
+    table = bytes(raw)
+    rsp = driver.get_report(INBLOB)
+    check = verify_with_table(rsp, table)
+    assert (check.signature_ok, check.chain_ok, check.problem) == (True, True, None)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: verify_with_table("x", b""),  # type: ignore[arg-type]
+        lambda d: verify_with_table(None, b""),  # type: ignore[arg-type]
+        lambda d: verify_with_table(bytes(0x4A0), b"", ark_sha256=5),  # type: ignore[arg-type]
+        lambda d: d.get_report("x" * 64),
+        lambda d: d.get_report(10**12),
+        lambda d: d.get_ext_report(None, pages=1),
+        lambda d: SnpGuestDriver(d.guest, d.vmgexit, 10**12),  # type: ignore[arg-type]
+    ],
+    ids=["report-str", "report-none", "pin-int", "data-str", "data-huge-int", "data-none", "key"],
+)
+def test_bad_arguments_are_typed(tmp_path: pathlib.Path, call: Callable[[Any], object]) -> None:
+    """Wrong types give InputTypeError at once (no allocation from an int), no request sent."""
+    driver, _ = make(tmp_path)
+    with pytest.raises(InputTypeError):
+        call(driver)
+    assert driver.counter == 0
+
+
+@pytest.mark.parametrize(
+    ("garbage", "problem"),
+    [("ask", "not X.509: ASK"), ("vcek", "not X.509: VCEK"), ("ark", "not X.509: ARK")],
+)
+def test_verify_names_what_is_not_x509(tmp_path: pathlib.Path, garbage: str, problem: str) -> None:
+    driver, firmware = make(tmp_path)
+    der = dict(firmware.chain.der) | {garbage: b"\x30\x03\x02\x01\x00"}
+    guid = {"vcek": CertGuid.VCEK, "ask": CertGuid.ASK, "ark": CertGuid.ARK}
+    table = build_cert_table([CertEntry(guid[n].value, der[n]) for n in ("ark", "ask", "vcek")])
+    check = verify_with_table(driver.get_report(INBLOB), table)
+    assert (check.problem, check.ok) == (problem, False)
