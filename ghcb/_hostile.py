@@ -110,7 +110,8 @@ def _u32_wrap(draw: st.DrawFn, entries: list[CertEntry]) -> _Mutation:
     t = _Table(entries)
     i = _index(draw, t)
     length = draw(st.integers(1, U32_MAX))
-    offset = draw(st.integers(U32_MAX - length + 1, U32_MAX))
+    first = U32_MAX - length + 1  # offset + length == 2**32 exactly: the smallest wrap
+    offset = draw(st.just(first) | st.integers(first, U32_MAX))
     t.rows[i].offset, t.rows[i].length = offset, length
     note = f"entry {i}: offset {offset:#x} + length {length:#x} > 0xffffffff"
     return t.blob(), frozenset({"u32-wrap", "out-of-bounds"}), note
@@ -133,7 +134,8 @@ def _out_of_bounds(draw: st.DrawFn, entries: list[CertEntry]) -> _Mutation:
 def _offset_in_header(draw: st.DrawFn, entries: list[CertEntry]) -> _Mutation:
     t = _Table(entries)
     i = _index(draw, t)
-    t.rows[i].offset = draw(st.integers(0, t.header_end - 1))
+    last = t.header_end - 1  # the terminator's last byte
+    t.rows[i].offset = draw(st.just(last) | st.integers(0, last))
     note = f"entry {i}: offset {t.rows[i].offset:#x} inside the {t.header_end}-byte entry array"
     return t.blob(), frozenset({"offset-in-header"}), note
 
@@ -143,7 +145,8 @@ def _overlap(draw: st.DrawFn, entries: list[CertEntry]) -> _Mutation:
     t = _Table(entries)
     i, j = _two(draw, t)
     start, length = t.rows[i].offset, t.rows[i].length
-    offset = draw(st.integers(start, start + length - 1))  # inside entry i's data
+    last = start + length - 1  # a one-byte overlap, the edge an off-by-one sweep misses
+    offset = draw(st.just(last) | st.integers(start, last))  # inside entry i's data
     t.rows[j].offset, t.rows[j].length = offset, draw(st.integers(1, t.size - offset))
     note = f"entry {j}: data at {offset:#x} inside entry {i}'s [{start:#x}, {start + length:#x})"
     return t.blob(), frozenset({"overlap"}), note
