@@ -108,7 +108,9 @@ def _entries(result: object) -> tuple[Entry, ...]:
 def cert_parser(func: Callable[[bytes], object]) -> CertParser:
     """A Python parser under test: ``func(data)`` returns the entries (mappings ``{"guid",
     "offset", "length"}`` or ``(guid, offset, length)`` tuples; a GUID as a UUID string,
-    ``uuid.UUID`` or 16 bytes) or raises any exception to reject."""
+    ``uuid.UUID`` or 16 bytes) or raises any exception to reject. It runs in this process,
+    so nothing bounds its time or memory: use :func:`command_parser` for a parser that may
+    hang."""
     if not callable(func):
         raise TypeError(f"cert_parser needs a callable, not {func!r}")
 
