@@ -15,11 +15,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final
 
 from hypothesis import strategies as st
 
 from ghcb._certwalk import ENTRY, ENTRY_RULES, U32_MAX, ZERO_GUID
+from ghcb._samples import HostileCertTable
 from ghcb.certs import (
     EXTRA_GUID_NAMES,
     SEV_FW_BLOB_MAX_SIZE,
@@ -35,15 +36,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = ["CERT_VIOLATION_CODES", "ERROR_CODES", "HostileCertTable", "hostile_cert_tables"]
-
-
-class HostileCertTable(NamedTuple):
-    """A hostile table: its bytes, the codes :func:`ghcb.check_cert_table` must report for it
-    (at least these), and what was done to the valid table it came from."""
-
-    data: bytes
-    violations: frozenset[str]
-    mutation: str
 
 
 #: The table-level codes of :func:`ghcb.check_cert_table` (the per-entry ones are

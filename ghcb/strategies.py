@@ -26,7 +26,7 @@ Examples::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ghcb._extras import raise_missing_extra
 
@@ -37,7 +37,8 @@ except ModuleNotFoundError as e:
     raise
 
 from ghcb._fast import flat_fields
-from ghcb._hostile import CERT_VIOLATION_CODES, ERROR_CODES, HostileCertTable, hostile_cert_tables
+from ghcb._hostile import CERT_VIOLATION_CODES, ERROR_CODES, hostile_cert_tables
+from ghcb._samples import HostileCertTable, KvmExit
 from ghcb.certs import CertEntry, CertGuid, build_cert_table
 from ghcb.codes import ExitCode, FirmwareStatus, GhcbErr, MsrCode, VmmError
 from ghcb.exitinfo import EventInjection, pack_guest_error
@@ -250,15 +251,6 @@ def exit_info2_values() -> st.SearchStrategy[int]:
         {f.name: st.integers(0, f.mask) for f in EventInjection.FIELDS}
     ).map(lambda fields: EventInjection(**fields).encode())
     return st.one_of(named, guest_errors(), reasons, events, st.integers(0, (1 << 64) - 1))
-
-
-class KvmExit(NamedTuple):
-    """A certificate exit as KVM leaves it in ``kvm_run``: the ABI, the exit struct's fields
-    KVM wrote, and the ``kvm_run`` bytes (prefix + exit union) a VMM reads."""
-
-    abi: MergedAbi | V15Abi
-    fields: Mapping[str, int]
-    kvm_run: bytes
 
 
 #: ``kvm_user_vmgexit.req_certs.ret`` is a u32 (the seed patch's uapi kvm.h).

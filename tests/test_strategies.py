@@ -27,7 +27,7 @@ from ghcb import (
 from ghcb import strategies as gst
 from ghcb.codes import GhcbErr, HvResp
 from ghcb.exitinfo import decode_exit_info
-from ghcb.hypervisor import MergedAbi, V15Abi, VmmAnswer, decode_kvm_run
+from ghcb.hypervisor import KVM_RUN_SIZE, MergedAbi, V15Abi, VmmAnswer, decode_kvm_run
 from ghcb.hypervisor.rules import KVM_EXIT_RULES, V15_EXIT_RULES, Validator, first_error
 from ghcb.page import VALID_BIT
 
@@ -73,11 +73,21 @@ def test_msr_messages_roundtrip(message: MsrMessage) -> None:
     assert decode_msr(encode_msr(message)) == message
 
 
-@given(st.from_type(GhcbPage), st.from_type(CertEntry))
-def test_entry_point_registers_types(page: GhcbPage, entry: CertEntry) -> None:
-    """The hypothesis entry point makes from_type work for pages and entries."""
+@given(
+    st.from_type(GhcbPage),
+    st.from_type(CertEntry),
+    st.from_type(gst.HostileCertTable),
+    st.from_type(gst.KvmExit),
+)
+def test_entry_point_registers_types(
+    page: GhcbPage, entry: CertEntry, hostile: gst.HostileCertTable, exit_: KvmExit
+) -> None:
+    """The hypothesis entry point makes from_type work for pages, entries, hostile tables and
+    certificate exits."""
     assert isinstance(page, GhcbPage)
     assert isinstance(entry, CertEntry)
+    assert hostile.violations
+    assert len(exit_.kvm_run) == KVM_RUN_SIZE
 
 
 def test_bad_arguments() -> None:
