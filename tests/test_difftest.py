@@ -51,7 +51,8 @@ def cli(*words: str) -> tuple[int, str]:
 def naive_run() -> tuple[int, dict[str, Any]]:
     """The naive adapter through the command line, a subprocess per input: the golden and
     hostile vectors (generated tables: in process, below, where a call costs no process)."""
-    status, text = cli("difftest", "certs", "--json", "--max-examples", "0", "--", *NAIVE)
+    words = ["--json", "--max-examples", "0", "--timeout", "60", "--", *NAIVE]
+    status, text = cli("difftest", "certs", *words)
     return status, json.loads(text)
 
 
@@ -148,7 +149,7 @@ def test_ghcb_adapter_has_no_disagreement() -> None:
 def test_ghcb_adapter_speaks_the_protocol() -> None:
     """The ghcb adapter as a subprocess: its verdicts are ghcb's on accepted and rejected
     golden tables."""
-    parser = dt.command_parser(GHCB)
+    parser = dt.command_parser(GHCB, timeout=60.0)  # a loaded machine must not make faults
     vectors = {v.name: v.data for v in cert_vectors()}
     verdicts = {name: parser(vectors[name]) for name in ("virtee_uapi_to_vec_bytes", "u32_wrap")}
     for name, got in verdicts.items():
