@@ -4,7 +4,8 @@ Requires the hypothesis package (``pip install 'ghcb[hypothesis]'``; without it,
 this module raises :class:`ghcb._extras.MissingExtraError`, an ``ImportError`` saying so);
 ``ghcb`` itself does not import this module. Every strategy draws a *record* and builds the
 bytes from it, so failing examples shrink to simple pages and short tables. The
-``hypothesis`` entry point registers ``st.from_type(GhcbPage)`` and ``st.from_type(CertEntry)``.
+``hypothesis`` entry point registers ``st.from_type`` for :class:`~ghcb.GhcbPage`,
+:class:`~ghcb.CertEntry`, :class:`HostileCertTable` and :class:`KvmExit`.
 
 Valid values: :func:`pages`, :func:`requests` (exactly the inputs KVM requires per exit),
 :func:`guest_request_pages`, :func:`cert_entries`, :func:`cert_tables`, :func:`guest_errors`,
