@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import binascii
 import io
+import os
 import re
+import stat
 import sys
 from typing import TYPE_CHECKING, BinaryIO, Final, Literal
 
@@ -38,7 +40,15 @@ from ghcb.errors import GhcbError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-__all__ = ["MAX_LINE", "Form", "InputError", "read_input", "read_path"]
+__all__ = [
+    "MAX_LINE",
+    "MAX_STREAM_SKIP",
+    "MAX_TEXT_SKIP",
+    "Form",
+    "InputError",
+    "read_input",
+    "read_path",
+]
 
 SPEC: Final = "ghcb command line: input forms (README 'Input')"
 
@@ -46,6 +56,10 @@ Form = Literal["auto", "binary", "hex"]
 
 #: The longest hex-dump line accepted (``xxd -c 256`` writes about 900 characters).
 MAX_LINE: Final = 4096
+#: The furthest offset a stream that cannot seek (a pipe, a device) is read through to.
+MAX_STREAM_SKIP: Final = 1 << 32
+#: Skipped bytes of a hex dump the text budget pays for (``*`` runs are free).
+MAX_TEXT_SKIP: Final = 1 << 24
 #: Characters of dump text allowed per byte wanted (``xxd -c 1`` writes 17 per byte).
 _TEXT_PER_BYTE: Final = 64
 _TEXT_SLACK: Final = 1 << 16
@@ -164,7 +178,7 @@ def read_input(
         if form == "hex":
             _read_hex(first, stream, sink, name)
         else:
-            _read_binary(first, stream, sink)
+            _read_binary(first, stream, sink, name)
     except OSError as e:
         raise _error(f"{name}: read failed: {e.strerror or e}", "input-unreadable") from e
     if sink.seen < sink.skip:
@@ -218,10 +232,15 @@ def _sniff(first: bytes, name: str) -> Form:
     return "binary"
 
 
-def _read_binary(first: bytes, stream: BinaryIO, sink: _Sink) -> None:
+def _read_binary(first: bytes, stream: BinaryIO, sink: _Sink, name: str) -> None:
     sink.add(first)
-    if sink.seen < sink.skip:
-        _seek_ahead(stream, sink)
+    skipping = sink.seen < sink.skip
+    if skipping and not _seek_ahead(stream, sink) and sink.skip - sink.seen > MAX_STREAM_SKIP:
+        raise _error(
+            f"{name}: offset {sink.skip:#x} is more than a stream is read through to reach "
+            f"({MAX_STREAM_SKIP:#x} bytes): give a file",
+            "input-offset",
+        )
     while not sink.full:
         if sink.seen < sink.skip:
             chunk = stream.read(min(_CHUNK, sink.skip - sink.seen))
@@ -232,23 +251,36 @@ def _read_binary(first: bytes, stream: BinaryIO, sink: _Sink) -> None:
         sink.add(chunk)
 
 
-def _seek_ahead(stream: BinaryIO, sink: _Sink) -> None:
-    """Skip to the offset by seeking when the stream allows it (a file: no read of the
-    bytes before the structure); counts what was skipped, never past the end."""
+def _seekable_file(stream: BinaryIO) -> bool:
+    """Whether positions in ``stream`` are byte offsets: a regular file, or an in-memory
+    stream (a pipe, a terminal or a device such as /dev/zero is read through instead)."""
     try:
-        if not stream.seekable():
-            return
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation: not an fd
+        return stream.seekable()
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def _seek_ahead(stream: BinaryIO, sink: _Sink) -> bool:
+    """Skip to the offset by seeking in a file (no read of the bytes before the structure);
+    counts what was skipped, never past the end. False: the stream must be read through."""
+    try:
+        if not _seekable_file(stream):
+            return False
         here = stream.tell()
         end = stream.seek(0, io.SEEK_END)
         target = min(here + sink.skip - sink.seen, end)
         stream.seek(target)
     except OSError:
-        return  # not seekable after all: the caller reads and drops the bytes
+        return False  # not seekable after all: the caller reads and drops the bytes
     sink.seen += target - here
+    return True
 
 
 def _read_hex(first: bytes, stream: BinaryIO, sink: _Sink, name: str) -> None:
-    budget = _TEXT_PER_BYTE * (sink.skip + sink.want) + _TEXT_SLACK
+    # A dump's skipped bytes cost text only where it is not '*'-compressed: the budget counts
+    # at most MAX_TEXT_SKIP of them (a longer uncompressed run is "too long").
+    budget = _TEXT_PER_BYTE * (min(sink.skip, MAX_TEXT_SKIP) + sink.want) + _TEXT_SLACK
     first = first.removeprefix(_UTF8_BOM)
     head = first.lstrip(_WHITESPACE).split(b"\n", 1)[0].rstrip()
     if _XXD.fullmatch(head) or _HEXDUMP_C.fullmatch(head) or _OD.fullmatch(head):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ghcb._input import MAX_LINE, InputError, read_input, read_path
+from ghcb._input import MAX_LINE, MAX_STREAM_SKIP, InputError, read_input, read_path
 
 if TYPE_CHECKING:
     import pathlib
@@ -188,3 +188,28 @@ def test_read_allocates_what_it_reads(tmp_path: pathlib.Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 2 << 20
+
+
+class _Pipe(io.BytesIO):
+    """An in-memory stream that cannot seek (a pipe)."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def test_offset_through_a_stream() -> None:
+    """A pipe is read through to the offset; past MAX_STREAM_SKIP it is refused at once
+    rather than read for hours (a file seeks instead)."""
+    assert read_input(_Pipe(DATA), limit=4, offset=64) == b"GHCB"
+    with pytest.raises(InputError) as e:
+        read_input(_Pipe(DATA), limit=4, offset=MAX_STREAM_SKIP + 1000)
+    assert e.value.rule == "input-offset"
+    assert "give a file" in e.value.message
+    with open("/dev/zero", "rb") as zero:  # a device: read through, not sought
+        assert read_input(zero, limit=4, offset=1 << 20) == bytes(4)
+
+
+def test_hex_offset_budget_counts_compressed_runs_free() -> None:
+    """A '*' run far into a dump costs no text: a window 1 TiB in reads at once."""
+    dump = b"000000 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10\n*\n10000000000\n"
+    assert read(dump, limit=16, offset=(1 << 40) - 16) == bytes(range(1, 17))

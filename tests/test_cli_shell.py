@@ -274,6 +274,8 @@ def test_help_has_an_example(command: list[str], capsys: pytest.CaptureFixture[s
 # -- the garbage matrix -----------------------------------------------------------------------
 GARBAGE: dict[str, bytes | str] = {
     "empty": b"",
+    "deep-json": b"[" * 200000,
+    "huge-json-number": b'{"rax": ' + b"1" * 5000 + b"}",
     "short": b"\x01\x02\x03",
     "long": bytes(64 << 20 | 1),
     "endless": "/dev/zero",

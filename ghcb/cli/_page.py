@@ -189,7 +189,7 @@ def _from_json(path: str) -> GhcbPage:
     """A page from a JSON object: ``page decode --json`` output, or ``{field: value}``."""
     try:
         doc = json.loads(read_path(path, limit=_JSON_MAX, form="binary"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, too deep, huge numbers
         raise InputError(f"{path}: not JSON: {e}", rule="input-json", spec="ghcb CLI") from None
     if not isinstance(doc, dict):
         raise Usage(f"{path}: a JSON object is needed")
