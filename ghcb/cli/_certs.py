@@ -17,7 +17,7 @@ import uuid
 from typing import TYPE_CHECKING, Final, NamedTuple, TextIO
 
 from ghcb._bytes import byte_view, view_bytes
-from ghcb._certwalk import Row, Rows, Walk
+from ghcb._certwalk import U32_MAX, Row, Rows, Walk
 from ghcb._der import is_x509
 from ghcb._input import read_path
 from ghcb._x509 import ask_or_asvk
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from ghcb.errors import Violation
 
 #: The largest table (or certificate file) the command reads: a reader bound, not a rule —
-#: 1024 times Linux's SEV_FW_BLOB_MAX_SIZE; ``--max-size`` above it raises it.
+#: 1024 times Linux's SEV_FW_BLOB_MAX_SIZE (``--max-size`` only sets ``too-large``).
 CERTS_INPUT_MAX: Final = 1024 * SEV_FW_BLOB_MAX_SIZE
 _KIND: Final = {g.value: g for g in CertGuid}
 #: check_cert_table's summary finding of a capped group (ghcb._certwalk.Walk.findings).
@@ -117,7 +117,7 @@ def _hidden(v: Violation) -> int:
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    data = read_structure(args, max(CERTS_INPUT_MAX, args.max_size))
+    data = read_structure(args, CERTS_INPUT_MAX)
     limit = None if args.all else _PER_CODE
     violations = check_cert_table(data, max_size=args.max_size, limit_per_code=limit)
     rows, total = _index(data, args.all)
@@ -266,7 +266,7 @@ def register(group: Group, command: Command) -> None:
     add_input(p, "a table (an auxblob, the guest's certificate pages)")
     p.add_argument(
         "--max-size",
-        type=number_type("--max-size", minimum=1),
+        type=number_type("--max-size", minimum=1, maximum=U32_MAX),
         default=SEV_FW_BLOB_MAX_SIZE,
         metavar="N",
         help="reader's buffer size for too-large (default: Linux's 16 KiB)",
