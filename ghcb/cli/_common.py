@@ -12,8 +12,15 @@ from ghcb._input import read_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import TypeAlias
 
     from ghcb._input import Form
+
+    Handler: TypeAlias = Callable[[argparse.Namespace, TextIO], int]
+    Group: TypeAlias = argparse._SubParsersAction["Parser"]
+    #: ``command(group, name, help, handler, examples)``: a subcommand with ``--json`` and an
+    #: epilog of examples (:func:`ghcb.cli._command`).
+    Command: TypeAlias = Callable[[Group, str, str, Handler, str], argparse.ArgumentParser]
 
 EXIT_OK: Final = 0
 EXIT_FINDINGS: Final = 1
@@ -26,15 +33,6 @@ LIST_CAP: Final = 64
 _NUMBER: Final = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+", re.ASCII)
 _U64_MAX: Final = (1 << 64) - 1
 
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    Handler: TypeAlias = Callable[[argparse.Namespace, TextIO], int]
-    Group: TypeAlias = argparse._SubParsersAction["Parser"]
-    #: ``command(group, name, help, handler, examples)``: a subcommand with ``--json`` and an
-    #: epilog of examples (:func:`ghcb.cli._command`).
-    Command: TypeAlias = Callable[[Group, str, str, Handler, str], argparse.ArgumentParser]
-
 
 class Usage(Exception):
     """Unusable arguments: exit status 2, with the command's usage line (``parser``: the
@@ -46,7 +44,8 @@ class Usage(Exception):
 
 
 class Unusable(Exception):
-    """An output that cannot be written or a missing directory: exit status 2."""
+    """Exit status 2 without a usage line: an output that cannot be written, a blob the
+    exchange cannot run with."""
 
 
 class _Once(argparse.Action):
@@ -130,8 +129,8 @@ def number_type(what: str, *, maximum: int = _U64_MAX, minimum: int = 0) -> Call
     def convert(text: str) -> int:
         try:
             return parse_number(text, what, maximum=maximum, minimum=minimum)
-        except Usage as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+        except Usage as e:  # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(e).removeprefix(f"{what}: ")) from None
 
     return convert
 
