@@ -205,8 +205,8 @@ def _from_json(path: str) -> GhcbPage:
             if not isinstance(name, str) or name not in VALID_BIT:
                 raise Usage(f"{path}: {name!r} in 'valid' is no field with a valid bit")
             bits |= 1 << VALID_BIT[name]
-        bitmap = bits.to_bytes(_BY_NAME["valid_bitmap"].size, "little")
-        return GhcbPage.empty().replace(**values, valid_bitmap=bitmap)
+        values["valid_bitmap"] = bits.to_bytes(_BY_NAME["valid_bitmap"].size, "little")
+        return GhcbPage.empty().replace(**values)
     return GhcbPage.with_fields(**{n: _value(_field(n), v) for n, v in doc.items()})
 
 
