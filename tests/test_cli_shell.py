@@ -382,3 +382,24 @@ def test_python_dash_m_help() -> None:
     assert proc.returncode == 0
     for name in ("page", "certs", "kvm", "msr", "exitinfo2", "simulate", "demo", "pki"):
         assert name in proc.stdout
+
+
+class _Interrupted(io.StringIO):
+    def write(self, text: str) -> int:
+        raise KeyboardInterrupt
+
+
+def test_interrupt_is_quiet(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C: status 130 (128 + SIGINT), no traceback."""
+    assert main(["page", "decode", PAGE], _Interrupted()) == 130
+    assert capsys.readouterr().err == ""
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the package version and exits 0."""
+    from ghcb import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"], io.StringIO())
+    assert e.value.code == 0
+    assert capsys.readouterr().out == f"ghcb {__version__}\n"

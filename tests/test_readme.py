@@ -74,3 +74,19 @@ def test_readme_sh_block(index: int, scratch: Path) -> None:
         assert status in (0, 1, 2, 141), command
         lines = [line.rstrip() for line in output.splitlines()]
         assert lines == shown, command
+
+
+def test_readme_stays_in_the_repository() -> None:
+    """No reference to files outside the repository (a newcomer has only the clone)."""
+    assert "../" not in README
+    assert "/work/" not in README
+    for path in re.findall(r"`((?:spec|tests|ghcb|fuzz)/[\w./-]+)`", README):
+        assert (ROOT / path).exists(), path
+
+
+def test_license_is_the_declared_one() -> None:
+    """LICENSE holds the MIT licence pyproject.toml declares."""
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text()
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the ghcb authors\n")
+    assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
