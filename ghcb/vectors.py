@@ -7,8 +7,9 @@ with what a correct implementation must answer for it:
   verdict of a strict parse, its first error's rule, every violation of
   :func:`ghcb.check_cert_table`, the entries, and the page count a VMM answers with INVALID_LEN;
 * ``pages`` — GHCB pages (``pages_check.json``, a superset of ``pages.json``): KVM's answer per
-  tree (SW_EXITINFO1/2 and the stage: accepted, validator, handler, run-fails), the violations
-  per tree, the fields the guest wrote (exit code, EXITINFO1/2, RBX, valid set);
+  tree (SW_EXITINFO1/2 and the stage: accepted, answered, exits-to-userspace, validator, handler,
+  run-fails), the violations per tree, the fields the guest wrote (exit code, EXITINFO1/2,
+  RBX, valid set);
 * ``kvm_run`` — the ``kvm_run`` bytes of both certificate exits, decoded;
 * ``exitinfo2`` — SW_EXITINFO2 values (``exitinfo2.json``) as 8 little-endian bytes, with the
   SW_EXITINFO1 they follow and their decoding;
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from ghcb import __version__
 from ghcb._vectors_c import c_header_text
 from ghcb.certs import cert_names, check_cert_table, located_entries, pages_needed
+from ghcb.check import Stage
 from ghcb.codes import ExitCode, HvResp
 from ghcb.errors import CertTableError, GhcbError, Violation
 from ghcb.exitinfo import decode_exit_info
@@ -216,7 +218,7 @@ def _page_rows(spec: Path) -> list[tuple[dict[str, Any], bytes]]:
 
 def _page_verdict(answer: dict[str, Any] | None) -> str:
     """KVM accepts the page (the handler runs) or answers an error / fails KVM_RUN."""
-    return "accept" if answer is not None and answer["stage"] == "accepted" else "reject"
+    return "accept" if answer is not None and Stage(answer["stage"]).accepts else "reject"
 
 
 def _page_fields(data: bytes) -> dict[str, Any] | None:

@@ -20,15 +20,14 @@ from ghcb.hypervisor.errors import HypervisorBug
 from ghcb.hypervisor.memory import GuestMemory
 from ghcb.hypervisor.psc import GhcbPsc, MapGpaRange, PscDone
 from ghcb.hypervisor.rules import Validator
-from ghcb.page import FIELDS
+from ghcb.hypervisor.scratch import SHARED_BUFFER_BEG, SHARED_BUFFER_END
 from ghcb.psc import PSC_MAX_BYTES
 from ghcb.schemas.page import PAGE_SIZE
 
-__all__ = ["PscAnswer", "PscExit", "kvm_psc_answer"]
+__all__ = ["PscAnswer", "PscExit", "kvm_psc_answer", "kvm_psc_answer_in_page"]
 
 SPEC: Final = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc"
 _GHCB_GPA: Final = PAGE_SIZE  # where the scratch GHCB lives (any mapped page would do)
-_SHARED_BUFFER: Final = next(f.offset for f in FIELDS if f.name == "shared_buffer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +98,39 @@ def kvm_psc_answer(
         )
     memory = GuestMemory()
     memory.map(_GHCB_GPA)
-    gpa = _GHCB_GPA + _SHARED_BUFFER + offset
+    gpa = _GHCB_GPA + SHARED_BUFFER_BEG + offset
     if raw:
         memory.host_write(gpa, raw)
+    return _run(memory, gpa, len(raw), ret, validator)
+
+
+def kvm_psc_answer_in_page(
+    page: bytes, offset: int, *, validator: Validator = Validator.CURRENT
+) -> PscAnswer:
+    """:func:`kvm_psc_answer` for a descriptor at ``offset`` in a whole GHCB page (what
+    :func:`ghcb.check.expected_response` has): the v15 tree reads its entries past the shared
+    buffer from the page's own tail, as KVM reads its mapping; every exit answered with 0.
+
+    Raises:
+        FieldValueError: ``page`` is not one page, or ``offset`` does not leave a PSC header
+            inside the shared buffer.
+    """
+    if len(page) != PAGE_SIZE or not SHARED_BUFFER_BEG <= offset <= SHARED_BUFFER_END - 8:
+        raise FieldValueError(
+            f"need a {PAGE_SIZE}-byte page and a header offset in the shared buffer, not "
+            f"{len(page)} bytes at {offset!r}",
+            rule="field-range",
+            spec=SPEC,
+            field="offset",
+        )
+    memory = GuestMemory()
+    memory.map(_GHCB_GPA)
+    memory.host_write(_GHCB_GPA, page)
+    gpa = _GHCB_GPA + offset
+    return _run(memory, gpa, SHARED_BUFFER_END - offset, 0, validator)
+
+
+def _run(memory: GuestMemory, gpa: int, size: int, ret: int, validator: Validator) -> PscAnswer:
     engine = GhcbPsc.in_ghcb(memory, _GHCB_GPA, gpa, validator=validator)
     exits: list[PscExit] = []
     step = engine.begin()
@@ -110,5 +139,5 @@ def kvm_psc_answer(
         step = engine.complete(ret)
     if not isinstance(step, PscDone):  # pragma: no cover - a GHCB PSC ends in PscDone
         raise HypervisorBug(f"GHCB PSC ended in {step!r}")
-    after = memory.host_read(gpa, len(raw)) if raw else b""
+    after = memory.host_read(gpa, size) if size else b""
     return PscAnswer(tuple(exits), step.exit_info_2, after, step.undefined)

@@ -5,11 +5,12 @@ spec/vectors/pages_check.json.
 
 Stdlib only, and independent of the ghcb package: field offsets, sizes and valid-bitmap bits
 come from spec/tables/page.toml; each vector's "set" gives field values, written
-little-endian (a hex string for byte fields). The bitmap is "valid_bitmap_hex" (pages.json,
-transcribed from peers.md §1.1), written verbatim at the bitmap's offset, or "valid"
-(pages_check.json): the fields whose bit is set, an int being a raw bit. "size" truncates the
-page (a capture of the wrong length). A pages_check.json vector without "set" names a
-pages.json file. Run from the repository root: python3 spec/tools/make_pages.py
+little-endian (a hex string for byte fields, zero-padded to the field). The bitmap is
+"valid_bitmap_hex" (pages.json, transcribed from peers.md §1.1), written verbatim at the
+bitmap's offset, or "valid" (pages_check.json): the fields whose bit is set, an int being a
+raw bit. "size" truncates the page (a capture of the wrong length). A pages_check.json vector
+without "set" names a pages.json file. Run from the repository root:
+python3 spec/tools/make_pages.py
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ def _build(vec: dict[str, Any], table: dict[str, Any]) -> bytearray:
     page = bytearray(table["page"]["size"])
     for name, value in vec["set"].items():
         f = fields[name]
+        # a hex string shorter than its field is zero-padded (a descriptor in the shared buffer)
         raw = (
-            bytes.fromhex(value) if isinstance(value, str) else value.to_bytes(f["size"], "little")
+            bytes.fromhex(value).ljust(f["size"], b"\0")
+            if isinstance(value, str)
+            else value.to_bytes(f["size"], "little")
         )
         if len(raw) != f["size"]:
             raise SystemExit(f"{vec['name']}: {name} needs {f['size']} bytes")
