@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
+import ghcb.certs as certs_module
 from ghcb import GhcbError
 from ghcb import strategies as gst
 from ghcb._fast import flat_fields
@@ -25,6 +26,7 @@ from ghcb.certs import (
     SEV_FW_BLOB_MAX_SIZE,
     CertEntry,
     CertGuid,
+    CertIndexEntry,
     build_cert_table,
     cert_names,
     cert_table_index,
@@ -33,12 +35,14 @@ from ghcb.certs import (
     pages_needed,
     parse_cert_table,
 )
-from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity
+from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity, Violation
 from ghcb.schemas.certs import CERT_ENTRY_SIZE, snp_msg_cert_entry
 from ghcb.schemas.page import PAGE_SIZE
 from tests.helpers import assemble, assert_roundtrip, load_table, load_vectors
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ghcb.page import Backend
 
 TABLE = load_table("certs")
@@ -464,3 +468,263 @@ def test_adjacent_entries_do_not_overlap() -> None:
     table = _two_entries((HEADER_END, 10), (HEADER_END + 10, 10))
     assert [v.code for v in check_cert_table(table)] == ["trailing-data"]
     assert [e.data for e in parse_cert_table(table)] == [table[72:82], table[82:92]]
+
+
+_A = CertEntry(CertGuid.CRL, b"x")
+_SPEC = "GHCB spec §4.1.8.1 cert_table"
+_BACKEND = (
+    "InputTypeError",
+    "backend",
+    None,
+    "ghcb API",
+    "unknown backend 'nope' (expected 'struct' or 'construct')",
+)
+#: Every refusal of the public certificate API: (class, rule, offset, spec, message), exact.
+REFUSALS: dict[str, tuple[Callable[[], object], tuple[object, ...]]] = {
+    "entry-data": (
+        lambda: CertEntry(CertGuid.CRL, 5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _SPEC,
+            "certificate data must be bytes-like, not int",
+        ),
+    ),
+    "build-not-iterable": (
+        lambda: build_cert_table(5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _SPEC,
+            "build_cert_table takes an iterable of CertEntry, not int",
+        ),
+    ),
+    "build-one-entry": (
+        lambda: build_cert_table(_A),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _SPEC,
+            "build_cert_table takes an iterable of CertEntry, not CertEntry",
+        ),
+    ),
+    "build-item": (
+        lambda: build_cert_table([_A, "x"]),  # type: ignore[list-item]
+        ("InputTypeError", "input-type", 24, _SPEC, "entry 1 is not a CertEntry: 'x'"),
+    ),
+    "names-item": (
+        lambda: cert_names([_A, _A, 7]),  # type: ignore[list-item]
+        ("InputTypeError", "input-type", 48, _SPEC, "entry 2 is not a CertEntry: 7"),
+    ),
+    "build-null-guid": (
+        lambda: build_cert_table([_A, CertEntry(bytes(16), b"y")]),
+        (
+            "CertTableError",
+            "zero-guid-entry",
+            24,
+            _SPEC,
+            "entry 1 has the null GUID, which marks the terminator",
+        ),
+    ),
+    "build-duplicate": (
+        lambda: build_cert_table(
+            [_A, CertEntry(CertGuid.VCEK, b"y"), CertEntry(CertGuid.CRL, b"z")]
+        ),
+        (
+            "CertTableError",
+            "duplicate-guid",
+            48,
+            _SPEC,
+            "entry 2: GUID 92f81bc3-5811-4d3d-97ff-d19f88dc67ea appears twice",
+        ),
+    ),
+    "build-empty": (
+        lambda: build_cert_table([_A, CertEntry(CertGuid.VCEK, b"")]),
+        (
+            "CertTableError",
+            "zero-length",
+            24,
+            _SPEC,
+            "entry 1 (CertEntry(VCEK, 0 bytes)) has no data",
+        ),
+    ),
+    "build-bad-pem": (
+        lambda: build_cert_table([CertEntry(CertGuid.VCEK, PEM_NOT_DER)]),
+        (
+            "CertTableError",
+            "pem-not-der",
+            None,
+            "RFC 7468 §5, §6 (PEM certificates and CRLs)",
+            "CertEntry(VCEK, 59 bytes): the PEM CERTIFICATE block holds 3 bytes that are not a "
+            "DER CERTIFICATE",
+        ),
+    ),
+    "pages-str": (
+        lambda: pages_needed("1"),  # type: ignore[arg-type]
+        ("InputTypeError", "input-type", None, _SPEC, "pages_needed takes an int"),
+    ),
+    "pages-bool": (
+        lambda: pages_needed(True),
+        ("InputTypeError", "input-type", None, _SPEC, "pages_needed takes an int"),
+    ),
+    "pages-negative": (
+        lambda: pages_needed(-1),
+        ("FieldValueError", "field-range", None, _SPEC, "negative size -1"),
+    ),
+    "check-max-size": (
+        lambda: check_cert_table(bytes(24), max_size=-1),
+        ("InputTypeError", "input-type", None, "ghcb API", "max_size must be an int >= 0, not -1"),
+    ),
+    "check-max-size-bool": (
+        lambda: check_cert_table(bytes(24), max_size=True),
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            "ghcb API",
+            "max_size must be an int >= 0, not True",
+        ),
+    ),
+    "check-limit": (
+        lambda: check_cert_table(bytes(24), limit_per_code=-1),
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            "ghcb API",
+            "limit_per_code must be None or an int >= 0, not -1",
+        ),
+    ),
+    "check-limit-bool": (
+        lambda: check_cert_table(bytes(24), limit_per_code=False),
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            "ghcb API",
+            "limit_per_code must be None or an int >= 0, not False",
+        ),
+    ),
+    "check-limit-str": (
+        lambda: check_cert_table(bytes(24), limit_per_code="1"),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            "ghcb API",
+            "limit_per_code must be None or an int >= 0, not '1'",
+        ),
+    ),
+    "parse-backend": (lambda: parse_cert_table(bytes(24), backend="nope"), _BACKEND),  # type: ignore[arg-type]
+    "located-backend": (lambda: located_entries(bytes(24), backend="nope"), _BACKEND),  # type: ignore[arg-type]
+    "check-backend": (lambda: check_cert_table(bytes(24), backend="nope"), _BACKEND),  # type: ignore[arg-type]
+    "located-strict": (
+        lambda: located_entries(bytes(5)),
+        (
+            "CertTableError",
+            "missing-terminator",
+            0,
+            _SPEC,
+            "no all-zero terminator entry: the data ends at 5 bytes after 0 entries",
+        ),
+    ),
+    "index-type": (
+        lambda: cert_table_index(5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _SPEC,
+            "a certificate table must be bytes-like, not int",
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_refusals_are_exact(name: str) -> None:
+    call, expected = REFUSALS[name]
+    with pytest.raises(GhcbError) as err:
+        call()
+    e = err.value
+    assert (type(e).__name__, e.rule, e.offset, e.spec, e.message) == expected
+    assert e.field is None
+
+
+def test_limits_of_zero_are_accepted() -> None:
+    table = build_cert_table([_A, CertEntry(uuid.UUID(int=5), b"de")])
+    assert check_cert_table(table, max_size=0, limit_per_code=0) == [
+        Violation(
+            code="unknown-guid",
+            severity=Severity.WARNING,
+            offset=None,
+            message="1 more entries break this rule (not listed)",
+            spec=_SPEC,
+        ),
+        Violation(
+            code="too-many-entries",
+            severity=Severity.WARNING,
+            offset=None,
+            message="2 entries: the entry array alone (72 bytes) exceeds the reader's 0-byte buffer",  # noqa: E501
+            spec="Linux sev-guest SEV_FW_BLOB_MAX_SIZE",
+        ),
+        Violation(
+            code="too-large",
+            severity=Severity.WARNING,
+            offset=None,
+            message="the table spans 75 bytes, more than the reader's 0",
+            spec="Linux sev-guest SEV_FW_BLOB_MAX_SIZE",
+        ),
+    ]
+
+
+def test_entry_identity() -> None:
+    a, b = CertEntry(CertGuid.CRL, b"x"), CertEntry(CertGuid.CRL, b"x")
+    assert a == b
+    assert hash(a) == hash(b)
+    assert a != CertEntry(CertGuid.CRL, b"y")
+    assert a != CertEntry(CertGuid.ARK, b"x")
+    distinct = {CertEntry(uuid.UUID(int=i), bytes([i])) for i in range(1, 9)}
+    assert len({hash(e) for e in distinct}) == len(distinct)
+    assert repr(CertEntry(CertGuid.VCEK, b"abc")) == "CertEntry(VCEK, 3 bytes)"
+    assert repr(CertEntry(uuid.UUID(int=5), b"")) == (
+        "CertEntry(00000000-0000-0000-0000-000000000005, 0 bytes)"
+    )
+
+
+def test_index_and_located_entries_name_each_entry() -> None:
+    other = uuid.UUID(int=5)
+    table = build_cert_table([CertEntry(CertGuid.CRL, b"abc"), CertEntry(other, b"de")])
+    index = [
+        CertIndexEntry(0, CertGuid.CRL.value, 72, 3),
+        CertIndexEntry(1, other, 75, 2),
+    ]
+    assert cert_table_index(table) == index
+    assert located_entries(table) == [
+        (index[0], CertEntry(CertGuid.CRL, b"abc")),
+        (index[1], CertEntry(other, b"de")),
+    ]
+
+
+def test_ask_or_asvk_by_the_other_entries() -> None:
+    ask, vlek, vcek = (CertEntry(g, b"?") for g in (CertGuid.ASK, CertGuid.VLEK, CertGuid.VCEK))
+    assert cert_names([ask, vlek]) == ["ASVK", "VLEK"]
+    assert cert_names([ask]) == ["ASK"]
+    assert cert_names([ask, vlek, vcek]) == ["ASK", "VLEK", "VCEK"]
+
+
+def test_the_u32_limit_is_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table may end exactly at U32_MAX (offsets are u32), not one byte past it (the limit
+    lowered so that a test can reach it)."""
+    monkeypatch.setattr(certs_module, "U32_MAX", 2 * CERT_ENTRY_SIZE + 10)
+    assert len(build_cert_table([CertEntry(CertGuid.CRL, bytes(10))])) == 58
+    with pytest.raises(CertTableError) as err:
+        build_cert_table([CertEntry(CertGuid.CRL, bytes(11))])
+    assert (err.value.rule, err.value.message) == (
+        "u32-wrap",
+        "the table does not fit 32-bit offsets",
+    )
+    assert err.value.spec == _SPEC

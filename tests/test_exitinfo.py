@@ -13,6 +13,7 @@ from ghcb import (
     FieldValueError,
     FirmwareStatus,
     GhcbErr,
+    GhcbError,
     HvResp,
     HvResponse,
     InputTypeError,
@@ -176,3 +177,97 @@ def test_ioio_fields() -> None:
     assert IoioInfo.decode(info.encode()) == info
     with pytest.raises(FieldValueError):
         IoioInfo(port=0x10000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutation-testing kills (`make mutation`): every refusal exact.
+# ---------------------------------------------------------------------------------------------
+_GUEST_ERR = "Linux uapi sev-guest.h SNP_GUEST_ERR"
+_RESPONSE = "GHCB spec §4.1 SW_EXITINFO1/SW_EXITINFO2"
+_U64_RANGE = "is outside 0..0xffffffffffffffff"
+#: (call, (class, rule, field, spec, message)), exact.
+EXITINFO_REFUSALS: dict[str, tuple[Any, tuple[object, ...]]] = {
+    "pack-vmm": (
+        lambda: pack_guest_error(1 << 32, 0),
+        (
+            "FieldValueError",
+            "field-range",
+            "vmm_error",
+            _GUEST_ERR,
+            "vmm_error = 0x100000000 is outside 0..0xffffffff",
+        ),
+    ),
+    "pack-fw": (
+        lambda: pack_guest_error(0, -1),
+        (
+            "FieldValueError",
+            "field-range",
+            "fw_error",
+            _GUEST_ERR,
+            "fw_error = -0x1 is outside 0..0xffffffff",
+        ),
+    ),
+    "unpack": (
+        lambda: unpack_guest_error(1 << 64),
+        (
+            "FieldValueError",
+            "field-range",
+            "exitinfo2",
+            _GUEST_ERR,
+            f"exitinfo2 = 0x10000000000000000 {_U64_RANGE}",
+        ),
+    ),
+    "info1": (
+        lambda: HvResponse(-1, 0),
+        (
+            "FieldValueError",
+            "field-range",
+            "sw_exit_info_1",
+            _RESPONSE,
+            f"sw_exit_info_1 = -0x1 {_U64_RANGE}",
+        ),
+    ),
+    "info2": (
+        lambda: HvResponse(0, 1 << 64),
+        (
+            "FieldValueError",
+            "field-range",
+            "sw_exit_info_2",
+            _RESPONSE,
+            f"sw_exit_info_2 = 0x10000000000000000 {_U64_RANGE}",
+        ),
+    ),
+    "malformed": (
+        lambda: HvResponse.malformed(1 << 64),
+        (
+            "FieldValueError",
+            "field-range",
+            "reason",
+            _RESPONSE,
+            f"reason = 0x10000000000000000 {_U64_RANGE}",
+        ),
+    ),
+    "exception": (
+        lambda: HvResponse.exception(5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _RESPONSE,
+            "exception() needs an EventInjection, not int",
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXITINFO_REFUSALS))
+def test_exitinfo_refusals_are_exact(name: str) -> None:
+    call, expected = EXITINFO_REFUSALS[name]
+    with pytest.raises(GhcbError) as err:
+        call()
+    e = err.value
+    assert (type(e).__name__, e.rule, e.field, e.spec, e.message) == expected
+
+
+def test_no_action_defaults_to_zero() -> None:
+    assert HvResponse.no_action() == HvResponse(0, 0)

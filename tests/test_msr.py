@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ghcb import (
     FieldValueError,
+    GhcbError,
     InputTypeError,
     MsrCode,
     UnknownFieldError,
@@ -24,6 +25,7 @@ from ghcb.msr import (
     PscReq,
     SevInfoResp,
     TermReq,
+    msr_layout,
     msr_record,
 )
 from ghcb.schemas.msr import MSR_SCHEMAS
@@ -135,3 +137,99 @@ def test_unknown_record_fields_checked() -> None:
     assert msr_record(MsrCode.TERM_REQ, reason_set=1) == TermReq(reason_set=1)
     with pytest.raises(UnknownFieldError, match="no field"):
         msr_record(MsrCode.TERM_REQ, reason=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutation-testing kills (`make mutation`): every refusal exact.
+# ---------------------------------------------------------------------------------------------
+_MSR_SPEC = "GHCB spec: GHCB MSR protocol / Linux sev-common.h"
+_BACKEND = (
+    "InputTypeError",
+    "backend",
+    None,
+    "ghcb API",
+    "unknown backend 'x' (expected 'struct' or 'construct')",
+)
+#: (call, (class, rule, field, spec, message)), exact.
+MSR_REFUSALS: dict[str, tuple[Any, tuple[object, ...]]] = {
+    "decode-range": (
+        lambda: decode_msr(1 << 64),
+        (
+            "FieldValueError",
+            "field-range",
+            "GHCB MSR value",
+            _MSR_SPEC,
+            "GHCB MSR value = 0x10000000000000000 is outside 0..0xffffffffffffffff",
+        ),
+    ),
+    "decode-type": (
+        lambda: decode_msr("1"),  # type: ignore[arg-type]
+        ("InputTypeError", "input-type", None, _MSR_SPEC, "GHCB MSR value must be an int, not str"),
+    ),
+    "decode-backend": (lambda: decode_msr(1, backend="x"), _BACKEND),  # type: ignore[arg-type]
+    "encode-backend": (lambda: encode_msr(UnknownMsr(info=0xABC, data=1), backend="x"), _BACKEND),  # type: ignore[arg-type]
+    "encode-type": (
+        lambda: encode_msr(5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _MSR_SPEC,
+            "encode_msr needs an MSR record, not int",
+        ),
+    ),
+    "unknown-info": (
+        lambda: UnknownMsr(info=0x1000, data=0),
+        ("FieldValueError", "field-range", "info", _MSR_SPEC, "info = 0x1000 is outside 0..0xfff"),
+    ),
+    "unknown-data": (
+        lambda: UnknownMsr(info=0xABC, data=1 << 52),
+        (
+            "FieldValueError",
+            "field-range",
+            "data",
+            _MSR_SPEC,
+            "data = 0x10000000000000 is outside 0..0xfffffffffffff",
+        ),
+    ),
+    "unknown-known": (
+        lambda: UnknownMsr(info=4, data=0),
+        (
+            "FieldValueError",
+            "known-code",
+            "info",
+            _MSR_SPEC,
+            "GHCBInfo 0x4 is a known code (CPUID_REQ); use its record",
+        ),
+    ),
+    "layout-unknown": (
+        lambda: msr_layout(0xABC),  # type: ignore[arg-type]
+        ("FieldValueError", "unknown-code", None, _MSR_SPEC, "2748 is not a GHCB MSR code"),
+    ),
+    "layout-bool": (
+        lambda: msr_layout(True),  # type: ignore[arg-type]
+        ("FieldValueError", "unknown-code", None, _MSR_SPEC, "True is not a GHCB MSR code"),
+    ),
+    "record-unknown": (
+        lambda: msr_record(0xABC),  # type: ignore[arg-type]
+        ("FieldValueError", "unknown-code", None, _MSR_SPEC, "2748 is not a GHCB MSR code"),
+    ),
+    "record-field": (
+        lambda: msr_record(MsrCode.CPUID_REQ, nope=1),
+        ("UnknownFieldError", "unknown-field", None, _MSR_SPEC, "CpuidReq has no field 'nope'"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MSR_REFUSALS))
+def test_msr_refusals_are_exact(name: str) -> None:
+    call, expected = MSR_REFUSALS[name]
+    with pytest.raises(GhcbError) as err:
+        call()
+    e = err.value
+    assert (type(e).__name__, e.rule, e.field, e.spec, e.message) == expected
+
+
+def test_unknown_msr_fields() -> None:
+    assert UnknownMsr(info=0xABC, data=7).fields() == {"data": 7}
+    assert msr_layout(MsrCode.CPUID_REQ) == msr_layout(int(MsrCode.CPUID_REQ))  # type: ignore[arg-type]

@@ -389,3 +389,155 @@ def test_with_fields_on_the_class() -> None:
     assert page.valid_fields == {"sw_exit_code", "rax", "rbx"}
     assert GhcbPage.replace(rax=5) == GhcbPage(rax=5)
     assert "ghcb_set_" in (GhcbPage.with_fields.__doc__ or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Mutation-testing kills (`make mutation`): every refusal exact, the record's dunders.
+# ---------------------------------------------------------------------------------------------
+_LAYOUT = "GHCB spec 'GHCB layout' / Linux svm.h struct ghcb"
+_BITS = "GHCB spec 'GHCB layout' / Linux svm.h GHCB_BITMAP_IDX"
+_E = GhcbPage.empty()
+
+
+def _values_with(name: str, value: object) -> tuple[Any, ...]:
+    values: list[object] = list(_E.values)
+    values[FIELD_NAMES.index(name)] = value
+    return tuple(values)
+
+
+#: (call, (class, rule, field, offset, spec, message)), exact.
+PAGE_REFUSALS: dict[str, tuple[Any, tuple[object, ...]]] = {
+    "int-type": (
+        lambda: _E.with_fields(rax="1"),
+        ("FieldValueError", "field-type", "rax", 504, _LAYOUT, "rax must be an int, not str"),
+    ),
+    "int-bool": (
+        lambda: _E.with_fields(rax=True),
+        ("FieldValueError", "field-type", "rax", 504, _LAYOUT, "rax must be an int, not bool"),
+    ),
+    "int-range": (
+        lambda: _E.with_fields(rax=-1),
+        (
+            "FieldValueError",
+            "field-range",
+            "rax",
+            504,
+            _LAYOUT,
+            "rax = -1 does not fit in 8 byte(s) (0..0xffffffffffffffff)",
+        ),
+    ),
+    "bytes-type": (
+        lambda: _E.with_fields(shared_buffer=5),
+        (
+            "FieldValueError",
+            "field-type",
+            "shared_buffer",
+            2048,
+            _LAYOUT,
+            "shared_buffer must be bytes-like, not int",
+        ),
+    ),
+    "bytes-length": (
+        lambda: _E.with_fields(shared_buffer=b"x"),
+        (
+            "LengthError",
+            "field-length",
+            "shared_buffer",
+            2048,
+            _LAYOUT,
+            "shared_buffer must be exactly 2032 bytes, got 1",
+        ),
+    ),
+    "unknown": (
+        lambda: _E.with_fields(nope=1),
+        (
+            "UnknownFieldError",
+            "unknown-field",
+            None,
+            None,
+            _LAYOUT,
+            "the GHCB page has no field 'nope'",
+        ),
+    ),
+    "unknown-not-str": (
+        lambda: _E.is_valid(5),  # type: ignore[arg-type]
+        ("UnknownFieldError", "unknown-field", None, None, _LAYOUT, "the GHCB page has no field 5"),
+    ),
+    "bit-past-map": (
+        lambda: _E.is_valid("shared_buffer"),
+        (
+            "NoValidBitError",
+            "no-valid-bit",
+            "shared_buffer",
+            2048,
+            _BITS,
+            "shared_buffer has no valid-bitmap bit: its bit index 256 is past the 128-bit map",
+        ),
+    ),
+    "bit-not-register": (
+        lambda: _E.is_valid("reserved_0x0"),
+        (
+            "NoValidBitError",
+            "no-valid-bit",
+            "reserved_0x0",
+            0,
+            _BITS,
+            "reserved_0x0 has no valid-bitmap bit: it is not a save-area register field",
+        ),
+    ),
+    "values-range": (
+        lambda: GhcbPage._from_values(_values_with("rax", 1 << 64)),
+        (
+            "FieldValueError",
+            "field-range",
+            "rax",
+            504,
+            _LAYOUT,
+            "rax = 18446744073709551616 does not fit in 8 byte(s) (0..0xffffffffffffffff)",
+        ),
+    ),
+    "values-length": (
+        lambda: GhcbPage._from_values(_values_with("shared_buffer", b"x")),
+        (
+            "LengthError",
+            "field-length",
+            "shared_buffer",
+            2048,
+            _LAYOUT,
+            "shared_buffer must be exactly 2032 bytes, got 1",
+        ),
+    ),
+    "values-type": (
+        lambda: GhcbPage._from_values(_values_with("rax", "x")),
+        ("FieldValueError", "field-type", "rax", 504, _LAYOUT, "rax must be an int, not str"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAGE_REFUSALS))
+def test_page_refusals_are_exact(name: str) -> None:
+    call, expected = PAGE_REFUSALS[name]
+    with pytest.raises(GhcbError) as err:
+        call()
+    e = err.value
+    assert (type(e).__name__, e.rule, e.field, e.offset, e.spec, e.message) == expected
+
+
+@pytest.mark.parametrize("value", [0, 1, (1 << 64) - 2, (1 << 64) - 1])
+def test_int_fields_accept_their_whole_range(value: int) -> None:
+    assert _E.with_fields(rax=value).rax == value
+
+
+def test_page_dunders() -> None:
+    page = _E.with_fields(rax=0x10)
+    assert repr(page) == "GhcbPage(rax=0x10, valid_bitmap=<16 bytes>)"
+    items = dict(page.items())
+    assert list(items) == list(FIELD_NAMES)
+    assert items["rax"] == 0x10
+    assert items["shared_buffer"] == bytes(2032)
+    cleared = page.cleared_bitmap()
+    assert (cleared.valid_fields, cleared.rax) == (frozenset(), 0x10)
+    distinct = {_E.with_fields(rbx=i) for i in range(8)}
+    assert len({hash(p) for p in distinct}) == len(distinct)
+    with pytest.raises(AttributeError, match=r"^GhcbPage is immutable \(rax\)$"):
+        del page.rax
