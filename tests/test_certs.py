@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import ghcb.certs as certs_module
 from ghcb import GhcbError
 from ghcb import strategies as gst
+from ghcb._certwalk import guid_text
 from ghcb._fast import flat_fields
 from ghcb.certs import (
     EXTRA_GUID_NAMES,
@@ -728,3 +729,125 @@ def test_the_u32_limit_is_inclusive(monkeypatch: pytest.MonkeyPatch) -> None:
         "the table does not fit 32-bit offsets",
     )
     assert err.value.spec == _SPEC
+
+
+_G1 = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
+_G2 = uuid.UUID("ffeeddcc-bbaa-9988-7766-554433221100")
+
+
+def _mixed_table() -> bytes:
+    """Three entries (G1 at [120, 124), G1 again empty, G2 empty) and the terminator (96
+    bytes), zeros up to the data, the data, zeros, and one stray byte at 200."""
+    rows = [(_G1, 120, 4), (_G1, 0, 0), (_G2, 124, 0)]
+    table = b"".join(
+        g.bytes + o.to_bytes(4, "little") + n.to_bytes(4, "little") for g, o, n in rows
+    )
+    table += bytes(CERT_ENTRY_SIZE)
+    return table + bytes(120 - len(table)) + b"\x01\x02\x03\x04" + bytes(76) + b"\x07"
+
+
+def test_findings_are_exact() -> None:
+    """Every field of every finding, the per-code summaries, the size warnings at their
+    boundary (a table exactly ``max_size`` long is not too large) and the trailing byte past a
+    run of zeros between the header and the data."""
+    linux = "Linux sev-guest SEV_FW_BLOB_MAX_SIZE"
+    err, warn = Severity.ERROR, Severity.WARNING
+    expected = [
+        Violation(
+            code="duplicate-guid",
+            severity=err,
+            offset=24,
+            spec=_SPEC,
+            message=f"entry 1: GUID {_G1} already has an entry",
+        ),
+        Violation(
+            code="zero-length",
+            severity=warn,
+            offset=24,
+            spec="Linux sev-guest (warns on empty entries)",
+            message="entry 1 has no data",
+        ),
+        Violation(
+            code="zero-length",
+            severity=warn,
+            offset=None,
+            spec="Linux sev-guest (warns on empty entries)",
+            message="1 more entries break this rule (not listed)",
+        ),
+        Violation(
+            code="unknown-guid",
+            severity=warn,
+            offset=0,
+            spec=_SPEC,
+            message=f"entry 0: GUID {_G1} is not in the registry",
+        ),
+        Violation(
+            code="unknown-guid",
+            severity=warn,
+            offset=None,
+            spec=_SPEC,
+            message="2 more entries break this rule (not listed)",
+        ),
+        Violation(
+            code="too-many-entries",
+            severity=warn,
+            offset=None,
+            spec=linux,
+            message="3 entries: the entry array alone (96 bytes) exceeds the reader's 95-byte "
+            "buffer",
+        ),
+        Violation(
+            code="too-large",
+            severity=warn,
+            offset=None,
+            spec=linux,
+            message="the table spans 124 bytes, more than the reader's 95",
+        ),
+        Violation(
+            code="trailing-data",
+            severity=warn,
+            offset=200,
+            spec=_SPEC,
+            message="non-zero bytes at 0xc8 belong to no entry",
+        ),
+    ]
+    table = _mixed_table()
+    assert check_cert_table(table, limit_per_code=1, max_size=95) == expected
+    at_limits = check_cert_table(table, limit_per_code=1, max_size=124)
+    assert [v.code for v in at_limits] == [v.code for v in expected if not v.code.startswith("too")]
+    assert [v.code for v in check_cert_table(table, max_size=96)] == [
+        "duplicate-guid",
+        "zero-length",
+        "zero-length",
+        "unknown-guid",
+        "unknown-guid",
+        "unknown-guid",
+        "too-large",
+        "trailing-data",
+    ]
+
+
+def test_strict_errors_are_the_findings() -> None:
+    table = _mixed_table()
+    with pytest.raises(CertTableError) as err:
+        parse_cert_table(table)
+    e = err.value
+    assert (e.rule, e.offset, e.spec, e.message) == (
+        "duplicate-guid",
+        24,
+        _SPEC,
+        f"entry 1: GUID {_G1} already has an entry",
+    )
+    message = "no all-zero terminator entry: the data ends at 50 bytes after 2 entries"
+    with pytest.raises(CertTableError) as err:
+        parse_cert_table(table[:50])
+    e = err.value
+    assert (e.rule, e.offset, e.spec, e.message) == ("missing-terminator", 48, _SPEC, message)
+    assert check_cert_table(table[:50])[0] == Violation(
+        code="missing-terminator", severity=Severity.ERROR, offset=48, message=message, spec=_SPEC
+    )
+
+
+def test_guid_text_is_the_uuid_text() -> None:
+    for raw in (bytes(range(16)), bytes(range(255, 239, -1)), _G1.bytes, _G2.bytes):
+        assert guid_text(raw) == str(uuid.UUID(bytes=raw))
