@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GHCB_MSR",
+    "GHCB_MSR_INFO_MASK",
     "GHCB_MSR_PREF_GPA_NONE",
     "ApResetHoldReq",
     "ApResetHoldResp",
@@ -56,7 +57,8 @@ SPEC: Final = "GHCB spec: GHCB MSR protocol / Linux sev-common.h"
 #: ``MSR_AMD64_SEV_ES_GHCB``: the GHCB MSR (Linux asm/msr-index.h).
 GHCB_MSR: Final = 0xC0010130
 _U64_MAX: Final = (1 << 64) - 1
-_INFO_MASK: Final = (1 << GHCB_MSR_INFO_BITS) - 1
+#: ``GHCB_MSR_INFO_MASK`` (sev-common.h, 0xFFF): GHCBInfo, bits 11:0 of the GHCB MSR.
+GHCB_MSR_INFO_MASK: Final = (1 << GHCB_MSR_INFO_BITS) - 1
 
 #: The fields of each code's schema other than the GHCBInfo constant, MSB first.
 _LAYOUT: Final[dict[MsrCode, tuple[BitField, ...]]] = {
@@ -247,7 +249,7 @@ class UnknownMsr:
     """Bits [63:12], shifted down."""
 
     def __post_init__(self) -> None:
-        check_int(self.info, _INFO_MASK, "info", SPEC)
+        check_int(self.info, GHCB_MSR_INFO_MASK, "info", SPEC)
         check_int(self.data, _U64_MAX >> GHCB_MSR_INFO_BITS, "data", SPEC)
         if self.info in _RECORDS:
             # it would decode as that code's record: the round trip would not hold
@@ -287,7 +289,7 @@ def decode_msr(value: int, *, backend: Backend = "struct") -> MsrMessage | Unkno
     if backend not in ("struct", "construct"):
         raise backend_error(backend)
     value = check_int(value, _U64_MAX, "GHCB MSR value", SPEC)
-    info = value & _INFO_MASK
+    info = value & GHCB_MSR_INFO_MASK
     cls = _RECORDS.get(info)
     if cls is None:
         return UnknownMsr(info=info, data=value >> GHCB_MSR_INFO_BITS)

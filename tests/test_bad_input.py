@@ -49,7 +49,7 @@ from ghcb.certs import (
     subject_common_name,
     subject_text,
 )
-from ghcb.check import check_page_record
+from ghcb.check import check_page_full, check_page_record, expected_response
 from ghcb.cli import main
 from ghcb.hypervisor import (
     CertificateStore,
@@ -68,6 +68,8 @@ from ghcb.hypervisor import (
     decode_kvm_run,
     encode_kvm_run,
 )
+from ghcb.hypervisor.psc import GhcbPsc
+from ghcb.hypervisor.scratch import scratch_outcome, scratch_use, setup_scratch
 from ghcb.msr import msr_layout, msr_record
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ def new_store() -> CertificateStore:
 
 
 RAW_MSR = UnknownMsr(info=0xFFF, data=0)
+PAGE = bytes(4096)
 BAD_BACKEND: Any = "ctypes"
 ARK = CertEntry(CertGuid.ARK, b"ark")
 
@@ -443,6 +446,80 @@ CASES: list[tuple[str, Callable[[], object], type[GhcbError], str]] = [
         StoreError,
         "store-missing",
     ),
+    # -- check / scratch / PSC engine: the caller's arguments --------------------------------
+    *[
+        (f"{name}(validator={v!r})", call(v), InputTypeError, "input-type")
+        for v in ("v15", None)
+        for name, call in (
+            ("check_page", lambda v: lambda: check_page(PAGE, validator=bad(v))),
+            ("check_page_full", lambda v: lambda: check_page_full(PAGE, validator=bad(v))),
+            (
+                "expected_response",
+                lambda v: lambda: expected_response(GhcbPage(), validator=bad(v)),
+            ),
+        )
+    ],
+    (
+        "check_page(ghcb_gpa=0)",
+        lambda: check_page(PAGE, ghcb_gpa=0),
+        FieldValueError,
+        "field-range",
+    ),
+    (
+        "check_page(snp, ghcb_version=1)",
+        lambda: check_page(PAGE, snp=True, ghcb_version=1),
+        FieldValueError,
+        "field-range",
+    ),
+    (
+        "setup_scratch('1')",
+        lambda: setup_scratch(bad("1"), 8, ghcb_gpa=0x1000, ghcb_version=2),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "setup_scratch(ghcb_gpa=None)",
+        lambda: setup_scratch(0x1800, 8, ghcb_gpa=bad(None), ghcb_version=2),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "setup_scratch(-1)",
+        lambda: setup_scratch(-1, 8, ghcb_gpa=0x1000, ghcb_version=2),
+        FieldValueError,
+        "field-range",
+    ),
+    (
+        "scratch_use(IOIO, 0x14, '5')",
+        lambda: scratch_use(ExitCode.IOIO, 0x14, bad("5"), ghcb_version=2),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "scratch_use('x')",
+        lambda: scratch_use(bad("x"), 0, 0, ghcb_version=2),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "scratch_outcome(ghcb_gpa='x')",
+        lambda: scratch_outcome(GhcbPage(), ghcb_gpa=bad("x"), ghcb_version=2),
+        InputTypeError,
+        "input-type",
+    ),
+    (
+        "GhcbPsc.in_ghcb(ghcb_gpa='x')",
+        lambda: GhcbPsc.in_ghcb(GuestMemory(), bad("x"), 0x1800),
+        HUE,
+        "input-type",
+    ),
+    (
+        "GhcbPsc.in_ghcb(desc_gpa=None)",
+        lambda: GhcbPsc.in_ghcb(GuestMemory(), 0x1000, bad(None)),
+        HUE,
+        "input-type",
+    ),
+    ("GhcbPsc(None)", lambda: GhcbPsc(bad(None), 0x1800, 8).begin(), HUE, "input-type"),
 ]
 
 

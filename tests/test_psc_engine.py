@@ -525,6 +525,22 @@ def test_vmm_map_gpa_range_as_qemu() -> None:
     assert vmm_map_gpa_range(memory, bytes(other)) == einval
 
 
+def test_vmm_map_gpa_range_huge_count() -> None:
+    """args[1] = 2**40 pages (the whole 52-bit space) answers at once: counted from the
+    memory's pages, not by walking the range (it looped ~10**12 times)."""
+    einval = (1 << 64) - 22
+    memory = GuestMemory()
+    assert vmm_map_gpa_range(memory, _run(0, 1 << 40, 0)) == 0  # nothing mapped: ignored
+    assert vmm_map_gpa_range(memory, _run(0, 1 << 40, ENC)) == einval
+    memory.map(0xF_0000_0000, 2, shared=False)
+    assert vmm_map_gpa_range(memory, _run(0, 1 << 40, 0)) == einval  # partly mapped
+    assert not memory.is_shared(0xF_0000_0000)
+    assert vmm_map_gpa_range(memory, _run(0x1000, (1 << 40) - 1, 0)) == einval
+    assert vmm_map_gpa_range(memory, _run(0, (1 << 40) + 1, 0)) == einval  # past 52 bits
+    assert memory.mapped_count(0, 1 << 40) == 2
+    assert memory.mapped_count(0xF_0000_1000, 1) == 1
+
+
 # -- property: any descriptor -----------------------------------------------------------------
 class RecordingMemory:
     """Guest memory that records every host access."""

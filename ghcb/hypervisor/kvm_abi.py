@@ -74,6 +74,7 @@ __all__ = [
     "VmmAnswer",
     "decode_kvm_run",
     "encode_kvm_run",
+    "kvm_run_bytes",
     "with_immediate_exit",
 ]
 
@@ -268,7 +269,12 @@ class _Codec:
 _BLANK_RUN: Final = bytes(KVM_RUN_SIZE)
 
 
-def _kvm_run_bytes(data: object) -> bytes | bytearray:
+def kvm_run_bytes(data: object) -> bytes | bytearray:
+    """``data`` as ``kvm_run`` bytes: bytes-like and exactly :data:`KVM_RUN_SIZE` long.
+
+    Raises:
+        HypervisorUsageError: not bytes-like, or another length.
+    """
     if type(data) is not bytes and type(data) is not bytearray:
         try:  # the package's one bytes converter
             data = byte_string(data, what="kvm_run", spec=SPEC_KVM_H)
@@ -339,7 +345,7 @@ class _Abi:
     def kvm_run_bytes(self, data: object) -> bytes:
         """A copy of ``data`` checked to be ``kvm_run`` bytes (prefix + exit union; every ABI,
         the disabled one too: ``immediate_exit`` is in the prefix)."""
-        checked = _kvm_run_bytes(data)
+        checked = kvm_run_bytes(data)
         return checked if type(checked) is bytes else bytes(checked)
 
     def exit_fields(self, data: bytes | bytearray) -> dict[str, int]:
@@ -349,7 +355,7 @@ class _Abi:
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[dict[str, int], dict[str, int]]:
         """``(prefix fields, exit fields)`` of ``kvm_run`` bytes (integers only)."""
         codec = self._require_codec()
-        return codec.read(_kvm_run_bytes(data))
+        return codec.read(kvm_run_bytes(data))
 
     def _exit(self, base: bytes, fields: Mapping[str, int], gpa: int, npages: int) -> Exit:
         """KVM's writes for an exit: ``exit_reason`` and ``fields``, over what ``kvm_run``
@@ -375,7 +381,7 @@ class _Abi:
             HypervisorUsageError: no exit in this ABI, bad bytes, TOO_SMALL without npages.
         """
         codec = self._require_codec()
-        base = exit_.kvm_run if isinstance(exit_, Exit) else _kvm_run_bytes(exit_)
+        base = exit_.kvm_run if isinstance(exit_, Exit) else kvm_run_bytes(exit_)
         if not isinstance(answer, VmmAnswer):
             raise HypervisorUsageError(
                 f"answer must be a VmmAnswer, not {answer!r}", rule="input-type", spec=SPEC_KVM
@@ -648,7 +654,7 @@ def _required_npages(npages: int | None) -> int:
 def with_immediate_exit(kvm_run: bytes | bytearray, value: int) -> bytes:
     """``kvm_run`` with ``immediate_exit`` set to ``value`` (0 or 1) — what a VMM writes before
     KVM_RUN; the field is in the prefix every ABI shares."""
-    out = bytearray(_kvm_run_bytes(kvm_run))
+    out = bytearray(kvm_run_bytes(kvm_run))
     out[IMMEDIATE_EXIT_OFFSET] = 1 if value else 0
     return bytes(out)
 

@@ -112,6 +112,20 @@ class GuestMemory:
         """Whether the page holding ``gpa`` is mapped (private or shared)."""
         return _gfn(gpa) in self._pages
 
+    def mapped_count(self, gpa: int, npages: int) -> int:
+        """How many of the ``npages`` pages from page-aligned ``gpa`` are mapped, in at most
+        :data:`MAX_PAGES` steps whatever ``npages`` is (the range is never walked when it is
+        longer than the mapping).
+
+        Raises:
+            GuestMemoryError: ``gpa`` not page aligned, ``npages`` not positive, or the range
+                beyond 52 bits.
+        """
+        first = self._first_gfn(gpa, npages)
+        if npages <= len(self._pages):
+            return sum(1 for gfn in range(first, first + npages) if gfn in self._pages)
+        return sum(1 for gfn in self._pages if first <= gfn < first + npages)
+
     # -- access -------------------------------------------------------------------------------
     def guest_read(self, gpa: int, size: int) -> bytes:
         """Read as the guest: each page's private or shared backing, as its state says."""

@@ -85,30 +85,33 @@ from typing import Final, NamedTuple
 from ghcb._fast import bit_fields, flat_fields
 from ghcb.codes import MsrCode, PscErr, PscOp
 from ghcb.hypervisor.errors import HypervisorUsageError
-from ghcb.hypervisor.kvm_abi import KVM_RUN_SIZE
 from ghcb.hypervisor.psc_run import (
+    _DONE,
     _GPA_LIMIT,
     _U64,
     ConvertibleMemory,
     HostMemory,
     HypercallExit,
     MapGpaRange,
-    checked_kvm_run,
+    _attributes,
+    _Engine,
     decode_hypercall_exit,
-    map_gpa_range_exit,
     vmm_map_gpa_range,
     with_hypercall_ret,
 )
 from ghcb.hypervisor.rules import Validator
-from ghcb.psc import GHCB_MSR_PSC_RESP_ERROR
-from ghcb.schemas.kvm import (
-    KVM_MAP_GPA_RANGE_DECRYPTED,
-    KVM_MAP_GPA_RANGE_ENCRYPTED,
-    KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
-    KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
+from ghcb.hypervisor.scratch import (
+    GHCB_SCRATCH_AREA_LIMIT,
+    PSC_SCRATCH_MIN_LEN,
+    SCRATCH_IN_GHCB_VERSION,
+    SPEC_SCRATCH,
+    ScratchArea,
+    setup_scratch,
 )
+from ghcb.msr import GHCB_MSR_INFO_MASK
+from ghcb.psc import GHCB_MSR_PSC_RESP_ERROR
 from ghcb.schemas.msr import MSR_SCHEMAS
-from ghcb.schemas.page import PAGE_SIZE, ghcb
+from ghcb.schemas.page import PAGE_SIZE
 from ghcb.schemas.psc import (
     PSC_ENTRY_SIZE,
     PSC_HDR_SIZE,
@@ -136,8 +139,6 @@ __all__ = [
 SPEC: Final = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc / snp_complete_one_psc"
 SPEC_MSR: Final = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc_msr / snp_complete_psc_msr"
 
-#: ``GHCB_SCRATCH_AREA_LIMIT`` (sev.c): the largest scratch area KVM sets up.
-GHCB_SCRATCH_AREA_LIMIT: Final = 16 * PAGE_SIZE
 _U16: Final = 0xFFFF
 
 # -- the descriptor, from the schemas --------------------------------------------------------
@@ -150,8 +151,6 @@ _U16_STRUCT: Final = struct.Struct("<H")
 _U64_STRUCT: Final = struct.Struct("<Q")
 # GHCB MSR PSC request fields (bits 55:52 operation, 51:12 GFN)
 _MSR_PSC: Final = {f.name: (f.shift, f.mask) for f in bit_fields(MSR_SCHEMAS[MsrCode.PSC_REQ])}
-_MSR_INFO_MASK: Final = 0xFFF  # GHCB_MSR_INFO_MASK
-_GHCB_OFFSET: Final = {f.name: f.offset for f in flat_fields(ghcb)}
 
 
 # -- steps ------------------------------------------------------------------------------------
@@ -175,71 +174,7 @@ class MsrDone(NamedTuple):
     msr: int
 
 
-# -- the engines ------------------------------------------------------------------------------
-_NEW, _AWAIT, _DONE = "new", "await", "done"
-
-
-class _Engine:
-    """``begin`` / ``complete`` / ``complete_run`` and the exit KVM writes."""
-
-    _spec: str = SPEC
-
-    def __init__(self, kvm_run: bytes | None, exit_enabled: bool) -> None:
-        self._run = bytes(KVM_RUN_SIZE) if kvm_run is None else checked_kvm_run(kvm_run)
-        self._exit_enabled = bool(exit_enabled)
-        self._state = _NEW
-        self.exits = 0  # KVM_EXIT_HYPERCALL exits made so far
-
-    @property
-    def done(self) -> bool:
-        """Whether the final answer was given."""
-        return self._state == _DONE
-
-    def begin(self) -> MapGpaRange | PscDone | MsrDone:
-        """Run KVM's handler for the request (once)."""
-        self._expect(_NEW, "begin")
-        return self._begin()
-
-    def complete(self, ret: int) -> MapGpaRange | PscDone | MsrDone:
-        """The next ``KVM_RUN`` after userspace wrote ``hypercall.ret = ret`` into the exit."""
-        self._expect(_AWAIT, "complete")
-        return self.complete_run(with_hypercall_ret(self._run, ret))
-
-    def complete_run(self, kvm_run: bytes) -> MapGpaRange | PscDone | MsrDone:
-        """The next ``KVM_RUN`` with ``kvm_run`` as userspace left it (``hypercall.ret`` is
-        read from it; it is the base of KVM's writes for a further exit)."""
-        self._expect(_AWAIT, "complete")
-        self._run = checked_kvm_run(kvm_run)
-        return self._complete(decode_hypercall_exit(self._run).ret)
-
-    def _expect(self, state: str, what: str) -> None:
-        if self._state != state:
-            raise HypervisorUsageError(
-                f"{what}() in state {self._state!r} (expected {state!r})",
-                rule="psc-state",
-                spec=self._spec,
-            )
-
-    def _exit(self, gpa: int, npages: int, attributes: int) -> MapGpaRange:
-        step = map_gpa_range_exit(self._run, gpa, npages, attributes)
-        self._run = step.kvm_run
-        self._state = _AWAIT
-        self.exits += 1
-        return step
-
-    def _begin(self) -> MapGpaRange | PscDone | MsrDone:
-        raise NotImplementedError
-
-    def _complete(self, ret: int) -> MapGpaRange | PscDone | MsrDone:
-        raise NotImplementedError
-
-
-def _attributes(operation: int, pagesize: int) -> int:
-    enc = KVM_MAP_GPA_RANGE_ENCRYPTED if operation == PscOp.PRIVATE else KVM_MAP_GPA_RANGE_DECRYPTED
-    return enc | (KVM_MAP_GPA_RANGE_PAGE_SZ_2M if pagesize else KVM_MAP_GPA_RANGE_PAGE_SZ_4K)
-
-
-class GhcbPsc(_Engine):
+class GhcbPsc(_Engine[PscDone]):
     """One ``SVM_VMGEXIT_PSC``: KVM's ``snp_begin_psc`` over the descriptor at ``desc_gpa``.
 
     Args:
@@ -260,6 +195,8 @@ class GhcbPsc(_Engine):
             zeros, writes to them are dropped, and :attr:`PscDone.undefined` says so.
     """
 
+    _spec = SPEC
+
     def __init__(
         self,
         memory: HostMemory,
@@ -277,9 +214,14 @@ class GhcbPsc(_Engine):
                 rule="bad-range",
                 spec=SPEC,
             )
-        if not isinstance(validator, Validator):
+        if not isinstance(validator, Validator) or not all(
+            callable(getattr(memory, name, None)) for name in ("host_read", "host_write")
+        ):
             raise HypervisorUsageError(
-                f"validator must be a Validator, not {validator!r}", rule="input-type", spec=SPEC
+                f"validator must be a Validator and memory a HostMemory, not {validator!r}, "
+                f"{type(memory).__name__}",
+                rule="input-type",
+                spec=SPEC,
             )
         # merged: setup_vmgexit_scratch(svm, true, sizeof(struct psc_hdr)); v15: exit_info_2,
         # which may be anything (no "WARN_ON_ONCE(!min_len)" there)
@@ -316,26 +258,33 @@ class GhcbPsc(_Engine):
         validator: Validator = Validator.CURRENT,
     ) -> GhcbPsc:
         """The engine for a descriptor inside the GHCB at ``ghcb_gpa``: ``sa_len`` as
-        ``setup_vmgexit_scratch`` sets it (``ghcb_gpa + offsetof(reserved_0xff0) -
-        desc_gpa``).
+        ``setup_vmgexit_scratch`` sets it (:func:`~ghcb.hypervisor.scratch.setup_scratch`: the
+        rest of the shared buffer from ``desc_gpa``).
 
         Raises:
-            HypervisorUsageError: the header does not lie in the shared buffer (the scratch
-                check the vCPU makes first would have refused it: INVALID_SCRATCH_AREA).
+            HypervisorUsageError: a GPA not a 52-bit int, or the header not in the shared
+                buffer (the scratch check the vCPU makes first would have refused it:
+                INVALID_SCRATCH_AREA).
         """
-        start = ghcb_gpa + _GHCB_OFFSET["shared_buffer"]
-        end = ghcb_gpa + _GHCB_OFFSET["reserved_0xff0"]
-        if not start <= desc_gpa <= end - PSC_HDR_SIZE:
+        for name, gpa in (("ghcb_gpa", ghcb_gpa), ("desc_gpa", desc_gpa)):
+            if type(gpa) is not int or not 0 <= gpa < _GPA_LIMIT:
+                raise HypervisorUsageError(
+                    f"{name} must be a 52-bit GPA, not {gpa!r}", rule="input-type", spec=SPEC
+                )
+        area = setup_scratch(
+            desc_gpa, PSC_SCRATCH_MIN_LEN, ghcb_gpa=ghcb_gpa, ghcb_version=SCRATCH_IN_GHCB_VERSION
+        )
+        if not isinstance(area, ScratchArea) or not area.in_ghcb:
             raise HypervisorUsageError(
                 f"PSC header at {desc_gpa:#x} is not in the shared buffer of the GHCB at "
                 f"{ghcb_gpa:#x}",
                 rule="invalid-scratch-area",
-                spec="Linux arch/x86/kvm/svm/sev.c setup_vmgexit_scratch",
+                spec=SPEC_SCRATCH,
             )
         return cls(
             memory,
             desc_gpa,
-            end - desc_gpa,
+            area.length,
             kvm_run=kvm_run,
             exit_enabled=exit_enabled,
             validator=validator,
@@ -464,7 +413,7 @@ def _field(entry: int, name: str) -> int:
     return entry >> shift & mask
 
 
-class MsrPsc(_Engine):
+class MsrPsc(_Engine[MsrDone]):
     """One ``GHCB_MSR_PSC_REQ``: KVM's ``snp_begin_psc_msr`` / ``snp_complete_psc_msr``.
 
     Args:
@@ -478,7 +427,11 @@ class MsrPsc(_Engine):
     def __init__(
         self, msr: int, *, kvm_run: bytes | None = None, exit_enabled: bool = True
     ) -> None:
-        if type(msr) is not int or not 0 <= msr <= _U64 or msr & _MSR_INFO_MASK != MsrCode.PSC_REQ:
+        if (
+            type(msr) is not int
+            or not 0 <= msr <= _U64
+            or msr & GHCB_MSR_INFO_MASK != MsrCode.PSC_REQ
+        ):
             raise HypervisorUsageError(
                 f"an MSR PSC request is a u64 with GHCBInfo {MsrCode.PSC_REQ:#x}, not {msr!r}",
                 rule="msr-code",

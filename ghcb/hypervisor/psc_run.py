@@ -12,15 +12,18 @@ these exits are in :mod:`ghcb.hypervisor.psc` (which re-exports this module's na
 from __future__ import annotations
 
 import struct
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Generic, NamedTuple, Protocol, TypeVar
 
 from ghcb._fast import flat_fields
-from ghcb.codes import Errno, KvmExit
+from ghcb.codes import Errno, KvmExit, PscOp
 from ghcb.hypervisor.errors import HypervisorUsageError
-from ghcb.hypervisor.kvm_abi import _kvm_run_bytes
+from ghcb.hypervisor.kvm_abi import KVM_RUN_SIZE, kvm_run_bytes
 from ghcb.schemas.kvm import (
     KVM_HC_MAP_GPA_RANGE,
+    KVM_MAP_GPA_RANGE_DECRYPTED,
     KVM_MAP_GPA_RANGE_ENCRYPTED,
+    KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
+    KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
     KVM_RUN_EXIT_UNION_OFFSET,
     kvm_hypercall_exit,
     kvm_run_prefix,
@@ -42,6 +45,7 @@ __all__ = [
 SPEC_RUN: Final = "Linux uapi/linux/kvm.h kvm_run.hypercall (KVM_EXIT_HYPERCALL)"
 _U64: Final = (1 << 64) - 1
 _GPA_LIMIT: Final = 1 << 52
+_Done = TypeVar("_Done")
 _ERR_EINVAL: Final = -int(Errno.EINVAL) & _U64  # QEMU: run->hypercall.ret = -EINVAL
 
 # -- kvm_run: the prefix and the hypercall exit, from the schemas ----------------------------
@@ -67,7 +71,7 @@ class HostMemory(Protocol):
 class ConvertibleMemory(HostMemory, Protocol):
     """What :func:`vmm_map_gpa_range` uses: the page states too."""
 
-    def is_mapped(self, gpa: int) -> bool: ...
+    def mapped_count(self, gpa: int, npages: int) -> int: ...
 
     def set_shared(self, gpa: int, npages: int = 1, *, shared: bool) -> None: ...
 
@@ -108,7 +112,7 @@ def checked_kvm_run(kvm_run: object) -> bytes:
     """
     if isinstance(kvm_run, MapGpaRange):
         kvm_run = kvm_run.kvm_run
-    return bytes(_kvm_run_bytes(kvm_run))  # kvm_abi's check: bytes-like, KVM_RUN_SIZE long
+    return bytes(kvm_run_bytes(kvm_run))  # kvm_abi's check: bytes-like, KVM_RUN_SIZE long
 
 
 def decode_hypercall_exit(kvm_run: bytes | MapGpaRange) -> HypercallExit:
@@ -185,10 +189,76 @@ def vmm_map_gpa_range(memory: ConvertibleMemory, step: MapGpaRange | bytes) -> i
     private = bool(attributes & KVM_MAP_GPA_RANGE_ENCRYPTED)
     if npages == 0 or gpa % PAGE_SIZE or gpa + npages * PAGE_SIZE > _GPA_LIMIT:
         return _ERR_EINVAL
-    mapped = sum(1 for i in range(npages) if memory.is_mapped(gpa + i * PAGE_SIZE))
+    # bounded by the memory's page set, not by npages (args[1] is any u64)
+    mapped = memory.mapped_count(gpa, npages)
     if mapped == 0 and not private:
         return 0
     if mapped != npages:
         return _ERR_EINVAL
     memory.set_shared(gpa, npages, shared=not private)
     return 0
+
+
+# -- the engines' exit machinery (ghcb.hypervisor.psc: GhcbPsc, MsrPsc) ---------------------
+_NEW, _AWAIT, _DONE = "new", "await", "done"
+
+
+class _Engine(Generic[_Done]):
+    """``begin`` / ``complete`` / ``complete_run`` and the exit KVM writes; ``_Done`` is the
+    engine's final answer."""
+
+    _spec: str = SPEC_RUN
+
+    def __init__(self, kvm_run: bytes | None, exit_enabled: bool) -> None:
+        self._run = bytes(KVM_RUN_SIZE) if kvm_run is None else checked_kvm_run(kvm_run)
+        self._exit_enabled = bool(exit_enabled)
+        self._state = _NEW
+        self.exits = 0  # KVM_EXIT_HYPERCALL exits made so far
+
+    @property
+    def done(self) -> bool:
+        """Whether the final answer was given."""
+        return self._state == _DONE
+
+    def begin(self) -> MapGpaRange | _Done:
+        """Run KVM's handler for the request (once)."""
+        self._expect(_NEW, "begin")
+        return self._begin()
+
+    def complete(self, ret: int) -> MapGpaRange | _Done:
+        """The next ``KVM_RUN`` after userspace wrote ``hypercall.ret = ret`` into the exit."""
+        self._expect(_AWAIT, "complete")
+        return self.complete_run(with_hypercall_ret(self._run, ret))
+
+    def complete_run(self, kvm_run: bytes) -> MapGpaRange | _Done:
+        """The next ``KVM_RUN`` with ``kvm_run`` as userspace left it (``hypercall.ret`` is
+        read from it; it is the base of KVM's writes for a further exit)."""
+        self._expect(_AWAIT, "complete")
+        self._run = checked_kvm_run(kvm_run)
+        return self._complete(decode_hypercall_exit(self._run).ret)
+
+    def _expect(self, state: str, what: str) -> None:
+        if self._state != state:
+            raise HypervisorUsageError(
+                f"{what}() in state {self._state!r} (expected {state!r})",
+                rule="psc-state",
+                spec=self._spec,
+            )
+
+    def _exit(self, gpa: int, npages: int, attributes: int) -> MapGpaRange:
+        step = map_gpa_range_exit(self._run, gpa, npages, attributes)
+        self._run = step.kvm_run
+        self._state = _AWAIT
+        self.exits += 1
+        return step
+
+    def _begin(self) -> MapGpaRange | _Done:
+        raise NotImplementedError
+
+    def _complete(self, ret: int) -> MapGpaRange | _Done:
+        raise NotImplementedError
+
+
+def _attributes(operation: int, pagesize: int) -> int:
+    enc = KVM_MAP_GPA_RANGE_ENCRYPTED if operation == PscOp.PRIVATE else KVM_MAP_GPA_RANGE_DECRYPTED
+    return enc | (KVM_MAP_GPA_RANGE_PAGE_SZ_2M if pagesize else KVM_MAP_GPA_RANGE_PAGE_SZ_4K)

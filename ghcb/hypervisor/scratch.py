@@ -68,7 +68,9 @@ from __future__ import annotations
 import enum
 from typing import Final, NamedTuple
 
+from ghcb._fast import check_int
 from ghcb.codes import ExitCode, GhcbErr
+from ghcb.errors import InputTypeError
 from ghcb.exitinfo import IoioInfo
 from ghcb.hypervisor.rules import Validator
 from ghcb.page import FIELDS, GhcbPage, require_page
@@ -207,8 +209,13 @@ def setup_scratch(
         ghcb_version: the VM's GHCB protocol version (``sev->ghcb_version``).
         sync: copy an outside area back to guest memory (``ghcb_sa_sync``).
         validator: which tree (module docstring).
+
+    Raises:
+        InputTypeError: a value is not an int, ``validator`` not a Validator.
+        FieldValueError: a value is not a u64.
     """
-    merged = validator is Validator.CURRENT
+    _u64s(sw_scratch=sw_scratch, min_len=min_len, ghcb_gpa=ghcb_gpa, ghcb_version=ghcb_version)
+    merged = _tree(validator) is Validator.CURRENT
     # "if (WARN_ON_ONCE(!min_len)) goto e_scratch;" (merged only)
     if merged and not min_len:
         return ScratchError("zero-length", "scratch length 0 (KVM warns)", SPEC_SCRATCH)
@@ -256,6 +263,22 @@ def setup_scratch(
     return ScratchArea(sw_scratch, min_len, in_ghcb=False, sync=sync)
 
 
+def _u64s(**values: object) -> None:
+    """Each value a u64 (the C's types), else a typed error naming it."""
+    for name, value in values.items():
+        check_int(value, _ALL64, name, SPEC_SCRATCH)
+
+
+def _tree(validator: object) -> Validator:
+    if not isinstance(validator, Validator):
+        raise InputTypeError(
+            f"validator must be a Validator, not {validator!r}",
+            rule="input-type",
+            spec=SPEC_SCRATCH,
+        )
+    return validator
+
+
 def _stop(
     kind: StopKind,
     rule: str,
@@ -281,8 +304,18 @@ def scratch_use(
     Returns:
         :class:`ScratchUse` for ``setup_vmgexit_scratch``; :class:`HandlerStop` when the
         handler answers first; ``None`` when the exit does not use the scratch area.
+
+    Raises:
+        InputTypeError: a value is not an int, ``validator`` not a Validator.
+        FieldValueError: a value is not a u64.
     """
-    merged = validator is Validator.CURRENT
+    _u64s(
+        exit_code=exit_code,
+        exit_info_1=exit_info_1,
+        exit_info_2=exit_info_2,
+        ghcb_version=ghcb_version,
+    )
+    merged = _tree(validator) is Validator.CURRENT
     if exit_code in _MMIO:
         # v15: "ret = setup_vmgexit_scratch(svm, !is_write, control->exit_info_2);"
         if not merged:
@@ -389,9 +422,13 @@ def scratch_outcome(
         :func:`setup_scratch`'s area or error.
 
     Raises:
-        InputTypeError: ``page`` is not a :class:`~ghcb.page.GhcbPage`.
+        InputTypeError: ``page`` is not a :class:`~ghcb.page.GhcbPage`, a value not an int
+            (``ghcb_gpa`` may be ``None``), ``validator`` not a Validator.
+        FieldValueError: ``ghcb_gpa`` or ``ghcb_version`` is not a u64.
     """
     require_page(page, "scratch_outcome")
+    if ghcb_gpa is not None:
+        _u64s(ghcb_gpa=ghcb_gpa)
     use = scratch_use(
         page.sw_exit_code,
         page.sw_exit_info_1,
