@@ -6,7 +6,8 @@ args[1] = 4 KiB pages, args[2] = KVM_MAP_GPA_RANGE_* attributes, ret = 0}`` (Lin
 ``include/uapi/linux/kvm.h``, ``arch/x86/kvm/svm/sev.c`` ``snp_begin_psc`` /
 ``snp_begin_psc_msr``); userspace converts the range and writes ``ret`` before the next
 ``KVM_RUN``. The layout is :data:`ghcb.schemas.kvm.kvm_hypercall_exit`; the engines that make
-these exits are in :mod:`ghcb.hypervisor.psc` (which re-exports this module's names).
+these exits are in :mod:`ghcb.hypervisor.psc` (which re-exports this module's names), on the
+``begin`` / ``complete`` / ``complete_run`` base here (the exit bytes, the call order).
 """
 
 from __future__ import annotations
