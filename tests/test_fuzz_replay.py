@@ -11,6 +11,7 @@ every harness.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 from typing import TYPE_CHECKING
@@ -74,7 +75,11 @@ def test_harnesses_state_their_invariant_and_need_no_atheris() -> None:
         module = _module(f"fuzz_{harness}")
         assert module.__doc__ is not None
         assert "Invariant" in module.__doc__, harness
-        assert (FUZZ / f"fuzz_{harness}.py").read_text().startswith("#!/usr/bin/env python3\n")
+        script = FUZZ / f"fuzz_{harness}.py"
+        assert script.read_text().startswith("#!/usr/bin/env python3\n")
+        assert os.access(script, os.X_OK), (
+            f"{script.name} must be executable (libFuzzer re-runs it)"
+        )
     assert "atheris" not in sys.modules
 
 
