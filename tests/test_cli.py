@@ -606,3 +606,28 @@ def test_entry_flood_parse_is_bounded(tmp_path: pathlib.Path) -> None:
         "sha256": hashlib.sha256(b"\0").hexdigest(),
         "subject": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--ghcb-gpa", "0"), "--ghcb-gpa: ghcb_gpa = 0x0 is 0"),
+        (("--ghcb-version", "1"), "--ghcb-version: ghcb_version = 1 is outside 2..2"),
+    ],
+)
+def test_page_check_refuses_a_host_kvm_cannot_have(options: tuple[str, ...], message: str) -> None:
+    """No GHCB at all, or an SNP VM on GHCB v1 (KVM_SEV_INIT2 refuses it): bad arguments,
+    exit 2 with code "usage", not findings."""
+    status, doc = run_json("page", "check", EXT, *options)
+    assert (status, doc["ok"], doc["error"]["code"]) == (2, False, "usage")
+    assert message in doc["error"]["message"]
+
+
+def test_page_check_sev_es_on_ghcb_v1() -> None:
+    """The help's example: an SEV-ES VM on GHCB v1 with the GHCB at 0x7f000 is a host KVM can
+    have; the SNP-only exit is KVM's MISSING_INPUT answer (sev_es_validate_vmgexit)."""
+    status, doc = run_json(
+        "page", "check", EXT, "--sev-es", "--ghcb-gpa", "0x7f000", "--ghcb-version", "1"
+    )
+    assert status == 1
+    assert doc["expected_response"] == {"exit_info_1": 2, "exit_info_2": 4}

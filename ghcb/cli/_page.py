@@ -24,7 +24,7 @@ from ghcb.cli._common import (
     write_binary,
 )
 from ghcb.codes import ExitCode, GhcbErr, HvResp
-from ghcb.errors import Severity
+from ghcb.errors import FieldValueError, Severity
 from ghcb.page import FIELDS, VALID_BIT, GhcbPage, build_page, parse_page
 from ghcb.schemas.page import GHCB_SIZE
 
@@ -122,13 +122,20 @@ def report(
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
-    result = check_page_full(
-        read_structure(args, GHCB_SIZE),
-        validator=ABI_VALIDATORS[args.abi],
-        snp=not args.sev_es,
-        ghcb_gpa=args.ghcb_gpa,
-        ghcb_version=args.ghcb_version,
-    )
+    data = read_structure(args, GHCB_SIZE)
+    try:
+        result = check_page_full(
+            data,
+            validator=ABI_VALIDATORS[args.abi],
+            snp=not args.sev_es,
+            ghcb_gpa=args.ghcb_gpa,
+            ghcb_version=args.ghcb_version,
+        )
+    except FieldValueError as e:
+        if e.field not in _HOST_OPTIONS:
+            raise
+        # A host KVM cannot have (no GHCB, a v1 SNP VM) is a bad argument, not a finding.
+        raise Usage(f"{_HOST_OPTIONS[e.field]}: {e.message}") from None
     answer = result.expected_response
     extra: dict[str, object] = {
         "abi": args.abi,
@@ -143,6 +150,10 @@ def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:
             if other != answer:
                 print(f"  ({name} answers {_answer(other)})", file=out)
     return status
+
+
+#: check_page_full's host-view fields and the options that set them.
+_HOST_OPTIONS: Final = {"ghcb_gpa": "--ghcb-gpa", "ghcb_version": "--ghcb-version"}
 
 
 def _answer(r: KvmResponse) -> str:
@@ -255,7 +266,7 @@ def register(group: Group, command: Command) -> None:
         _cmd_check,
         "ghcb page check spec/vectors/pages/check/missing_input.bin\n"
         "ghcb page check page.bin --abi v15 --json\n"
-        "ghcb page check page.bin --ghcb-gpa 0x7f000 --ghcb-version 1",
+        "ghcb page check page.bin --sev-es --ghcb-gpa 0x7f000 --ghcb-version 1",
     )
     add_input(p, "a GHCB page (4096 bytes)")
     p.add_argument(
