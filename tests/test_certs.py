@@ -35,6 +35,7 @@ from ghcb.certs import (
     located_entries,
     pages_needed,
     parse_cert_table,
+    sha256_hex,
 )
 from ghcb.errors import CertTableError, FieldValueError, InputTypeError, Severity, Violation
 from ghcb.schemas.certs import CERT_ENTRY_SIZE, snp_msg_cert_entry
@@ -851,3 +852,28 @@ def test_strict_errors_are_the_findings() -> None:
 def test_guid_text_is_the_uuid_text() -> None:
     for raw in (bytes(range(16)), bytes(range(255, 239, -1)), _G1.bytes, _G2.bytes):
         assert guid_text(raw) == str(uuid.UUID(bytes=raw))
+
+
+def test_names_read_the_subject_first() -> None:
+    """An entry under the ASK GUID whose subject names a VLEK signer is the ASVK, even with no
+    VLEK beside it; an ASK subject stays ASK beside a VLEK."""
+    asvk = CertEntry(CertGuid.ASK, _cert("SEV-VLEK-Milan"))
+    ask = CertEntry(CertGuid.ASK, _cert("SEV-Milan"))
+    assert cert_names([asvk]) == ["ASVK"]
+    assert cert_names([ask, CertEntry(CertGuid.VLEK, b"?")]) == ["ASK", "VLEK"]
+    with pytest.raises(InputTypeError) as err:
+        cert_names(5)  # type: ignore[arg-type]
+    assert err.value.message == "cert_names takes an iterable of CertEntry, not int"
+
+
+def test_sha256_hex() -> None:
+    digest = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert sha256_hex(b"abc") == sha256_hex(bytearray(b"abc")) == digest
+    with pytest.raises(InputTypeError) as err:
+        sha256_hex(5)  # type: ignore[arg-type]
+    e = err.value
+    assert (e.rule, e.spec, e.message) == (
+        "input-type",
+        "ghcb API",
+        "the hashed data must be bytes-like, not int",
+    )

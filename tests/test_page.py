@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import pickle
 from typing import TYPE_CHECKING, Any
 
@@ -541,3 +542,17 @@ def test_page_dunders() -> None:
     assert len({hash(p) for p in distinct}) == len(distinct)
     with pytest.raises(AttributeError, match=r"^GhcbPage is immutable \(rax\)$"):
         del page.rax
+
+
+class _Wide(enum.IntEnum):
+    """Integers that are not exactly ``int``: the checker's general path."""
+
+    ZERO = 0
+    TOP = (1 << 64) - 1
+
+
+@pytest.mark.parametrize("value", list(_Wide))
+def test_int_subclasses_take_the_whole_range(value: _Wide) -> None:
+    page = _E.with_fields(rax=value)
+    assert page.rax == int(value)
+    assert type(page.rax) is int
