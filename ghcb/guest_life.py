@@ -39,6 +39,7 @@ from ghcb.errors import GhcbError
 from ghcb.guest import Guest, GuestRequestError, SnpGuestDriver
 from ghcb.hypervisor.events import SVM_SEV_FEAT_SNP_ACTIVE
 from ghcb.hypervisor.kvm_abi import with_immediate_exit
+from ghcb.hypervisor.msr_protocol import GHCB_MSR_INFO_MASK
 from ghcb.hypervisor.psc import vmm_map_gpa_range, with_hypercall_ret
 from ghcb.hypervisor.results import (
     ApResetHold,
@@ -52,12 +53,13 @@ from ghcb.hypervisor.results import (
     Terminated,
     Unhandled,
 )
+from ghcb.hypervisor.scratch import SHARED_BUFFER_BEG
 from ghcb.hypervisor.vcpu import Vcpu
 from ghcb.msr import CpuidReq, PscReq, RegGpaReq, TermReq, decode_msr, encode_msr
-from ghcb.page import FIELDS, GHCB_PROTOCOL_MAX, GHCB_PROTOCOL_MIN, GhcbPage, build_page, parse_page
+from ghcb.page import GHCB_PROTOCOL_MAX, GHCB_PROTOCOL_MIN, GhcbPage, build_page, parse_page
 from ghcb.psc import PscEntry, build_psc
 from ghcb.schemas.page import PAGE_SIZE
-from ghcb.schemas.psc import PSC_HDR_SIZE
+from ghcb.schemas.psc import PSC_HDR_SIZE, VMGEXIT_PSC_MAX_ENTRY
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -73,12 +75,8 @@ _SPEC: Final = "Linux arch/x86/boot/startup/sev-shared.c, arch/x86/coco/sev"
 #: ``snp_alloc_vmsa_page`` allocates two pages and uses the second for that reason).
 AP_GHCB: Final = 0x2000
 VMSA: Final = 0x3000
-_INFO: Final = 0xFFF  # GHCB_MSR_INFO_MASK
 _U32: Final = 0xFFFFFFFF
-#: ``VMGEXIT_PSC_MAX_ENTRY``: the guest's descriptor size (sev-common.h).
-PSC_MAX_ENTRY: Final = 64
 _PSC_HDR: Final = PSC_HDR_SIZE
-_SHARED_BUFFER: Final = next(f.offset for f in FIELDS if f.name == "shared_buffer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +233,7 @@ class GuestLife:
         result, exits = self.kvm_run(vcpu, value)
         response = result.msr if isinstance(result, Resumed) and result.msr is not None else value
         self.trace.append(
-            Exchange("msr", value & _INFO, value, response, None, vcpu.vcpu_id, exits)
+            Exchange("msr", value & GHCB_MSR_INFO_MASK, value, response, None, vcpu.vcpu_id, exits)
         )
         if isinstance(result, Terminated):
             raise GuestTerminated(
@@ -300,7 +298,7 @@ class GuestLife:
         """``__sev_cpuid_hv_msr`` for one register: "if (GHCB_RESP_CODE(val) !=
         GHCB_MSR_CPUID_RESP) return -EIO;" (→ terminate LINUX/CPUID_HV)."""
         answer = self.msr(encode_msr(CpuidReq(function=function, register=register)))
-        if answer & _INFO != MsrCode.CPUID_RESP:
+        if answer & GHCB_MSR_INFO_MASK != MsrCode.CPUID_RESP:
             raise self._fail(TermReasonSet.LINUX, LinuxTermReason.CPUID_HV, "CPUID")
         return answer >> 32
 
@@ -362,11 +360,11 @@ class GuestLife:
         "data->hdr.reserved", "data->hdr.end_entry > end_entry || cur_entry >
         data->hdr.cur_entry" fails (→ terminate LINUX/PSC)."""
         op = PscOp.SHARED if shared else PscOp.PRIVATE
-        for start in range(0, len(gpas), PSC_MAX_ENTRY):
-            chunk = gpas[start : start + PSC_MAX_ENTRY]
+        for start in range(0, len(gpas), VMGEXIT_PSC_MAX_ENTRY):
+            chunk = gpas[start : start + VMGEXIT_PSC_MAX_ENTRY]
             desc = build_psc([PscEntry(gfn=gpa // PAGE_SIZE, operation=op) for gpa in chunk])
             cur, end = 0, len(chunk) - 1
-            scratch = self.guest.layout.ghcb + _SHARED_BUFFER
+            scratch = self.guest.layout.ghcb + SHARED_BUFFER_BEG
             while True:
                 page = self.ghcb_call(ExitCode.PSC, shared_buffer=desc, sw_scratch=scratch)
                 desc = page.shared_buffer[: len(desc)]

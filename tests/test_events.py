@@ -468,14 +468,31 @@ class TestIntercepts:
         page, result = Env().run(code, rax=5, rcx=6, rdx=7)
         assert result == resumed(page)
 
-    @pytest.mark.parametrize("code", [ExitCode.RDTSC, ExitCode.RDPMC])
-    def test_no_handler(self, code: ExitCode) -> None:
-        """RDTSC: svm_exit_handlers has no entry ("svm_handle_invalid_exit"); RDPMC needs a
-        vPMU the model lacks: Unhandled, the GHCB as KVM left it at the exit."""
+    def test_no_handler(self) -> None:
+        """RDTSC: svm_exit_handlers has no entry ("svm_handle_invalid_exit"): Unhandled, the
+        GHCB as KVM left it at the exit."""
         env = Env()
-        page, result = env.run(code, rcx=0)
-        assert result == Unhandled(code)
+        page, result = env.run(ExitCode.RDTSC, rcx=0)
+        assert result == Unhandled(ExitCode.RDTSC)
         assert env.memory.guest_read(GHCB, PAGE_SIZE) == build_page(at_exit(page))
+
+    def test_rdpmc_without_pmu(self) -> None:
+        """kvm_emulate_rdpmc: "if (kvm_pmu_rdpmc(vcpu, ecx, &data)) { kvm_inject_gp(vcpu, 0);
+        return 1; }": the #GP goes through the VMCB; the GHCB reads 0/0, registers as sent."""
+        page, result = Env().run(ExitCode.RDPMC, rcx=1, rax=5, rdx=6)
+        assert result == resumed(page)
+
+    def test_rdpmc_with_pmu(self) -> None:
+        """ "kvm_rax_write(vcpu, (u32)data); kvm_rdx_write(vcpu, data >> 32);"."""
+
+        class Pmu:
+            def rdpmc(self, index: int) -> int | None:
+                return 0x1_2345_6789_ABCD if index == 1 else None
+
+        env = Env()
+        env.vm.platform = Platform(pmcs=Pmu())
+        page, result = env.run(ExitCode.RDPMC, rcx=1 << 32 | 1)
+        assert result == resumed(page, rax=0x6789_ABCD, rdx=0x1_2345)
 
 
 # -- page state change (the engine: ghcb.hypervisor.psc; its own tests: test_psc_engine) ------

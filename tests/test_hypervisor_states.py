@@ -361,14 +361,15 @@ class GuestProtocolMachine(RuleBasedStateMachine):
         if code == MsrCode.PSC_REQ:  # mostly private/shared of a page the guest has
             gfn = data.draw(PSC_GFNS, label="gfn")
             value = (high >> 40 & 0xFFF) % 4 << 52 | gfn << 12 | code
+            self.expected.pop(gfn << 12, None)  # known again only from a PSC_RESP 0
         result = self.host(self.bsp, data, value)
         if isinstance(result, Resumed) and result.msr is not None:
             answer = result.msr & 0xFFF
             assert answer in (code, _MSR_RESPONSE.get(code, code)), (hex(value), hex(result.msr))
-            if code == MsrCode.PSC_REQ and result.msr == MsrCode.PSC_RESP:
+            if code == MsrCode.PSC_REQ:
                 op = value >> 52 & 0xF
                 gpa = (value >> 12 & (1 << 40) - 1) << 12
-                if self.memory.is_mapped(gpa):
+                if result.msr == MsrCode.PSC_RESP and self.memory.is_mapped(gpa):
                     self.expected[gpa] = op == PscOp.SHARED
 
     @rule(
@@ -392,6 +393,8 @@ class GuestProtocolMachine(RuleBasedStateMachine):
         if code == ExitCode.AP_CREATION:
             info2 = data.draw(st.sampled_from([VMSA_GPA, 0x20_0000, VMSA_GPA + 8]))
             rax = data.draw(st.sampled_from(sorted(FEATURES)))
+        if code == ExitCode.PSC:  # a descriptor of random bytes: the guest learns nothing
+            self.expected.clear()
         fields = {"rax": rax, "rbx": 1, "rcx": 0x10, "rdx": 0, "cpl": 0, "sw_scratch": scratch}
         self.issue(code, info1, info2, fill, fields, data)
 
@@ -412,6 +415,9 @@ class GuestProtocolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.bsp.state.value == "idle")
     def page_state_change(self, entries: list[PscEntry], data: Any) -> None:
         desc = build_psc(entries)
+        for sent in entries:  # what the guest knows of these pages is what it reads back now
+            for gpa in _psc_pages(sent):
+                self.expected.pop(gpa, None)
         page = self.issue(ExitCode.PSC, 0, 0, desc, {"sw_scratch": LIFE_GHCB + 0x800}, data)
         if page is None:
             return

@@ -30,6 +30,7 @@ from ghcb.hypervisor.devices import (
     Devices,
     KvmHypercalls,
     MsrTable,
+    NoPmu,
     Platform,
     RecordingDevices,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "MapGpaExit",
     "MergedAbi",
     "MsrTable",
+    "NoPmu",
     "Platform",
     "RecordingDevices",
     "RecordingFirmware",

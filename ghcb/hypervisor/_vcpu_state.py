@@ -17,6 +17,7 @@ from ghcb._fast import struct_format
 from ghcb.hypervisor.errors import HypervisorBug
 from ghcb.hypervisor.kvm_abi import KVM_RUN_SIZE
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
+from ghcb.hypervisor.msr_protocol import GHCB_MSR_INFO_MASK
 from ghcb.hypervisor.results import Resumed, Via
 from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
 
@@ -42,7 +43,6 @@ EXIT_INFO: Final = struct_format(
         if f.name in ("sw_exit_code", "sw_exit_info_1", "sw_exit_info_2", "sw_scratch")
     )
 )
-GHCB_MSR_INFO_MASK: Final = 0xFFF  # sev-common.h GHCB_MSR_INFO_MASK: GHCBInfo, bits 11:0
 # GHCB_MSR_AP_RESET_HOLD_RESULT_POS / _MASK: the result field of the 0x007 response
 _WRITTEN_BACK: Final = ("rax", "rbx", "rcx", "rdx")  # sev_es_sync_to_ghcb
 _COPIED_IN: Final = ("rax", "rbx", "rcx", "rdx", "rsi", "cpl")  # sev_es_sync_from_ghcb

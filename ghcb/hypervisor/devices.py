@@ -1,6 +1,6 @@
 """What KVM's GHCB event handlers ask of the rest of the host: the guest's CPUID table, its
-MSRs, the VMMCALL hypercalls and the MMIO / port-I/O devices — pluggable, with defaults that
-answer as a plain KVM VM does.
+MSRs and performance counters, the VMMCALL hypercalls and the MMIO / port-I/O devices —
+pluggable, with defaults that answer as a plain KVM VM does.
 
 Sources: Linux ``arch/x86/kvm/cpuid.c`` (``kvm_cpuid``: a leaf missing from an AMD guest's
 table reads as zeros — "Intel CPUID semantics treats any query for an out-of-range leaf as if
@@ -35,7 +35,9 @@ __all__ = [
     "KvmHypercalls",
     "MsrModel",
     "MsrTable",
+    "NoPmu",
     "Platform",
+    "PmcModel",
     "RecordingDevices",
 ]
 
@@ -111,6 +113,23 @@ class MsrTable:
             return False
         self.values[index] = value
         return True
+
+
+@runtime_checkable
+class PmcModel(Protocol):
+    """The guest's performance counters as ``kvm_pmu_rdpmc`` reads them (RDPMC)."""
+
+    def rdpmc(self, index: int) -> int | None:
+        """The 64-bit counter ``index`` (ECX), or None when the read faults (#GP)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NoPmu:
+    """A guest without a vPMU: ``kvm_pmu_rdpmc`` fails ("if (!pmu->version) return 1;")."""
+
+    def rdpmc(self, index: int) -> int | None:
+        return None
 
 
 @runtime_checkable
@@ -193,6 +212,7 @@ class Platform:
     msrs: MsrModel = field(default_factory=MsrTable)
     hypercalls: HypercallModel = field(default_factory=KvmHypercalls)
     devices: Devices = field(default_factory=RecordingDevices)
+    pmcs: PmcModel = field(default_factory=NoPmu)
 
     def __post_init__(self) -> None:
         for name, proto in (
@@ -200,6 +220,7 @@ class Platform:
             ("msrs", MsrModel),
             ("hypercalls", HypercallModel),
             ("devices", Devices),
+            ("pmcs", PmcModel),
         ):
             if not isinstance(getattr(self, name), proto):
                 raise HypervisorUsageError(

@@ -366,10 +366,21 @@ def _vmmcall(ctx: EventContext, code: int) -> EventOutcome:
     return RESUME
 
 
+def _rdpmc(ctx: EventContext, code: int) -> EventOutcome:
+    # kvm_emulate_rdpmc: "u32 ecx = kvm_rcx_read(vcpu); ... if (kvm_pmu_rdpmc(vcpu, ecx,
+    # &data)) { kvm_inject_gp(vcpu, 0); return 1; }" (a #GP queued through the VMCB, not the
+    # GHCB: the registers go back unchanged), else "kvm_rax_write(vcpu, (u32)data);
+    # kvm_rdx_write(vcpu, data >> 32);"
+    regs = ctx.regs
+    value = ctx.vm.platform.pmcs.rdpmc(regs["rcx"] & _U32)
+    if value is not None:
+        regs["rax"], regs["rdx"] = value & _U32, value >> 32 & _U32
+    return RESUME
+
+
 def _no_handler(ctx: EventContext, code: int) -> EventOutcome:
     """RDTSC: ``svm_exit_handlers`` has no entry, so ``svm_invoke_exit_handler`` →
-    ``svm_handle_invalid_exit`` ("unexpected exit reason": ``KVM_EXIT_INTERNAL_ERROR``). RDPMC
-    (``kvm_emulate_rdpmc``) depends on the guest's vPMU, which the model does not have."""
+    ``svm_handle_invalid_exit`` ("unexpected exit reason": ``KVM_EXIT_INTERNAL_ERROR``)."""
     return NotHandled(code)
 
 
@@ -399,7 +410,7 @@ _HANDLERS: Final[dict[int, _Handler]] = {
     ExitCode.MSR: _msr,
     ExitCode.VMMCALL: _vmmcall,
     ExitCode.RDTSC: _no_handler,
-    ExitCode.RDPMC: _no_handler,
+    ExitCode.RDPMC: _rdpmc,
 }
 
 

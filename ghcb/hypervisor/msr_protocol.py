@@ -48,12 +48,14 @@ from ghcb.msr import (
     decode_msr,
     msr_layout,
 )
+from ghcb.schemas.msr import GHCB_MSR_INFO_BITS
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
     from ghcb.hypervisor.devices import CpuidModel
 
 __all__ = [
+    "GHCB_MSR_INFO_MASK",
     "MsrHold",
     "MsrPscRequest",
     "MsrReply",
@@ -63,11 +65,12 @@ __all__ = [
 ]
 
 SPEC_MSR_PROTOCOL: Final = "Linux arch/x86/kvm/svm/sev.c sev_handle_vmgexit_msr_protocol"
-_INFO_MASK: Final = 0xFFF  # GHCB_MSR_INFO_MASK
+#: ``GHCB_MSR_INFO_MASK``: GHCBInfo, bits 11:0 (sev-common.h; the schema's field width).
+GHCB_MSR_INFO_MASK: Final = (1 << GHCB_MSR_INFO_BITS) - 1
 _CPUID_VALUE_SHIFT: Final = next(
     f.shift for f in msr_layout(MsrCode.CPUID_RESP) if f.name == "value"
 )
-_CPUID_KEEP: Final = ((1 << _CPUID_VALUE_SHIFT) - 1) & ~_INFO_MASK  # bits 31:12 kept
+_CPUID_KEEP: Final = ((1 << _CPUID_VALUE_SHIFT) - 1) & ~GHCB_MSR_INFO_MASK  # bits 31:12 kept
 _SNP_ONLY: Final = frozenset({MsrCode.PREF_GPA_REQ, MsrCode.REG_GPA_REQ, MsrCode.PSC_REQ})
 
 
@@ -125,7 +128,7 @@ def _cpuid(value: int, request: CpuidReq, cpuid: CpuidModel) -> MsrReply:
 
 def msr_protocol(value: int, vm: MsrSettings) -> MsrDecision:
     """KVM's answer to the GHCB MSR value ``value`` (bits 11:0 non-zero)."""
-    info = value & _INFO_MASK
+    info = value & GHCB_MSR_INFO_MASK
     if info in _SNP_ONLY and not vm.snp:
         # "if (!is_sev_snp_guest(vcpu)) goto out_terminate;"
         return MsrTerminate()
