@@ -39,7 +39,6 @@ from ghcb.errors import GhcbError
 from ghcb.guest import Guest, GuestRequestError, SnpGuestDriver
 from ghcb.hypervisor.events import SVM_SEV_FEAT_SNP_ACTIVE
 from ghcb.hypervisor.kvm_abi import with_immediate_exit
-from ghcb.hypervisor.msr_protocol import GHCB_MSR_INFO_MASK
 from ghcb.hypervisor.psc import vmm_map_gpa_range, with_hypercall_ret
 from ghcb.hypervisor.results import (
     ApResetHold,
@@ -55,7 +54,15 @@ from ghcb.hypervisor.results import (
 )
 from ghcb.hypervisor.scratch import SHARED_BUFFER_BEG
 from ghcb.hypervisor.vcpu import Vcpu
-from ghcb.msr import CpuidReq, PscReq, RegGpaReq, TermReq, decode_msr, encode_msr
+from ghcb.msr import (
+    GHCB_MSR_INFO_MASK,
+    CpuidReq,
+    PscReq,
+    RegGpaReq,
+    TermReq,
+    decode_msr,
+    encode_msr,
+)
 from ghcb.page import GHCB_PROTOCOL_MAX, GHCB_PROTOCOL_MIN, GhcbPage, build_page, parse_page
 from ghcb.psc import PscEntry, build_psc
 from ghcb.schemas.page import PAGE_SIZE

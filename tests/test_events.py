@@ -29,13 +29,17 @@ from ghcb.hypervisor import (
     Unhandled,
     Vcpu,
     Vm,
+    devices,
+    events,
 )
 from ghcb.hypervisor.psc import vmm_map_gpa_range, with_hypercall_ret
 from ghcb.hypervisor.results import system_event_run
+from ghcb.hypervisor.vm import DEFAULT_CBIT
 from ghcb.page import GHCB_PROTOCOL_MAX
 from ghcb.psc import PscEntry, build_psc
 from ghcb.schemas.kvm import KVM_MAP_GPA_RANGE_DECRYPTED
 from ghcb.schemas.page import PAGE_SIZE
+from tests.helpers import load_table
 from tests.test_hypervisor import answered, at_exit
 
 GHCB, AP_GHCB, VMSA, SCRATCH = 0x1000, 0x2000, 0x3000, 0x1800
@@ -80,6 +84,23 @@ def regs(page: GhcbPage, **override: int) -> dict[str, int]:
 
 def resumed(page: GhcbPage, info1: int = 0, info2: int = 0, **reg: int) -> Resumed:
     return Resumed(answered(page, regs(page, **reg), info1, info2))
+
+
+def test_constants_match_the_table() -> None:
+    """spec/tables/kvm.toml [events] == the Python constants (each defined once)."""
+    table = load_table("kvm")["events"]
+    assert table == {
+        "svm_sev_feat_snp_active": events.SVM_SEV_FEAT_SNP_ACTIVE,
+        "ap_vmsa_refused_alignment": events.PMD_SIZE,
+        "maxphyaddr_default": events.MAXPHYADDR_DEFAULT,
+        "x86_trap_gp": events.X86_TRAP_GP,
+        "msr_gp_exit_info_2": EventInjection(vector=events.X86_TRAP_GP).encode(),
+        "kvm_enosys": devices.KVM_ENOSYS,
+        "kvm_eperm": devices.KVM_EPERM,
+        "kvm_hc_vapic_poll_irq": devices.KVM_HC_VAPIC_POLL_IRQ,
+        "default_cbit": DEFAULT_CBIT,
+    }
+    assert table["msr_gp_exit_info_2"] == GP
 
 
 # -- events answered in EXITINFO -----------------------------------------------------------------

@@ -17,7 +17,6 @@ from ghcb._fast import struct_format
 from ghcb.hypervisor.errors import HypervisorBug
 from ghcb.hypervisor.kvm_abi import KVM_RUN_SIZE
 from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
-from ghcb.hypervisor.msr_protocol import GHCB_MSR_INFO_MASK
 from ghcb.hypervisor.results import Resumed, Via
 from ghcb.page import FIELDS, VALID_BIT, GhcbPage, parse_page
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from ghcb.hypervisor.vcpu import Vcpu
     from ghcb.hypervisor.vm import Vm
 
-__all__ = ["EXIT_INFO", "GHCB_MSR_INFO_MASK", "OFFSET", "USAGE", "VcpuState"]
+__all__ = ["EXIT_INFO", "OFFSET", "USAGE", "VcpuState"]
 
 OFFSET: Final = {f.name: f.offset for f in FIELDS}
 _BITMAP: Final = slice(OFFSET["valid_bitmap"], OFFSET["valid_bitmap"] + 16)

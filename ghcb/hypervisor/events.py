@@ -31,7 +31,10 @@ if TYPE_CHECKING:
     from ghcb.hypervisor.vcpu import Vcpu, Vm
 
 __all__ = [
+    "MAXPHYADDR_DEFAULT",
+    "PMD_SIZE",
     "SVM_SEV_FEAT_SNP_ACTIVE",
+    "X86_TRAP_GP",
     "EventContext",
     "EventOutcome",
     "Hold",
@@ -47,9 +50,13 @@ SPEC_EVENTS: Final = "Linux arch/x86/kvm/svm/sev.c sev_handle_vmgexit"
 SVM_SEV_FEAT_SNP_ACTIVE: Final = 1 << 0
 _U32: Final = 0xFFFFFFFF
 _U64: Final = (1 << 64) - 1
-_PMD_SIZE: Final = 2 * 1024 * 1024  # IS_ALIGNED(exit_info_2, PMD_SIZE): the 2 MiB erratum
-_X86_TRAP_GP: Final = 13  # asm/trapnr.h
-_MAXPHYADDR_DEFAULT: Final = 36  # cpuid_query_maxphyaddr: "not_found: return 36;"
+#: ``PMD_SIZE``: an AP's VMSA aligned to it is refused ("IS_ALIGNED(exit_info_2, PMD_SIZE)",
+#: the SNP erratum).
+PMD_SIZE: Final = 2 * 1024 * 1024
+#: ``X86_TRAP_GP`` (asm/trapnr.h): the exception an MSR access that fails injects.
+X86_TRAP_GP: Final = 13
+#: ``cpuid_query_maxphyaddr``: "not_found: return 36;".
+MAXPHYADDR_DEFAULT: Final = 36
 
 
 class Terminate(NamedTuple):
@@ -119,7 +126,7 @@ def maxphyaddr(vm: Vm) -> int:
     else 36."""
     cpuid = vm.platform.cpuid
     if cpuid.cpuid(0x80000000, 0)[0] < 0x80000008:
-        return _MAXPHYADDR_DEFAULT
+        return MAXPHYADDR_DEFAULT
     return cpuid.cpuid(0x80000008, 0)[0] & 0xFF
 
 
@@ -299,7 +306,7 @@ def _ap_create(ctx: EventContext) -> bool:
         if vmsa & (PAGE_SIZE - 1) or vmsa >> maxphyaddr(vm):
             return False
         # "if (IS_ALIGNED(svm->vmcb->control.exit_info_2, PMD_SIZE))" (the SNP erratum)
-        if not vmsa % _PMD_SIZE:
+        if not vmsa % PMD_SIZE:
             return False
         target.snp_vmsa_gpa = vmsa  # "target_svm->sev_es.snp_vmsa_gpa = ...exit_info_2;"
     elif request == ApCreationOp.DESTROY:
@@ -352,7 +359,7 @@ def _msr(ctx: EventContext, code: int) -> EventOutcome:
     if not ok:
         # svm_complete_emulated_msr: "svm_vmgexit_inject_exception(svm, X86_TRAP_GP);":
         # EXITINFO1 = 1 (ISSUE_EXCEPTION), EXITINFO2 = VALID | TYPE_EXEPT | vector
-        event = EventInjection(vector=_X86_TRAP_GP)
+        event = EventInjection(vector=X86_TRAP_GP)
         ctx.set_exit_info(HvResp.ISSUE_EXCEPTION, event.encode())
     return RESUME
 

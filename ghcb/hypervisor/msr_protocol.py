@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ghcb.codes import MsrCode
 from ghcb.msr import (
+    GHCB_MSR_INFO_MASK,
     GHCB_MSR_PREF_GPA_NONE,
     ApResetHoldResp,
     CpuidReq,
@@ -48,14 +49,12 @@ from ghcb.msr import (
     decode_msr,
     msr_layout,
 )
-from ghcb.schemas.msr import GHCB_MSR_INFO_BITS
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
     from ghcb.hypervisor.devices import CpuidModel
 
 __all__ = [
-    "GHCB_MSR_INFO_MASK",
     "MsrHold",
     "MsrPscRequest",
     "MsrReply",
@@ -65,8 +64,6 @@ __all__ = [
 ]
 
 SPEC_MSR_PROTOCOL: Final = "Linux arch/x86/kvm/svm/sev.c sev_handle_vmgexit_msr_protocol"
-#: ``GHCB_MSR_INFO_MASK``: GHCBInfo, bits 11:0 (sev-common.h; the schema's field width).
-GHCB_MSR_INFO_MASK: Final = (1 << GHCB_MSR_INFO_BITS) - 1
 _CPUID_VALUE_SHIFT: Final = next(
     f.shift for f in msr_layout(MsrCode.CPUID_RESP) if f.name == "value"
 )

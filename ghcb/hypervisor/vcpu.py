@@ -69,7 +69,6 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from ghcb.codes import Errno, ExitCode, HvResp, MsrCode
 from ghcb.hypervisor._vcpu_state import (
     EXIT_INFO,
-    GHCB_MSR_INFO_MASK,
     OFFSET,
     USAGE,
     VcpuState,
@@ -119,7 +118,7 @@ from ghcb.hypervisor.results import (
 )
 from ghcb.hypervisor.rules import accepts, first_error
 from ghcb.hypervisor.vm import Vm
-from ghcb.msr import msr_layout
+from ghcb.msr import GHCB_MSR_INFO_MASK, msr_layout
 from ghcb.page import parse_page
 
 if TYPE_CHECKING:
