@@ -32,7 +32,7 @@ from ghcb.hypervisor import (
     devices,
     events,
 )
-from ghcb.hypervisor.psc import vmm_map_gpa_range, with_hypercall_ret
+from ghcb.hypervisor.psc import decode_hypercall_exit, vmm_map_gpa_range, with_hypercall_ret
 from ghcb.hypervisor.results import system_event_run
 from ghcb.hypervisor.vm import DEFAULT_CBIT
 from ghcb.page import GHCB_PROTOCOL_MAX
@@ -97,6 +97,7 @@ def test_constants_match_the_table() -> None:
         "msr_gp_exit_info_2": EventInjection(vector=events.X86_TRAP_GP).encode(),
         "kvm_enosys": devices.KVM_ENOSYS,
         "kvm_eperm": devices.KVM_EPERM,
+        "kvm_einval": devices.KVM_EINVAL,
         "kvm_hc_vapic_poll_irq": devices.KVM_HC_VAPIC_POLL_IRQ,
         "default_cbit": DEFAULT_CBIT,
     }
@@ -462,13 +463,50 @@ class TestIntercepts:
 
     @pytest.mark.parametrize(
         ("rax", "cpl", "ret"),
-        [(1, 0, 0), (1, 3, 2**64 - 1), (12, 0, 2**64 - 1000), (99, 0, 2**64 - 1000)],
+        [
+            (1, 0, 0),
+            (1, 3, 2**64 - 1),
+            (12, 3, 2**64 - 1),
+            (12, 0, 2**64 - 22),
+            (99, 0, 2**64 - 1000),
+        ],
     )
     def test_vmmcall(self, rax: int, cpl: int, ret: int) -> None:
         """kvm_emulate_hypercall: "if (cpl) { ret = -KVM_EPERM; ..." , VAPIC_POLL_IRQ 0,
         else -KVM_ENOSYS (64-bit for a protected guest)."""
         page, result = Env().run(ExitCode.VMMCALL, rax=rax, cpl=cpl)
         assert result == resumed(page, rax=ret)
+
+    def test_vmmcall_map_gpa_range_exit(self) -> None:
+        """KVM_HC_MAP_GPA_RANGE: "vcpu->run->exit_reason = KVM_EXIT_HYPERCALL; ... ret = 0;
+        args[0..2] = gpa, npages, attrs; flags = KVM_EXIT_HYPERCALL_LONG_MODE"; then
+        complete_hypercall_exit: "kvm_rax_write(vcpu, ret);" (no conversion by KVM itself)."""
+        env = Env()
+        page, result = env.run(ExitCode.VMMCALL, rax=12, rbx=0x4000, rcx=2, rdx=0x10, cpl=0)
+        assert isinstance(result, MapGpaExit)
+        assert (result.gpa, result.npages, result.attributes) == (0x4000, 2, 0x10)
+        call = decode_hypercall_exit(result.kvm_run)
+        assert (call.nr, call.args[:3], call.ret, call.flags) == (12, (0x4000, 2, 0x10), 0, 1)
+        final = env.bsp.complete(with_hypercall_ret(result.kvm_run, 2**64 - 22))
+        assert final == resumed(page, rax=2**64 - 22, rbx=0x4000, rcx=2, rdx=0x10)
+
+    @pytest.mark.parametrize(
+        ("fields", "ret"),
+        [
+            ({"rbx": 0x4008, "rcx": 1}, 2**64 - 22),  # "!PAGE_ALIGNED(gpa)"
+            ({"rbx": 0x4000, "rcx": 0}, 2**64 - 22),  # "!npages"
+            ({"rbx": 0x4000, "rcx": 2**64 - 1}, 2**64 - 22),  # gfn + npages wraps
+        ],
+    )
+    def test_vmmcall_map_gpa_range_refused(self, fields: dict[str, Any], ret: int) -> None:
+        """ "ret = -KVM_EINVAL;" for a bad range; with no userspace exit enabled
+        "ret = -KVM_ENOSYS;"."""
+        page, result = Env().run(ExitCode.VMMCALL, rax=12, cpl=0, **fields)
+        assert result == resumed(page, rax=ret)
+        page, result = Env(map_gpa_range=False).run(
+            ExitCode.VMMCALL, rax=12, rbx=0x4000, rcx=1, cpl=0
+        )
+        assert result == resumed(page, rax=2**64 - 1000)
 
     @pytest.mark.parametrize(
         "code",

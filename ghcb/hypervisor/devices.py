@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "KVM_EINVAL",
     "KVM_ENOSYS",
     "KVM_EPERM",
     "KVM_HC_VAPIC_POLL_IRQ",
@@ -46,6 +47,7 @@ _U32: Final = 0xFFFFFFFF
 _U64: Final = (1 << 64) - 1
 KVM_ENOSYS: Final = 1000  # include/linux/kvm_para.h
 KVM_EPERM: Final = 1  # include/linux/kvm_para.h: "#define KVM_EPERM EPERM"
+KVM_EINVAL: Final = 22  # include/linux/kvm_para.h: "#define KVM_EINVAL EINVAL"
 KVM_HC_VAPIC_POLL_IRQ: Final = 1  # uapi/linux/kvm_para.h: "ret = 0;" in kvm_emulate_hypercall
 
 

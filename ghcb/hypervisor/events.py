@@ -17,14 +17,23 @@ The scratch-area rules are :mod:`ghcb.hypervisor.scratch` (one copy, shared with
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
+from ghcb._fast import flat_fields
 from ghcb.codes import ApCreationOp, ApJumpTableOp, Errno, ExitCode, GhcbErr, HvResp
 from ghcb.exitinfo import EventInjection, IoioInfo, TermRequestInfo
-from ghcb.hypervisor.devices import device_bytes
+from ghcb.hypervisor.devices import KVM_EINVAL, KVM_ENOSYS, device_bytes
 from ghcb.hypervisor.kvm_abi import RESUME, Fail, Outcome
+from ghcb.hypervisor.psc_run import MapGpaRange, decode_hypercall_exit, map_gpa_range_exit
 from ghcb.hypervisor.scratch import HandlerStop, ScratchError, StopKind, scratch_use, setup_scratch
+from ghcb.schemas.kvm import (
+    KVM_EXIT_HYPERCALL_LONG_MODE,
+    KVM_HC_MAP_GPA_RANGE,
+    KVM_RUN_EXIT_UNION_OFFSET,
+    kvm_hypercall_exit,
+)
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -40,7 +49,9 @@ __all__ = [
     "Hold",
     "NotHandled",
     "PscBegin",
+    "RaxDone",
     "Terminate",
+    "VmmcallMapGpa",
     "handle_event",
     "maxphyaddr",
 ]
@@ -50,6 +61,12 @@ SPEC_EVENTS: Final = "Linux arch/x86/kvm/svm/sev.c sev_handle_vmgexit"
 SVM_SEV_FEAT_SNP_ACTIVE: Final = 1 << 0
 _U32: Final = 0xFFFFFFFF
 _U64: Final = (1 << 64) - 1
+_U64_STRUCT: Final = struct.Struct("<Q")
+_HC_FLAGS: Final = next(
+    f.offset
+    for f in flat_fields(kvm_hypercall_exit, KVM_RUN_EXIT_UNION_OFFSET)
+    if f.name == "flags"
+)
 #: ``PMD_SIZE``: an AP's VMSA aligned to it is refused ("IS_ALIGNED(exit_info_2, PMD_SIZE)",
 #: the SNP erratum).
 PMD_SIZE: Final = 2 * 1024 * 1024
@@ -85,13 +102,39 @@ class NotHandled(NamedTuple):
     exit_code: int
 
 
-EventOutcome = Outcome | Terminate | Hold | PscBegin | NotHandled
+class RaxDone(NamedTuple):
+    """``complete_hypercall_exit``: "kvm_rax_write(vcpu, ret);" (64-bit: a protected guest)."""
+
+    rax: int
+
+
+class VmmcallMapGpa:
+    """A VMMCALL ``KVM_HC_MAP_GPA_RANGE`` handed to userspace: ``kvm_emulate_hypercall``'s
+    exit ("hypercall.ret = 0; ... args[0..2] = gpa, npages, attrs; hypercall.flags = 0; if
+    (op_64_bit) hypercall.flags |= KVM_EXIT_HYPERCALL_LONG_MODE;") and its completion
+    (``complete_hypercall_exit``: RAX = ``hypercall.ret``)."""
+
+    def __init__(self, kvm_run: bytes, gpa: int, npages: int, attributes: int) -> None:
+        step = map_gpa_range_exit(kvm_run, gpa, npages, attributes)
+        run = bytearray(step.kvm_run)
+        _U64_STRUCT.pack_into(run, _HC_FLAGS, KVM_EXIT_HYPERCALL_LONG_MODE)
+        self.step = step._replace(kvm_run=bytes(run))
+
+    def begin(self) -> MapGpaRange:
+        return self.step
+
+    def complete_run(self, kvm_run: bytes) -> RaxDone:
+        return RaxDone(decode_hypercall_exit(kvm_run).ret)
+
+
+EventOutcome = Outcome | Terminate | Hold | PscBegin | NotHandled | VmmcallMapGpa
 
 
 class EventContext(Protocol):
     """What the handlers use of the vCPU (its KVM state for one VMGEXIT)."""
 
     vm: Vm
+    kvm_run: bytes
     regs: dict[str, int]
     exit_info_1: int
     exit_info_2: int
@@ -364,10 +407,30 @@ def _msr(ctx: EventContext, code: int) -> EventOutcome:
     return RESUME
 
 
+def _map_gpa_range(ctx: EventContext, args: tuple[int, int, int, int]) -> EventOutcome:
+    # "case KVM_HC_MAP_GPA_RANGE: { u64 gpa = a0, npages = a1, attrs = a2;"
+    gpa, npages, attrs, _ = args
+    regs = ctx.regs
+    # "ret = -KVM_ENOSYS; if (!user_exit_on_hypercall(vcpu->kvm, KVM_HC_MAP_GPA_RANGE)) break;"
+    if not ctx.vm.map_gpa_range:
+        regs["rax"] = -KVM_ENOSYS & _U64
+        return RESUME
+    # "if (!PAGE_ALIGNED(gpa) || !npages || gpa_to_gfn(gpa) + npages <= gpa_to_gfn(gpa))
+    #  { ret = -KVM_EINVAL; break; }" (u64 arithmetic)
+    gfn = gpa >> 12
+    if gpa & (PAGE_SIZE - 1) or not npages or (gfn + npages) & _U64 <= gfn:
+        regs["rax"] = -KVM_EINVAL & _U64
+        return RESUME
+    return VmmcallMapGpa(ctx.kvm_run, gpa, npages, attrs)
+
+
 def _vmmcall(ctx: EventContext, code: int) -> EventOutcome:
     # kvm_emulate_hypercall: "nr = kvm_rax_read(vcpu); a0 = kvm_rbx_read(vcpu); ..."
     regs = ctx.regs
     args = (regs["rbx"], regs["rcx"], regs["rdx"], regs["rsi"])
+    # "if (cpl) { ret = -KVM_EPERM; goto out; }" comes first; MAP_GPA_RANGE is KVM's own
+    if regs["rax"] == KVM_HC_MAP_GPA_RANGE and not regs["cpl"]:
+        return _map_gpa_range(ctx, args)
     ret = ctx.vm.platform.hypercalls.hypercall(regs["rax"], args, regs["cpl"])
     regs["rax"] = ret & _U64  # "kvm_rax_write(vcpu, ret);"
     return RESUME

@@ -78,7 +78,9 @@ from ghcb.hypervisor.events import (
     Hold,
     NotHandled,
     PscBegin,
+    RaxDone,
     Terminate,
+    VmmcallMapGpa,
     handle_event,
 )
 from ghcb.hypervisor.kvm_abi import (
@@ -224,7 +226,8 @@ class Vcpu(VcpuState):
         vm.vcpus[vcpu_id] = self
         super().__init__(vm, memory, vcpu_id, ghcb_gpa, runnable)
         self.state = _State.IDLE
-        self._psc: GhcbPsc | MsrPsc | None = None  # sev_es.psc: a PSC in flight
+        # sev_es.psc (a PSC in flight) or a VMMCALL's KVM_HC_MAP_GPA_RANGE
+        self._psc: GhcbPsc | MsrPsc | VmmcallMapGpa | None = None
 
     # -- public ---------------------------------------------------------------------------
     def run(self, *, gpa: int | None = None, kvm_run: bytes | None = None) -> RunResult:
@@ -395,7 +398,7 @@ class Vcpu(VcpuState):
             return self._outcome(outcome)
         return self._resume_or_interrupt(immediate_exit)
 
-    def _psc_begin(self, engine: GhcbPsc | MsrPsc) -> RunResult:
+    def _psc_begin(self, engine: GhcbPsc | MsrPsc | VmmcallMapGpa) -> RunResult:
         """``snp_begin_psc`` / ``snp_begin_psc_msr`` (:mod:`ghcb.hypervisor.psc`)."""
         self._psc = engine
         step = engine.begin()
@@ -409,12 +412,14 @@ class Vcpu(VcpuState):
         self.kvm_run = step.kvm_run
         return MapGpaExit(step.kvm_run, step.gpa, step.npages, step.attributes)
 
-    def _psc_done(self, step: PscDone | MsrDone) -> None:
+    def _psc_done(self, step: PscDone | MsrDone | RaxDone) -> None:
         """The final answer: "svm_vmgexit_no_action(svm, psc_ret);" (SW_EXITINFO1 = 0,
         SW_EXITINFO2 = the PSC code) or "set_ghcb_msr(svm, GHCB_MSR_PSC_RESP...)"."""
         self._psc = None
         if isinstance(step, PscDone):
             self.set_exit_info(HvResp.NO_ACTION, step.exit_info_2)
+        elif isinstance(step, RaxDone):
+            self.regs["rax"] = step.rax  # complete_hypercall_exit: "kvm_rax_write(vcpu, ret);"
         else:
             self.ghcb_msr = step.msr
 
@@ -500,6 +505,8 @@ class Vcpu(VcpuState):
                 exit_enabled=vm.map_gpa_range,
             )
             return self._psc_begin(engine)
+        if isinstance(outcome, VmmcallMapGpa):
+            return self._psc_begin(outcome)
         if isinstance(outcome, NotHandled):
             self._unmap()
             return Unhandled(ExitCode.from_int(outcome.exit_code))
