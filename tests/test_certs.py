@@ -633,6 +633,56 @@ REFUSALS: dict[str, tuple[Callable[[], object], tuple[object, ...]]] = {
             "no all-zero terminator entry: the data ends at 5 bytes after 0 entries",
         ),
     ),
+    "guid-type": (
+        lambda: CertEntry(5, b""),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _SPEC,
+            "a certificate GUID must be a uuid.UUID, CertGuid or 16 bytes, not 5",
+        ),
+    ),
+    "guid-short": (
+        lambda: CertEntry(b"abc", b""),
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _SPEC,
+            "a certificate GUID must be a uuid.UUID, CertGuid or 16 bytes, not b'abc'",
+        ),
+    ),
+    "extra-names-type": (
+        lambda: check_cert_table(bytes(24), extra_names=5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            "ghcb API",
+            "extra_names must map GUIDs to names, not int",
+        ),
+    ),
+    "extra-names-value": (
+        lambda: check_cert_table(bytes(24), extra_names={uuid.UUID(int=1): 5}),  # type: ignore[dict-item]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            "ghcb API",
+            "extra_names[UUID('00000000-0000-0000-0000-000000000001')] must be a str, not int",
+        ),
+    ),
+    "extra-names-key": (
+        lambda: check_cert_table(bytes(24), extra_names={5: "x"}),  # type: ignore[dict-item]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            _SPEC,
+            "a certificate GUID must be a uuid.UUID, CertGuid or 16 bytes, not 5",
+        ),
+    ),
     "index-type": (
         lambda: cert_table_index(5),  # type: ignore[arg-type]
         (

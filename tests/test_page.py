@@ -486,6 +486,54 @@ PAGE_REFUSALS: dict[str, tuple[Any, tuple[object, ...]]] = {
             "reserved_0x0 has no valid-bitmap bit: it is not a save-area register field",
         ),
     ),
+    "parse-type": (
+        lambda: parse_page(5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            None,
+            _LAYOUT,
+            "a GHCB page must be bytes-like, not int",
+        ),
+    ),
+    "parse-length": (
+        lambda: parse_page(b"x"),
+        ("LengthError", "page-length", None, None, _LAYOUT, "a GHCB page is 4096 bytes, got 1"),
+    ),
+    "parse-backend": (
+        lambda: parse_page(bytes(4096), backend="x"),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "backend",
+            None,
+            None,
+            "ghcb API",
+            "unknown backend 'x' (expected 'struct' or 'construct')",
+        ),
+    ),
+    "build-type": (
+        lambda: build_page(5),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "input-type",
+            None,
+            None,
+            _LAYOUT,
+            "build_page needs a GhcbPage, not int",
+        ),
+    ),
+    "build-backend": (
+        lambda: build_page(_E, backend="x"),  # type: ignore[arg-type]
+        (
+            "InputTypeError",
+            "backend",
+            None,
+            None,
+            "ghcb API",
+            "unknown backend 'x' (expected 'struct' or 'construct')",
+        ),
+    ),
     "values-range": (
         lambda: GhcbPage._from_values(_values_with("rax", 1 << 64)),
         (
