@@ -927,3 +927,45 @@ def test_sha256_hex() -> None:
         "ghcb API",
         "the hashed data must be bytes-like, not int",
     )
+
+
+def _rows(*rows: tuple[uuid.UUID, int, int]) -> bytes:
+    header = b"".join(
+        g.bytes + o.to_bytes(4, "little") + n.to_bytes(4, "little") for g, o, n in rows
+    )
+    return header + bytes(CERT_ENTRY_SIZE)
+
+
+def test_range_messages_are_exact() -> None:
+    """A range ending exactly at 2**32 - 1 is out of bounds but does not wrap; one past it
+    wraps; a VCEK that is not X.509 is named in its warning."""
+    table = _rows(
+        (CertGuid.VCEK.value, 96, 4),
+        (CertGuid.CRL.value, 0xFFFFFFFF - 5, 5),
+        (CertGuid.ARK.value, 100, 0xFFFFFFFF),
+    )
+    table += b"junk"
+    assert [(v.code, v.offset, v.message) for v in check_cert_table(table)] == [
+        (
+            "u32-wrap",
+            48,
+            "entry 2: offset 0x64 + length 0xffffffff = 0x100000063 overflows 32 bits (32-bit "
+            "readers wrap around)",
+        ),
+        (
+            "out-of-bounds",
+            24,
+            "entry 1: data [0xfffffffa, 0xffffffff) ends past the 100-byte table",
+        ),
+        ("out-of-bounds", 48, "entry 2: data [0x64, 0x100000063) ends past the 100-byte table"),
+        ("not-x509", 96, "entry 0 (VCEK) is not a DER or PEM X.509 certificate"),
+    ]
+
+
+def test_trailing_data_counts_the_longest_range_named_from_a_start() -> None:
+    """Two entries from the same offset, the longer first: every byte of the longer range is
+    named (they overlap, but nothing is trailing data)."""
+    nine = uuid.UUID(int=9)
+    table = _rows((CertGuid.CRL.value, 72, 10), (nine, 72, 4)) + bytes(range(1, 11))
+    found = check_cert_table(table, extra_names={nine: "nine"})
+    assert [(v.code, v.offset) for v in found] == [("overlap", 0), ("overlap", 24)]
