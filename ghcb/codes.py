@@ -521,7 +521,7 @@ class KvmExit(_Code):
     hypervisor because they moved between revisions.
     """
 
-    HYPERCALL = 2  # KVM_EXIT_HYPERCALL: a PSC range for userspace (KVM_HC_MAP_GPA_RANGE)
+    HYPERCALL = 3  # KVM_EXIT_HYPERCALL 3: a PSC range for userspace (KVM_HC_MAP_GPA_RANGE)
     SYSTEM_EVENT = 24  # a guest's termination request (KVM_SYSTEM_EVENT_SEV_TERM)
     VMGEXIT = 40
     SNP_REQ_CERTS = 43

@@ -94,6 +94,22 @@ def test_msr_values() -> None:
     assert TABLE["msr"]["resp_error"] == GHCB_MSR_PSC_RESP_ERROR
 
 
+def test_every_kvm_exit_is_its_table_row_and_uapi() -> None:
+    """Each KvmExit value against the spec table row that defines it and the value
+    include/uapi/linux/kvm.h gives (KVM_EXIT_HYPERCALL 3, KVM_EXIT_SYSTEM_EVENT 24); VMGEXIT
+    (the v15 seed patch) and SNP_REQ_CERTS (mainline) are the tables' own rows."""
+    kvm = load_table("kvm")
+    rows = {
+        KvmExit.HYPERCALL: (TABLE["hypercall"]["exit_reason"], 3),
+        KvmExit.SYSTEM_EVENT: (kvm["system_event"]["exit_reason"], 24),
+        KvmExit.VMGEXIT: (kvm["user_vmgexit"]["exit_reason"], 40),
+        KvmExit.SNP_REQ_CERTS: (kvm["snp_req_certs"]["exit_reason"], 43),
+    }
+    assert set(rows) == set(KvmExit)
+    got = [(m.name, int(m), table) for m, (table, _) in rows.items()]
+    assert got == [(m.name, uapi, uapi) for m, (_, uapi) in rows.items()]
+
+
 def test_hypercall_exit_table_is_the_schema() -> None:
     """kvm_run.hypercall: the fields, KVM_EXIT_HYPERCALL, KVM_HC_MAP_GPA_RANGE, flags."""
     hc = TABLE["hypercall"]

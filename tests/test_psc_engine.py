@@ -336,6 +336,25 @@ def test_v15_short_area() -> None:
         GhcbPsc(s.memory, DESC, 4)  # the merged tree always has the header
 
 
+def test_hypercall_exit_bytes_exact() -> None:
+    """The first 64 bytes of a PSC exit, typed out: exit_reason 3 (uapi/linux/kvm.h
+    "#define KVM_EXIT_HYPERCALL 3") at offset 8, hypercall.nr 12 (KVM_HC_MAP_GPA_RANGE) at 32,
+    args[0..2] = gpa 0x100000, npages 1, attributes KVM_MAP_GPA_RANGE_ENCRYPTED at 40..63."""
+    s = Setup([PscEntry(gfn=0x100, operation=1)])
+    first = s.engine().begin()
+    assert isinstance(first, MapGpaRange)
+    assert first.kvm_run[:64] == bytes.fromhex(
+        "0000000000000000"
+        "0300000000000000"
+        "0000000000000000"
+        "0000000000000000"
+        "0c00000000000000"
+        "0000100000000000"
+        "0100000000000000"
+        "1000000000000000"
+    )
+
+
 def test_kvm_run_fields_kvm_does_not_write_are_kept() -> None:
     """KVM writes exit_reason, nr, ret, args[0..2]; args[3..5], flags and the rest stay."""
     base = bytes(range(256)) + bytes(range(32))
