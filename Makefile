@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint types unit bench fuzz clean
+.PHONY: demo test lint types unit bench fuzz mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,5 +66,23 @@ fuzz: $(VENV)/.fuzz
 		fi; \
 	done; exit $$status
 
+# Mutation testing ([tool.mutmut] in pyproject.toml; slow, so never part of `make test`): mutmut
+# mutates the listed modules, runs per mutant the selected tests that reach the mutated
+# function, lists every mutant that is not killed, then prints the score per module.
+MUTATION_JOBS ?= 1
+
+$(VENV)/.mutation: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,interop,mutation]'
+	touch $@ $(VENV)/.dev $(VENV)/.runtime
+
+mutation: $(VENV)/.mutation
+	$(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	@echo "== not killed"; $(BIN)/mutmut results
+	@echo "== score per module (killed / tested)"; $(BIN)/mutmut results --all true \
+		| awk -F': ' '{ m = $$1; sub(/^ +/, "", m); sub(/\.x.*/, "", m); \
+			if ($$2 == "skipped") next; n[m]++; if ($$2 == "killed" || $$2 == "timeout") k[m]++ } \
+			END { for (m in n) printf "%-24s %5d / %5d  %5.1f%%\n", m, k[m], n[m], 100 * k[m] / n[m] }' \
+		| sort
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks .fuzz
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks .fuzz mutants

@@ -8,8 +8,8 @@ and a ``Resumed`` / ``Interrupted`` page is exactly what KVM's mapping of the GH
 
 Input layout (so that seeds can be real pages): byte 0 = flags (bits 0-3: page i private,
 bit 4: firmware fails, bit 5: not an SNP guest, bits 6-7: ABI 0 disabled / 1 merged /
-2 v15), byte 1 = msg_type of the request, then 288 bytes of the VMM's ``kvm_run`` answer,
-then the GHCB page (zero-padded to 4096 bytes).
+2 v15 / 3 merged with an unknown exit reason), byte 1 = msg_type of the request, then 288
+bytes of the VMM's ``kvm_run`` answer, then the GHCB page (zero-padded to 4096 bytes).
 
 Run: ./fuzz/fuzz_handler.py NEW_DIR fuzz/corpus/handler -max_len=4400
 """
