@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ghcb import ExitCode, GhcbPage, build_page
 from ghcb.codes import Errno, GhcbErr, PscErr, PscOp
@@ -18,6 +20,7 @@ from ghcb.hypervisor import (
     GuestMemory,
     Halted,
     MapGpaExit,
+    MergedAbi,
     MsrTable,
     Platform,
     RecordingDevices,
@@ -27,12 +30,14 @@ from ghcb.hypervisor import (
     RunFailed,
     Terminated,
     Unhandled,
+    V15Abi,
     Vcpu,
     Vm,
     devices,
     events,
 )
 from ghcb.hypervisor.psc import decode_hypercall_exit, vmm_map_gpa_range, with_hypercall_ret
+from ghcb.hypervisor.psc_answer import kvm_psc_answer
 from ghcb.hypervisor.results import system_event_run
 from ghcb.hypervisor.vm import DEFAULT_CBIT
 from ghcb.page import GHCB_PROTOCOL_MAX
@@ -620,6 +625,91 @@ class TestPsc:
         assert isinstance(result, Resumed)
         assert result.page is not None
         assert (result.page.sw_exit_info_1, result.page.sw_exit_info_2) == (0, info2)
+
+    @pytest.mark.parametrize("abi", [MergedAbi(), V15Abi()], ids=str)
+    def test_exit_info_2_zero_is_guest_input(self, abi: MergedAbi | V15Abi) -> None:
+        """EXITINFO2 = 0 is the guest's: merged "setup_vmgexit_scratch(svm, true,
+        sizeof(struct psc_hdr))"; v15 "setup_vmgexit_scratch(svm, true, control->exit_info_2)"
+        (no "WARN_ON_ONCE(!min_len)"; in the GHCB "ghcb_sa_len = len" = 0) and snp_begin_psc
+        "if (idx_end >= VMGEXIT_PSC_MAX_COUNT)": both trees proceed to the userspace exit
+        (GPA 0x5000, 1 page, ENCRYPTED), then cur_page 1, cur_entry 1, EXITINFO 0/0."""
+        env = Env(cert_abi=abi)
+        env.memory.map(0x5000)
+        desc = bytes.fromhex("00000000000000000050000000001000")  # gfn 5 private, end 0
+        page, result = env.run(ExitCode.PSC, data=desc, sw_scratch=SCRATCH, sw_exit_info_2=0)
+        assert isinstance(result, MapGpaExit)
+        assert (result.gpa, result.npages, result.attributes) == (0x5000, 1, 0x10)
+        ret = vmm_map_gpa_range(env.memory, result.kvm_run)
+        final = env.bsp.complete(with_hypercall_ret(result.kvm_run, ret))
+        after = bytes.fromhex("01000000000000000150000000001000")
+        assert final == resumed(page.replace(shared_buffer=after.ljust(2032, b"\0")))
+
+    @pytest.mark.parametrize("abi", [MergedAbi(), V15Abi()], ids=["merged", "v15"])
+    def test_end_entry_against_the_tree(self, abi: MergedAbi | V15Abi) -> None:
+        """EXITINFO2 = 16 (header + 1 entry), end_entry 1, two PSMASH entries: v15's
+        "if (idx_end >= VMGEXIT_PSC_MAX_COUNT)" (not the area's 1 entry) accepts them, as
+        kvm_psc_answer(..., validator=V15) does; each marked done without an exit (merged: the
+        area is the rest of the shared buffer, 2032 bytes, so both fit too)."""
+        env = Env(cert_abi=abi)
+        desc = bytes.fromhex("000001000000000000600000000030000070000000003000")
+        page, result = env.run(ExitCode.PSC, data=desc, sw_scratch=SCRATCH, sw_exit_info_2=16)
+        done = bytes.fromhex("020001000000000001600000000030000170000000003000")
+        assert result == resumed(page.replace(shared_buffer=done.ljust(2032, b"\0")))
+        assert kvm_psc_answer(desc, validator=abi.validator).exit_info_2 == PscErr.NONE
+
+    def test_v15_outside_area_progress_reaches_the_guest(self) -> None:
+        """v15 allows a scratch area outside the GHCB on v2 (no "ghcb_version >= 2" refusal):
+        KVM copies exit_info_2 = 24 bytes in ("kvm_read_guest(...scratch_va, len)"),
+        snp_begin_psc updates that copy (svm->sev_es.ghcb_sa) across the userspace exit, and
+        sev_es_unmap_ghcb "kvm_write_guest(..., ghcb_sa, ghcb_sa_len)" writes it back: the
+        guest reads cur_entry 2 and both entries' cur_page 1; the GHCB's buffer is untouched."""
+        env = Env(cert_abi=V15Abi())
+        env.memory.map(0x5000)
+        desc = bytes.fromhex("000001000000000000500000000010000060000000003000")
+        env.memory.guest_write(OUTSIDE, desc)
+        page, result = env.run(ExitCode.PSC, sw_scratch=OUTSIDE, sw_exit_info_2=24)
+        assert isinstance(result, MapGpaExit)
+        assert (result.gpa, result.npages, result.attributes) == (0x5000, 1, 0x10)
+        assert env.memory.guest_read(OUTSIDE, 24) == desc  # not written back during the exit
+        ret = vmm_map_gpa_range(env.memory, result.kvm_run)
+        final = env.bsp.complete(with_hypercall_ret(result.kvm_run, ret))
+        assert final == resumed(page)
+        assert env.memory.guest_read(OUTSIDE, 32) == bytes.fromhex(
+            "0200010000000000015000000000100001600000000030000000000000000000"
+        )
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        abi=st.sampled_from([MergedAbi(), V15Abi()]),
+        version=st.sampled_from([1, 2]),
+        scratch=st.sampled_from([SCRATCH, SCRATCH + 0x7E8, OUTSIDE, OUTSIDE + 0xFF8]),
+        info2=st.one_of(st.integers(0, 40), st.integers(0, 2**64 - 1)),
+        desc=st.binary(max_size=64),
+    )
+    def test_guest_bytes_never_raise(
+        self, abi: MergedAbi | V15Abi, version: int, scratch: int, info2: int, desc: bytes
+    ) -> None:
+        """Whatever the guest puts in EXITINFO2, SW_SCRATCH and the descriptor (in or outside
+        the GHCB), KVM answers: an exit, a resumed guest or a KVM_RUN error; never an
+        exception."""
+        env = Env(cert_abi=abi, ghcb_version=version)
+        env.memory.guest_write(OUTSIDE, desc)
+        _page, result = env.run(ExitCode.PSC, data=desc, sw_scratch=scratch, sw_exit_info_2=info2)
+        assert isinstance(result, MapGpaExit | Resumed | RunFailed)
+        if isinstance(result, MapGpaExit):
+            final = env.bsp.complete(with_hypercall_ret(result.kvm_run, 1))
+            assert isinstance(final, Resumed)
+
+    def test_merged_v1_outside_area_has_no_entries(self) -> None:
+        """Merged, GHCB v1, scratch outside the GHCB: an 8-byte copy ("ghcb_sa_len = min_len"
+        = sizeof(struct psc_hdr)), so max_nr_entries = 0 and "if (idx_end >= max_nr_entries)"
+        answers INVALID_HDR; the guest's descriptor is written back unchanged."""
+        env = Env(cert_abi=MergedAbi(), ghcb_version=1)
+        desc = bytes.fromhex("00000000000000000060000000003000")
+        env.memory.guest_write(OUTSIDE, desc)
+        page, result = env.run(ExitCode.PSC, sw_scratch=OUTSIDE)
+        assert result == resumed(page, 0, PscErr.INVALID_HDR)
+        assert env.memory.guest_read(OUTSIDE, 16) == desc
 
     def test_scratch_outside_and_non_snp(self) -> None:
         """PSC needs SNP and SW_SCRATCH (validator: MISSING_INPUT) and, in v2, a scratch area

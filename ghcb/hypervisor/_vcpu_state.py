@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ghcb.hypervisor.vcpu import Vcpu
     from ghcb.hypervisor.vm import Vm
 
-__all__ = ["EXIT_INFO", "OFFSET", "USAGE", "VcpuState"]
+__all__ = ["EXIT_INFO", "OFFSET", "USAGE", "ScratchCopy", "VcpuState"]
 
 OFFSET: Final = {f.name: f.offset for f in FIELDS}
 _BITMAP: Final = slice(OFFSET["valid_bitmap"], OFFSET["valid_bitmap"] + 16)
@@ -73,6 +73,30 @@ def _ghcb_write(*names: str) -> _GhcbWrite:
 _SET_INFO: Final = _ghcb_write("sw_exit_info_1", "sw_exit_info_2")
 _SET_INFO_2: Final = _ghcb_write("sw_exit_info_2")
 _SYNC_TO_GHCB: Final = _ghcb_write(*_WRITTEN_BACK)
+
+
+class ScratchCopy:
+    """KVM's copy of a scratch area outside the GHCB (``svm->sev_es.ghcb_sa``, filled by
+    "kvm_read_guest(svm->vcpu.kvm, scratch_gpa_beg, scratch_va, min_len)") as the
+    :class:`~ghcb.hypervisor.psc.HostMemory` a PSC engine reads and writes: its updates land
+    in the copy, which ``sev_es_unmap_ghcb`` writes back to the guest. The engine stays
+    within ``ghcb_sa_len`` (``in_ghcb=False``)."""
+
+    def __init__(self, gpa: int, view: memoryview) -> None:
+        self._gpa = gpa
+        self._view = view
+
+    def _span(self, gpa: int, size: int) -> slice:
+        start = gpa - self._gpa
+        if start < 0 or size < 0 or start + size > len(self._view):  # pragma: no cover
+            raise HypervisorBug(f"{size} bytes at {gpa:#x} are outside the scratch copy")
+        return slice(start, start + size)
+
+    def host_read(self, gpa: int, size: int) -> bytes:
+        return self._view[self._span(gpa, size)].tobytes()
+
+    def host_write(self, gpa: int, data: bytes) -> None:
+        self._view[self._span(gpa, len(data))] = data
 
 
 class VcpuState:

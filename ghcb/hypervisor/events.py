@@ -89,10 +89,15 @@ class Hold(NamedTuple):
 
 
 class PscBegin(NamedTuple):
-    """``snp_begin_psc`` over the descriptor at ``gpa`` (``ghcb_sa_len`` = ``length``)."""
+    """``snp_begin_psc`` over the descriptor at ``gpa`` (``ghcb_sa_len`` = ``length``):
+    ``view`` is ``svm->sev_es.ghcb_sa``, the GHCB's own bytes when ``in_ghcb``, else the
+    buffer ``setup_vmgexit_scratch`` copied in (KVM reads and writes the descriptor there;
+    ``sev_es_unmap_ghcb`` writes it back to the guest)."""
 
     gpa: int
     length: int
+    in_ghcb: bool
+    view: memoryview
 
 
 class NotHandled(NamedTuple):
@@ -182,6 +187,7 @@ class _Area(NamedTuple):
     view: memoryview  # svm->sev_es.ghcb_sa
     gpa: int
     length: int  # svm->sev_es.ghcb_sa_len
+    in_ghcb: bool
 
 
 def _scratch(ctx: EventContext, code: int) -> _Area | _Stop | None:
@@ -219,7 +225,7 @@ def _scratch(ctx: EventContext, code: int) -> _Area | _Stop | None:
     if view is None:
         # "if (kvm_read_guest(...)) { ... return -EFAULT; }"
         return _Stop(Fail(Errno.EFAULT, "kvm_read_guest of the scratch area failed"))
-    return _Area(view, area.gpa, area.length)
+    return _Area(view, area.gpa, area.length, area.in_ghcb)
 
 
 def _mmio(ctx: EventContext, code: int) -> EventOutcome:
@@ -315,7 +321,7 @@ def _psc(ctx: EventContext, code: int) -> EventOutcome:
         return area.outcome
     if area is None:  # pragma: no cover - scratch_use always sets up PSC's area
         return NotHandled(code)
-    return PscBegin(area.gpa, area.length)
+    return PscBegin(area.gpa, area.length, area.in_ghcb, area.view)
 
 
 def _unsupported_event(ctx: EventContext, code: int) -> EventOutcome:

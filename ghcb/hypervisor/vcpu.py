@@ -71,6 +71,7 @@ from ghcb.hypervisor._vcpu_state import (
     EXIT_INFO,
     OFFSET,
     USAGE,
+    ScratchCopy,
     VcpuState,
 )
 from ghcb.hypervisor.errors import HypervisorBug, HypervisorUsageError
@@ -496,13 +497,17 @@ class Vcpu(VcpuState):
             self._hold = "ghcb"  # "svm->sev_es.ap_reset_hold_type = AP_RESET_HOLD_NAE_EVENT;"
             return ApResetHold("ghcb")
         if isinstance(outcome, PscBegin):
+            # snp_begin_psc works on svm->sev_es.ghcb_sa: the mapped GHCB, or the copy of an
+            # area outside it (written back by sev_es_unmap_ghcb), as the VM's tree reads it
             vm = self.vm
             engine = GhcbPsc(
-                self.memory,
+                self.memory if outcome.in_ghcb else ScratchCopy(outcome.gpa, outcome.view),
                 outcome.gpa,
                 outcome.length,
                 kvm_run=self.kvm_run,
                 exit_enabled=vm.map_gpa_range,
+                validator=vm.abi.validator,
+                in_ghcb=outcome.in_ghcb,
             )
             return self._psc_begin(engine)
         if isinstance(outcome, VmmcallMapGpa):
