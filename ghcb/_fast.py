@@ -13,7 +13,7 @@ error and raises at import.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
 import construct as cs
@@ -102,11 +102,12 @@ class BitField:
     shift: int
     width: int
     const: int | None  # the value a Const() member must have, else None
+    #: The field's mask, before shifting (``2**width - 1``); computed once (the MSR and
+    #: EXITINFO codecs read it for every field of every value).
+    mask: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def mask(self) -> int:
-        """The field's mask, before shifting (``2**width - 1``)."""
-        return (1 << self.width) - 1
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mask", (1 << self.width) - 1)
 
 
 def bit_fields(schema: cs.Construct[Any, Any]) -> tuple[BitField, ...]:
