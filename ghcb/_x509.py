@@ -11,15 +11,14 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Final
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from ghcb._bytes import byte_string
 from ghcb._der import der_fits_label, is_pem, is_x509_der, pem_block, pem_to_der
 from ghcb.errors import CertTableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from cryptography import x509
 
 __all__ = ["ask_or_asvk", "payload_der", "subject_common_name", "subject_text"]
 
@@ -39,6 +38,8 @@ def _load_x509(der_or_pem: object) -> x509.Certificate | None:
     data = pem_to_der(raw) if is_pem(raw) else raw
     if data is None or not is_x509_der(data):
         return None
+    from cryptography import x509  # on first use: ``import ghcb`` stays without it
+
     with warnings.catch_warnings():
         # Real AMD VCEKs have non-positive serial numbers, which cryptography warns about.
         warnings.simplefilter("ignore")
@@ -62,6 +63,8 @@ def _read_subject(
 
 
 def _common_name(subject: x509.Name) -> object:
+    from cryptography.x509.oid import NameOID
+
     attrs = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return attrs[0].value if attrs else None
 
@@ -76,13 +79,17 @@ def subject_common_name(der_or_pem: bytes | bytearray | memoryview) -> str | Non
     return value if isinstance(value, str) else None
 
 
+def _rfc4514(subject: x509.Name) -> object:
+    return subject.rfc4514_string()
+
+
 def subject_text(der_or_pem: bytes | bytearray | memoryview) -> str | None:
     """The subject of an X.509 certificate as an RFC 4514 string, or None.
 
     Raises:
         InputTypeError: ``der_or_pem`` is not bytes-like.
     """
-    value = _read_subject(der_or_pem, x509.Name.rfc4514_string)
+    value = _read_subject(der_or_pem, _rfc4514)
     return value if isinstance(value, str) else None
 
 

@@ -21,49 +21,57 @@
   :mod:`~ghcb.hypervisor.simfw` — the simulated SNP firmware (guest messages, signed reports);
   :mod:`~ghcb.hypervisor.pki` — the synthetic AMD chain (ARK, ASK/ASVK, VCEK/VLEK).
 * :mod:`~ghcb.hypervisor.errors` — errors split by blame.
+
+The names below are loaded on first use (PEP 562 ``__getattr__``): ``import ghcb`` and the
+modules that need one part (the validator, the PSC engine) do not import the whole hypervisor
+(the simulated firmware, the PKI with ``cryptography.x509``).
 """
 
 from __future__ import annotations
 
-from ghcb.hypervisor.devices import (
-    CpuidTable,
-    Devices,
-    KvmHypercalls,
-    MsrTable,
-    NoPmu,
-    Platform,
-    RecordingDevices,
-)
-from ghcb.hypervisor.errors import HostError, HypervisorBug, HypervisorUsageError
-from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
-from ghcb.hypervisor.kvm_abi import CertAbi, DisabledAbi, VmmAnswer, with_immediate_exit
-from ghcb.hypervisor.locking import LockError
-from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
-from ghcb.hypervisor.pki import Chain, ChainError, chain
-from ghcb.hypervisor.simfw import FirmwareConfig, SimulatedFirmware, default_vmpcks
-from ghcb.hypervisor.store import CertificateStore, Lease, StoreError
-from ghcb.hypervisor.vcpu import (
-    KVM_RUN_SIZE,
-    ApResetHold,
-    CertsExit,
-    DoneExit,
-    Halted,
-    Interrupted,
-    MapGpaExit,
-    MergedAbi,
-    Released,
-    Resumed,
-    RunFailed,
-    RunResult,
-    Terminated,
-    Unhandled,
-    V15Abi,
-    Vcpu,
-    Vm,
-    decode_kvm_run,
-    encode_kvm_run,
-)
-from ghcb.hypervisor.vmm import TokenBucket, Vmm
+import importlib
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ghcb.hypervisor.devices import (
+        CpuidTable,
+        Devices,
+        KvmHypercalls,
+        MsrTable,
+        NoPmu,
+        Platform,
+        RecordingDevices,
+    )
+    from ghcb.hypervisor.errors import HostError, HypervisorBug, HypervisorUsageError
+    from ghcb.hypervisor.firmware import Firmware, FirmwareFailure, RecordingFirmware
+    from ghcb.hypervisor.kvm_abi import CertAbi, DisabledAbi, VmmAnswer, with_immediate_exit
+    from ghcb.hypervisor.locking import LockError
+    from ghcb.hypervisor.memory import GuestMemory, GuestMemoryError
+    from ghcb.hypervisor.pki import Chain, ChainError, chain
+    from ghcb.hypervisor.simfw import FirmwareConfig, SimulatedFirmware, default_vmpcks
+    from ghcb.hypervisor.store import CertificateStore, Lease, StoreError
+    from ghcb.hypervisor.vcpu import (
+        KVM_RUN_SIZE,
+        ApResetHold,
+        CertsExit,
+        DoneExit,
+        Halted,
+        Interrupted,
+        MapGpaExit,
+        MergedAbi,
+        Released,
+        Resumed,
+        RunFailed,
+        RunResult,
+        Terminated,
+        Unhandled,
+        V15Abi,
+        Vcpu,
+        Vm,
+        decode_kvm_run,
+        encode_kvm_run,
+    )
+    from ghcb.hypervisor.vmm import TokenBucket, Vmm
 
 __all__ = [
     "KVM_RUN_SIZE",
@@ -117,3 +125,92 @@ __all__ = [
     "encode_kvm_run",
     "with_immediate_exit",
 ]
+
+#: Where each public name lives: imported from there on first access.
+_SOURCES: Final[dict[str, tuple[str, ...]]] = {
+    "ghcb.hypervisor.devices": (
+        "CpuidTable",
+        "Devices",
+        "KvmHypercalls",
+        "MsrTable",
+        "NoPmu",
+        "Platform",
+        "RecordingDevices",
+    ),
+    "ghcb.hypervisor.errors": (
+        "HostError",
+        "HypervisorBug",
+        "HypervisorUsageError",
+    ),
+    "ghcb.hypervisor.firmware": (
+        "Firmware",
+        "FirmwareFailure",
+        "RecordingFirmware",
+    ),
+    "ghcb.hypervisor.kvm_abi": (
+        "CertAbi",
+        "DisabledAbi",
+        "VmmAnswer",
+        "with_immediate_exit",
+    ),
+    "ghcb.hypervisor.locking": ("LockError",),
+    "ghcb.hypervisor.memory": (
+        "GuestMemory",
+        "GuestMemoryError",
+    ),
+    "ghcb.hypervisor.pki": (
+        "Chain",
+        "ChainError",
+        "chain",
+    ),
+    "ghcb.hypervisor.simfw": (
+        "FirmwareConfig",
+        "SimulatedFirmware",
+        "default_vmpcks",
+    ),
+    "ghcb.hypervisor.store": (
+        "CertificateStore",
+        "Lease",
+        "StoreError",
+    ),
+    "ghcb.hypervisor.vcpu": (
+        "ApResetHold",
+        "CertsExit",
+        "DoneExit",
+        "Halted",
+        "Interrupted",
+        "KVM_RUN_SIZE",
+        "MapGpaExit",
+        "MergedAbi",
+        "Released",
+        "Resumed",
+        "RunFailed",
+        "RunResult",
+        "Terminated",
+        "Unhandled",
+        "V15Abi",
+        "Vcpu",
+        "Vm",
+        "decode_kvm_run",
+        "encode_kvm_run",
+    ),
+    "ghcb.hypervisor.vmm": (
+        "TokenBucket",
+        "Vmm",
+    ),
+}
+_LAZY: Final = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    """PEP 562: import the submodule that defines ``name`` and cache the value here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
