@@ -32,6 +32,8 @@ from ghcb.hypervisor.rules import KVM_EXIT_RULES, V15_EXIT_RULES, Validator, fir
 from ghcb.page import VALID_BIT
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ghcb.msr import MsrMessage
     from ghcb.strategies import KvmExit
 
@@ -171,15 +173,25 @@ def test_requests_carry_exactly_the_required_inputs(validator: Validator) -> Non
     run()
 
 
-#: find() without shrinking: the first example that matches.
-FIRST = settings(phases=[Phase.generate], database=None)
+#: find() without shrinking, derandomized (the same walk every run) and with room to spare:
+#: each searched-for input is in about half the examples (0.42..0.64 measured over 1000), so
+#: 1000 tries cannot miss it whatever walk the engine takes after a change to the strategy.
+FIRST = settings(
+    phases=[Phase.generate], database=None, derandomize=True, max_examples=1000, deadline=None
+)
+
+
+def _first(
+    strategy: st.SearchStrategy[GhcbPage], condition: Callable[[GhcbPage], bool]
+) -> GhcbPage:
+    return find(strategy, condition, settings=FIRST)
 
 
 def test_requests_reach_every_exit_and_condition() -> None:
     """Every accepted exit code can be drawn, and the conditional inputs (CPUID XCR0, IOIO
     scratch or RAX, MSR write registers, AP create RAX) appear."""
     for code in KVM_EXIT_RULES:
-        page = find(gst.requests(exit_codes=[code]), lambda _: True, settings=FIRST)
+        page = _first(gst.requests(exit_codes=[code]), lambda _: True)
         assert page.sw_exit_code == code
     for code, name in [
         (ExitCode.CPUID, "xcr0"),
@@ -188,9 +200,7 @@ def test_requests_reach_every_exit_and_condition() -> None:
         (ExitCode.MSR, "rdx"),
         (ExitCode.AP_CREATION, "rax"),
     ]:
-        page = find(
-            gst.requests(exit_codes=[code]), functools.partial(carries, name), settings=FIRST
-        )
+        page = _first(gst.requests(exit_codes=[code]), functools.partial(carries, name))
         assert first_error(page) is None
 
 
