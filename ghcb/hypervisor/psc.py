@@ -72,8 +72,10 @@ No PSC path fails ``KVM_RUN``: KVM answers in SW_EXITINFO2 (or the MSR). The onl
 are ``setup_vmgexit_scratch``'s (v1 scratch outside the GHCB: ``-EFAULT`` when it cannot be
 read, ``-ENOMEM``), which the vCPU handles before creating a :class:`GhcbPsc`.
 
-KVM reads and writes the descriptor through the GHCB's host mapping (``ghcb_sa``): here
-``memory.host_read`` / ``host_write`` of the descriptor's bytes, and nothing else. The
+KVM reads and writes the descriptor through ``ghcb_sa``: the GHCB's host mapping (here
+``memory.host_read`` / ``host_write`` of the descriptor's bytes, and nothing else) or, for an
+area outside the GHCB, its copy (the vCPU passes
+:class:`~ghcb.hypervisor._vcpu_state.ScratchCopy`, which ``sev_es_unmap_ghcb`` writes back). The
 descriptor is re-read at every step, as KVM re-reads it.
 """
 
