@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Final, Self, cast, final
 
 import construct as cs
 
-from ghcb._bytes import byte_string, byte_view, view_bytes
+from ghcb._bytes import byte_view, view_bytes
 from ghcb._fast import Backend, FlatField, backend_error, flat_fields, struct_format
+from ghcb._record import check_field
 from ghcb.codes import ExitCode
 from ghcb.errors import (
     FieldValueError,
@@ -113,44 +114,12 @@ _DEFAULTS: Final[tuple[int | bytes, ...]] = tuple(
 
 
 def _check_value(field: FlatField, value: object) -> int | bytes:
-    """``value`` normalised for ``field``, or a typed error naming the field and rule."""
+    """``value`` normalised for ``field``, or a typed error naming the field and rule
+    (:func:`ghcb._record.check_field`, the one field check; struct's "Ns" would silently pad or
+    truncate a byte field, so its length is refused there)."""
     if type(value) is int and field.kind == "int" and 0 <= value <= field.max_value:
         return value  # the common case, checked in one line
-    if field.kind == "int":
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise FieldValueError(
-                f"{field.name} must be an int, not {type(value).__name__}",
-                rule="field-type",
-                spec=SPEC_LAYOUT,
-                field=field.name,
-                offset=field.offset,
-            )
-        if not 0 <= value <= field.max_value:
-            raise FieldValueError(
-                f"{field.name} = {value} does not fit in {field.size} byte(s) "
-                f"(0..{field.max_value:#x})",
-                rule="field-range",
-                spec=SPEC_LAYOUT,
-                field=field.name,
-                offset=field.offset,
-            )
-        return int(value)
-    try:
-        data = byte_string(value, what=field.name, spec=SPEC_LAYOUT)
-    except InputTypeError as e:  # as for a mistyped integer: the field's own error
-        raise FieldValueError(
-            e.message, rule="field-type", spec=SPEC_LAYOUT, field=field.name, offset=field.offset
-        ) from e
-    if len(data) != field.size:
-        # struct's "Ns" would silently pad or truncate: refuse instead.
-        raise LengthError(
-            f"{field.name} must be exactly {field.size} bytes, got {len(data)}",
-            rule="field-length",
-            spec=SPEC_LAYOUT,
-            field=field.name,
-            offset=field.offset,
-        )
-    return data
+    return check_field(field, value, SPEC_LAYOUT)
 
 
 def _field(name: str) -> FlatField:
