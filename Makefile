@@ -76,7 +76,7 @@ $(VENV)/.mutation: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.dev $(VENV)/.runtime
 
 mutation: $(VENV)/.mutation
-	$(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children $(MUTATION_JOBS)
 	@echo "== not killed"; $(BIN)/mutmut results
 	@echo "== score per module (killed / tested)"; $(BIN)/mutmut results --all true \
 		| awk -F': ' '{ m = $$1; sub(/^ +/, "", m); sub(/\.x.*/, "", m); \

@@ -21,6 +21,13 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", deadline=None, max_examples=50)
+# `make mutation`: as "ci", but mutmut runs the suite again and again in one process, so a
+# @given method of a test class meets several instances (several executors).
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("ci"),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
