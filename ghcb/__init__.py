@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ghcb._extras import MissingExtraError
 from ghcb.certs import (
     CertEntry,
     CertGuid,
@@ -88,6 +89,7 @@ __all__ = [
     "KvmResponse",
     "LengthError",
     "LinuxTermReason",
+    "MissingExtraError",
     "MsgType",
     "MsrCode",
     "MsrMessage",

@@ -25,18 +25,17 @@ a new kind, or a new first error (the rule a strict parse stops at) — and shri
 every class is reported once, minimised, with the violation codes that explain it. The
 search is seeded (``seed``), so the same parser gives the same report.
 
-Requires the hypothesis package (``pip install 'ghcb[hypothesis]'``).
+Requires the hypothesis package (``pip install 'ghcb[hypothesis]'``). The command is in
+:mod:`ghcb.cli._kit`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import random
-import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final
 
 from ghcb._difftest_parsers import (
     DEFAULT_TIMEOUT,
@@ -45,28 +44,27 @@ from ghcb._difftest_parsers import (
     cert_parser,
     command_parser,
 )
-from ghcb._extras import MissingExtraError, raise_missing_extra
+from ghcb._extras import raise_missing_extra
 from ghcb.certs import check_cert_table, located_entries
 from ghcb.errors import CertTableError, Severity
-from ghcb.vectors import VectorsUnavailable, cert_vectors
+from ghcb.vectors import cert_vectors
 
 if TYPE_CHECKING:
-    import argparse
     from pathlib import Path
 
     from hypothesis import strategies as st
 
 __all__ = [
+    "DEFAULT_MAX_EXAMPLES",
+    "DEFAULT_TIMEOUT",
     "CertParser",
     "DiffReport",
     "Disagreement",
     "Verdict",
-    "add_parser",
     "cert_parser",
     "command_parser",
     "difftest",
     "ghcb_verdict",
-    "run",
 ]
 
 DEFAULT_MAX_EXAMPLES: Final = 100
@@ -341,70 +339,3 @@ def _search(hyp: Any, oracle: _Oracle, max_examples: int, seed: int) -> list[Dis
         seen.add(_signature(d.expected, d.kind))
         found.append(d)
     return found
-
-
-# -- CLI: ghcb difftest certs [options] -- CMD ARGS... ----------------------------------------
-def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Add ``difftest certs`` to the ``ghcb`` command's subparsers."""
-    family = subparsers.add_parser("difftest", help="compare another parser with ghcb")
-    family.set_defaults(parser=family)
-    actions = family.add_subparsers(dest="command", required=True, metavar="ACTION")
-    helptext = (
-        "run a certificate-table parser (table on stdin; JSON entries on stdout and exit 0 to "
-        "accept, non-zero to reject) on golden, hostile and generated tables; exit 1 on any "
-        "disagreement with ghcb"
-    )
-    p: argparse.ArgumentParser = actions.add_parser(
-        "certs",
-        help=helptext,
-        description=helptext,
-        epilog="examples:\n  ghcb difftest certs -- python3 fuzz/adapters/naive_cert_parser.py\n"
-        "  ghcb difftest certs --max-examples 200 --seed 1 --json -- ./my_parser\n",
-    )
-    p.add_argument("cmd", nargs="+", metavar="CMD", help="the parser's command line (after --)")
-    p.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES, metavar="N")
-    p.add_argument("--seed", type=int, default=0, metavar="S")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS")
-    p.add_argument("--spec", metavar="DIR", help="the spec/ folder of a ghcb checkout")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=run, parser=p)
-    return p
-
-
-def run(args: argparse.Namespace, out: TextIO) -> int:
-    """``ghcb difftest certs``: 0 no disagreement, 1 disagreements, 2 unusable arguments."""
-    try:
-        if args.max_examples < 0 or not args.timeout > 0:
-            raise TypeError("--max-examples must be >= 0 and --timeout > 0")
-        parser = command_parser(args.cmd, timeout=args.timeout)
-        report = difftest(parser, max_examples=args.max_examples, seed=args.seed, spec=args.spec)
-    except (TypeError, MissingExtraError, VectorsUnavailable, OSError) as e:
-        if args.json:
-            doc = {"ok": False, "error": {"code": "usage", "message": str(e)}}
-            out.write(json.dumps(doc) + "\n")
-        print(f"ghcb: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        out.write(json.dumps(report.to_json()) + "\n")
-    else:
-        _text(report, out)
-    return 0 if report.ok else 1
-
-
-def _text(report: DiffReport, out: TextIO) -> None:
-    inputs = ", ".join(f"{n} {phase}" for phase, n in report.inputs.items())
-    out.write(f"difftest: {inputs}; {len(report.disagreements)} disagreement(s)\n")
-    for d in report.disagreements:
-        ghcb = "accepts" if d.expected.accepted else f"rejects ({d.expected.detail})"
-        if d.got.fault is not None:
-            theirs = f"fault: {d.got.fault}"
-        elif d.got.accepted:
-            theirs = f"accepts {len(d.got.entries)} entries"
-        else:
-            theirs = f"rejects ({d.got.detail})" if d.got.detail else "rejects"
-        out.write(
-            f"{d.kind:<18} {d.source}: {len(d.data)} bytes; violations: "
-            f"{', '.join(d.violations) or 'none'}\n"
-            f"    ghcb {ghcb}; the parser {theirs}\n"
-            f"    hex: {d.data[:64].hex()}{'...' if len(d.data) > 64 else ''}\n"
-        )

@@ -14,6 +14,11 @@ Errors are split by cause:
 * :class:`NoValidBitError`: a valid-bitmap question about a field the bitmap cannot cover.
 * :class:`InputTypeError`: the input is not bytes-like at all (also a ``TypeError``).
 * :class:`CertTableError`: a certificate table breaks a rule (``rule`` is the violation code).
+
+Not a ``GhcbError``: ``ghcb.MissingExtraError`` (an :class:`ImportError`, from
+``ghcb._extras``), raised by a module that needs an install extra that is missing
+(``ghcb.strategies``, ``ghcb.difftest`` without hypothesis); its message is the ``pip install``
+line that fixes it.
 """
 
 from __future__ import annotations

@@ -25,18 +25,19 @@ carry ghcb's answers, which ``tests/`` checks against ``certs.json`` row by row;
 ``tests/test_vectors_export.py`` checks the export against the golden files again and compiles
 the header.
 
-The vectors are read from the ``spec/`` folder of a ghcb checkout (the one beside this
-package, or ``--spec DIR``); an installed wheel does not carry them.
+The vectors are read from ``--spec DIR``, else from the installed package (a wheel carries
+``spec/vectors`` and ``spec/tables`` as ``ghcb/_spec``), else from the checkout's ``spec/``
+beside the package (an editable install). The command is in :mod:`ghcb.cli._kit`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final
 
 from ghcb import __version__
 from ghcb._vectors_c import c_header_text
@@ -50,7 +51,6 @@ from ghcb.msr import decode_msr
 from ghcb.page import parse_page
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Iterable
 
     from ghcb.hypervisor.kvm_abi import CertAbi
@@ -58,17 +58,18 @@ if TYPE_CHECKING:
 __all__ = [
     "CertVector",
     "VectorsUnavailable",
-    "add_parser",
     "assemble",
     "cert_entries_json",
     "cert_vectors",
     "export",
-    "run",
     "spec_dir",
 ]
 
-#: The checkout's spec/ folder, beside the package.
-DEFAULT_SPEC: Final = Path(__file__).resolve().parent.parent / "spec"
+#: Where a wheel carries ``spec/vectors`` and ``spec/tables``: the package data ``ghcb/_spec``
+#: (pyproject.toml ``[tool.setuptools.package-dir]`` maps the repository's spec/ there).
+SHIPPED_SPEC: Final = "_spec"
+#: A checkout's spec/ folder, beside the package (an editable install reads it).
+CHECKOUT_SPEC: Final = Path(__file__).resolve().parent.parent / "spec"
 MANIFEST_FORMAT: Final = "ghcb-vectors"
 MANIFEST_VERSION: Final = 1
 HEADER_NAME: Final = "ghcb_vectors.h"
@@ -77,22 +78,34 @@ MILAN_TABLE: Final = "milan_cert_table.bin"
 
 
 class VectorsUnavailable(OSError):
-    """The golden vectors are not where they were looked for (no ghcb checkout)."""
+    """The golden vectors are not where they were looked for."""
+
+
+def _has_vectors(folder: Path) -> bool:
+    return (folder / "vectors" / "certs.json").is_file()
 
 
 def spec_dir(path: str | Path | None = None) -> Path:
-    """The ``spec/`` folder holding ``vectors/``: ``path``, else the checkout's.
+    """The ``spec/`` folder holding ``vectors/``: ``path``; else the installed package's copy
+    (``importlib.resources``: ``ghcb/_spec`` in a wheel); else the checkout's.
 
     Raises:
         VectorsUnavailable: it has no ``vectors/certs.json``.
     """
-    folder = DEFAULT_SPEC if path is None else Path(path)
-    if not (folder / "vectors" / "certs.json").is_file():
-        raise VectorsUnavailable(
-            f"no golden vectors in {folder}: pass --spec DIR (the spec/ folder of a ghcb "
-            "checkout; an installed wheel does not carry them)"
-        )
-    return folder
+    if path is not None:
+        if not _has_vectors(Path(path)):
+            raise VectorsUnavailable(
+                f"no golden vectors in {path}: pass --spec DIR, the spec/ folder of a ghcb checkout"
+            )
+        return Path(path)
+    shipped = importlib.resources.files("ghcb").joinpath(SHIPPED_SPEC)
+    for folder in (shipped, CHECKOUT_SPEC):
+        if isinstance(folder, Path) and _has_vectors(folder):
+            return folder
+    raise VectorsUnavailable(
+        f"no golden vectors: the installed package has no {SHIPPED_SPEC}/ and there is no "
+        f"checkout's {CHECKOUT_SPEC}: pass --spec DIR, the spec/ folder of a ghcb checkout"
+    )
 
 
 def _load(spec: Path, name: str) -> dict[str, Any]:
@@ -377,52 +390,3 @@ def export(
     if c_header:
         (out / HEADER_NAME).write_text(c_header_text(rows, version=__version__))
     return manifest
-
-
-# -- CLI: ghcb vectors export DIR [--format json|c] [--spec DIR] [--json] ---------------------
-def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
-    """Add ``vectors export`` to the ``ghcb`` command's subparsers."""
-    vectors = subparsers.add_parser("vectors", help="golden vectors for other languages")
-    vectors.set_defaults(parser=vectors)
-    actions = vectors.add_subparsers(dest="command", required=True, metavar="ACTION")
-    helptext = "write every golden vector as a file plus manifest.json (and a C header)"
-    p: argparse.ArgumentParser = actions.add_parser(
-        "export",
-        help=helptext,
-        description=helptext,
-        epilog="examples:\n  ghcb vectors export vectors\n"
-        "  ghcb vectors export vectors --format c\n",
-    )
-    p.add_argument("dir", metavar="DIR", help="output directory (created if missing)")
-    p.add_argument(
-        "--format", choices=("json", "c"), default="json", help="c: also write ghcb_vectors.h"
-    )
-    p.add_argument("--spec", metavar="DIR", help="the spec/ folder of a ghcb checkout")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=run, parser=p)
-    return p
-
-
-def run(args: argparse.Namespace, out: TextIO) -> int:
-    """``ghcb vectors export``: 0 written, 2 no vectors or an unwritable directory."""
-    try:
-        manifest = export(args.dir, spec=args.spec, c_header=args.format == "c")
-    except OSError as e:
-        message = str(e)
-        if args.json:
-            out.write(json.dumps({"ok": False, "error": {"code": "usage", "message": message}}))
-            out.write("\n")
-        print(f"ghcb: {message}", file=sys.stderr)
-        return 2
-    counts: dict[str, int] = {}
-    for row in manifest["vectors"]:
-        counts[row["kind"]] = counts.get(row["kind"], 0) + 1
-    files = ["manifest.json"] + ([HEADER_NAME] if args.format == "c" else [])
-    if args.json:
-        doc = {"ok": True, "dir": str(args.dir), "vectors": counts, "files": files}
-        out.write(json.dumps(doc) + "\n")
-    else:
-        total = sum(counts.values())
-        detail = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-        out.write(f"wrote {total} vectors ({detail}) and {', '.join(files)} to {args.dir}\n")
-    return 0

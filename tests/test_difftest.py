@@ -6,13 +6,16 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import subprocess
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import ghcb
 from ghcb import difftest as dt
+from ghcb._extras import MissingExtraError
 from ghcb.vectors import cert_vectors
 from tests.helpers import ROOT
 from tests.test_vectors_export import run_command
@@ -43,8 +46,7 @@ def adapter(name: str) -> types.ModuleType:
     return module
 
 
-def cli(*words: str) -> tuple[int, str]:
-    return run_command(dt.add_parser, *words)
+cli = run_command
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +254,115 @@ def test_wired_into_the_ghcb_command(tmp_path: Any) -> None:
     assert status == 0
     assert json.loads(out.getvalue())["ok"] is True
     assert (tmp_path / "v" / "manifest.json").is_file()
+
+
+USAGE = (
+    "usage: ghcb difftest certs [-h] [--max-examples N] [--seed S] [--timeout SECONDS] "
+    "[--spec DIR] [--json] CMD [CMD ...]"
+)
+
+
+@pytest.mark.parametrize("option", ["--max-examples", "--seed", "--timeout"])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("\u0661\u0662", "not a number: '\u0661\u0662' (decimal or 0x-prefixed hex)"),  # ١٢
+        (" 5", "not a number: ' 5' (decimal or 0x-prefixed hex)"),
+        ("5 ", "not a number: '5 ' (decimal or 0x-prefixed hex)"),
+        ("1_0", "not a number: '1_0' (decimal or 0x-prefixed hex)"),
+        ("+3", "not a number: '+3' (decimal or 0x-prefixed hex)"),
+        ("-1", "not a number: '-1' (decimal or 0x-prefixed hex)"),
+        ("0b1", "not a number: '0b1' (decimal or 0x-prefixed hex)"),
+        ("1.5", "not a number: '1.5' (decimal or 0x-prefixed hex)"),
+        ("", "not a number: '' (decimal or 0x-prefixed hex)"),
+    ],
+)
+def test_numbers_are_strict(
+    option: str, value: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every number of `difftest certs` is decimal or 0x hex, ASCII digits only (the parser
+    of every other command): anything else is a usage error, status 2, one usage line and the
+    reason, before any parser runs."""
+    status, text = cli("difftest", "certs", f"{option}={value}", "--", "false")
+    assert (status, text) == (2, "")
+    assert capsys.readouterr().err.splitlines() == [
+        USAGE,
+        f"ghcb difftest certs: error: argument {option}: {reason}",
+    ]
+
+
+def test_numbers_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    """--timeout is whole seconds, 1 to a day."""
+    for value, shown in (("0", "0"), ("86401", "86401"), ("0x15181", "0x15181")):
+        status, _ = cli("difftest", "certs", "--timeout", value, "--", "false")
+        assert status == 2
+        assert capsys.readouterr().err.splitlines()[1] == (
+            f"ghcb difftest certs: error: argument --timeout: {shown} is outside 1..0x15180"
+        )
+
+
+@pytest.mark.parametrize(
+    ("words", "examples", "seed", "timeout"),
+    [
+        ([], dt.DEFAULT_MAX_EXAMPLES, 0, dt.DEFAULT_TIMEOUT),
+        (["--max-examples", "0", "--seed", "12", "--timeout", "7"], 0, 12, 7),
+        (["--max-examples", "0x0", "--seed", "0X1f", "--timeout", "0x15180"], 0, 31, 86400),
+    ],
+)
+def test_numbers_accepted(
+    words: list[str],
+    examples: int,
+    seed: int,
+    timeout: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decimal and 0x hex reach the library as ints; an option left out is the library's
+    default."""
+    seen: dict[str, object] = {}
+
+    def command_parser(argv: list[str], **limits: float) -> dt.CertParser:
+        seen["timeout"] = limits.get("timeout", dt.DEFAULT_TIMEOUT)
+        return dt.cert_parser(lambda _: [])
+
+    def difftest(_: dt.CertParser, **kwargs: object) -> dt.DiffReport:
+        seen.update(kwargs)
+        return dt.DiffReport()
+
+    monkeypatch.setattr(dt, "command_parser", command_parser)
+    monkeypatch.setattr(dt, "difftest", difftest)
+    status, text = cli("difftest", "certs", *words, "--json", "--", "false")
+    assert status == 0
+    assert json.loads(text)["ok"] is True
+    assert seen == {"timeout": timeout, "max_examples": examples, "seed": seed, "spec": None}
+
+
+MISSING_HYPOTHESIS = r"""
+import sys
+sys.modules["hypothesis"] = None  # what a missing package looks like to import
+import ghcb
+from ghcb.cli import main
+print("status", main(["difftest", "certs", "--", "true"]))
+try:
+    import ghcb.strategies
+except ghcb.MissingExtraError as e:
+    print("caught", isinstance(e, ImportError), e.extra, e.name, e, sep="|")
+"""
+
+
+def test_missing_hypothesis_is_an_install_hint() -> None:
+    """Without hypothesis, `ghcb difftest certs` exits 2 with the install line (no
+    traceback), and `import ghcb.strategies` raises `ghcb.MissingExtraError`, an
+    ImportError, with the same hint."""
+    proc = subprocess.run(
+        [sys.executable, "-c", MISSING_HYPOTHESIS], capture_output=True, text=True, check=True
+    )
+    assert proc.stderr == (
+        "ghcb: ghcb difftest needs the 'hypothesis' package: pip install 'ghcb[hypothesis]'\n"
+    )
+    assert proc.stdout.splitlines() == [
+        "status 2",
+        "caught|True|hypothesis|hypothesis|ghcb.strategies needs the 'hypothesis' package: "
+        "pip install 'ghcb[hypothesis]'",
+    ]
+    assert "MissingExtraError" in ghcb.__all__
+    assert ghcb.MissingExtraError is MissingExtraError

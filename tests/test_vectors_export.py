@@ -3,22 +3,23 @@ files, and a C header that a C program compiles against and reads back exactly."
 
 from __future__ import annotations
 
-import argparse
+import importlib.resources
 import io
 import json
 import shutil
 import subprocess
+import sys
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ghcb import vectors
 from ghcb._vectors_c import KINDS
+from ghcb.cli import main
 from tests.helpers import SPEC, assemble, load_vectors, vector_bytes
 
 if TYPE_CHECKING:
     import pathlib
-    from collections.abc import Callable
 
 CC = shutil.which("cc") or shutil.which("gcc")
 
@@ -143,17 +144,13 @@ def test_page_rows(exported: tuple[pathlib.Path, dict[str, Any]]) -> None:
     assert pages["page_length"]["page"] is None
 
 
-def run_command(add_parser: Callable[[Any], object], *words: str) -> tuple[int, str]:
-    """``ghcb WORDS`` through a command family's own ``add_parser`` / ``run``: (status, out)."""
-    parser = argparse.ArgumentParser(prog="ghcb")
-    add_parser(parser.add_subparsers(dest="group", required=True))
-    args = parser.parse_args(list(words))
+def run_command(*words: str) -> tuple[int, str]:
+    """``ghcb WORDS`` in process, through the ``ghcb`` command itself: (status, stdout)."""
     out = io.StringIO()
-    return args.func(args, out), out.getvalue()
+    return main(list(words), out), out.getvalue()
 
 
-def cli(*words: str) -> tuple[int, str]:
-    return run_command(vectors.add_parser, *words)
+cli = run_command
 
 
 def test_cli(tmp_path: pathlib.Path) -> None:
@@ -272,3 +269,73 @@ def test_c_header_compiles_and_reads_back(
     assert ext.split()[11:14] == ["1", "4", "4096"]
     usage = next(line for line in lines if line.startswith("pages/invalid_usage "))
     assert usage.split()[2:7] == ["1", "invalid-usage", "1", f"{2:016x}", f"{2:016x}"]
+
+
+# -- the golden vectors in a wheel ------------------------------------------------------------
+#: What setuptools puts in a wheel from pyproject.toml (its build_py, without building: a wheel
+#: build takes seconds and needs the build backend from the registry): packages, modules and
+#: package data, as paths inside the wheel.
+WHEEL_FILES = r"""
+import json, warnings
+warnings.simplefilter("ignore")
+from setuptools.dist import Distribution
+from setuptools.config.pyprojecttoml import apply_configuration
+dist = Distribution()
+dist.script_name = "setup.py"
+apply_configuration(dist, "pyproject.toml")
+dist.include_package_data = False  # the declared package data only (no sdist manifest)
+build = dist.get_command_obj("build_py")
+build.ensure_finalized()
+data = [f"{target}/{name}" for _, _, target, names in build.data_files for name in names]
+modules = [f"{package}.{module}" for package, module, _ in build.find_all_modules()]
+print(json.dumps({"packages": dist.packages, "data": data, "modules": modules}))
+"""
+
+
+def test_wheel_carries_the_golden_vectors() -> None:
+    """The wheel has every ghcb package and, as ``ghcb/_spec``, exactly the golden vectors
+    and tables of spec/ (no spec/tools, no README): what export and difftest read."""
+    from tests.helpers import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-c", WHEEL_FILES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(proc.stdout)
+    on_disk = sorted(
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "ghcb").rglob("__init__.py")
+    )
+    assert sorted(found["packages"]) == sorted([*on_disk, "ghcb._spec"])
+    shipped = sorted(f.removeprefix("build/lib/ghcb/_spec/") for f in found["data"] if "_spec" in f)
+    patterns = ("vectors/*.json", "vectors/*.bin", "vectors/pages/*.bin", "tables/*.toml")
+    wanted = sorted(str(p.relative_to(SPEC)) for pat in patterns for p in SPEC.glob(pat))
+    assert shipped == wanted
+    assert "vectors/certs.json" in shipped
+    assert "tables/certs.toml" in shipped
+    assert not [m for m in found["modules"] if m.startswith("ghcb._spec")]
+
+
+def test_spec_dir_reads_the_installed_copy_first(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spec_dir(): the package's ``_spec`` (a wheel) before the checkout's spec/ (an editable
+    install); neither is a VectorsUnavailable naming both and --spec."""
+    package = tmp_path / "site-packages" / "ghcb"
+    package.mkdir(parents=True)
+    (package / "_spec").symlink_to(SPEC)
+    monkeypatch.setattr(importlib.resources, "files", lambda name: package)
+    assert vectors.spec_dir() == package / "_spec"
+    assert vectors.cert_vectors()[0].name == load_vectors("certs")["vectors"][0]["name"]
+    (package / "_spec").unlink()
+    assert vectors.spec_dir() == SPEC  # the checkout's
+    monkeypatch.setattr(vectors, "CHECKOUT_SPEC", tmp_path / "spec")
+    with pytest.raises(vectors.VectorsUnavailable) as e:
+        vectors.spec_dir()
+    assert str(e.value) == (
+        "no golden vectors: the installed package has no _spec/ and there is no checkout's "
+        f"{tmp_path / 'spec'}: pass --spec DIR, the spec/ folder of a ghcb checkout"
+    )
+    assert vectors.spec_dir(SPEC) == SPEC

@@ -14,7 +14,8 @@ A closed output pipe (``ghcb ... | head``) ends quietly with status 141 (128 + S
 shell reports for a command killed by it); Ctrl-C with 130.
 
 The families live in their own modules: ``_page`` (page), ``_values`` (exitinfo2, msr),
-``_kvm`` (kvm), ``_psc`` (psc), ``_certs`` (certs), ``_run`` (demo, simulate, pki);
+``_kvm`` (kvm), ``_psc`` (psc), ``_certs`` (certs), ``_run`` (demo, simulate, pki), ``_kit``
+(difftest, vectors: their modules imported only when they run);
 ``_common`` has the parser, numbers, input and output they share.
 """
 
@@ -25,9 +26,9 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
 
-from ghcb import __version__, difftest, vectors
+from ghcb import __version__
 from ghcb._input import InputError
-from ghcb.cli import _certs, _kvm, _page, _psc, _run, _values
+from ghcb.cli import _certs, _kit, _kvm, _page, _psc, _run, _values
 from ghcb.cli._common import (
     EXIT_FINDINGS,
     EXIT_USAGE,
@@ -96,8 +97,8 @@ def parser() -> argparse.ArgumentParser:
     _kvm.register(_family(groups, "kvm", "kvm_run bytes of the certificate exits"), _command)
     _psc.register(_family(groups, "psc", "Page State Change descriptors"), _command)
     _certs.register(_family(groups, "certs", "Extended Guest Request certificate tables"), _command)
-    difftest.add_parser(groups)  # ghcb difftest certs (ghcb/difftest.py)
-    vectors.add_parser(groups)  # ghcb vectors export (ghcb/vectors.py)
+    _kit.register_difftest(groups)  # imports ghcb.difftest only when it runs
+    _kit.register_vectors(groups)  # imports ghcb.vectors only when it runs
     return top
 
 
