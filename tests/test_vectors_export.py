@@ -310,11 +310,12 @@ def test_wheel_carries_the_golden_vectors() -> None:
     )
     assert sorted(found["packages"]) == sorted([*on_disk, "ghcb._spec"])
     shipped = sorted(f.removeprefix("build/lib/ghcb/_spec/") for f in found["data"] if "_spec" in f)
-    patterns = ("vectors/*.json", "vectors/*.bin", "vectors/pages/*.bin", "tables/*.toml")
-    wanted = sorted(str(p.relative_to(SPEC)) for pat in patterns for p in SPEC.glob(pat))
+    every = [*(SPEC / "vectors").rglob("*"), *(SPEC / "tables").rglob("*")]
+    wanted = sorted(str(p.relative_to(SPEC)) for p in every if p.is_file())
     assert shipped == wanted
     assert "vectors/certs.json" in shipped
     assert "tables/certs.toml" in shipped
+    assert "vectors/pages/check/invalid_usage.bin" in shipped
     assert not [m for m in found["modules"] if m.startswith("ghcb._spec")]
 
 
