@@ -110,7 +110,9 @@ class _Sink:
 
     @property
     def full(self) -> bool:
-        return self.kept >= self.want
+        """Done: past the skipped bytes with every wanted byte kept (``want`` may be 0: then
+        done once the offset is reached — found by fuzz_input)."""
+        return self.kept >= self.want and self.seen >= self.skip
 
     def _keep(self, piece: bytes) -> None:
         if piece:

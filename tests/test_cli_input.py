@@ -13,6 +13,8 @@ from ghcb._input import MAX_LINE, MAX_STREAM_SKIP, InputError, read_input, read_
 if TYPE_CHECKING:
     import pathlib
 
+    from ghcb._input import Form
+
 # 70 bytes: a line of letters, three zero lines (collapsed by hexdump and od), 6 bytes more.
 DATA = bytes(range(0x41, 0x51)) + bytes(48) + b"GHCB\x01\x02"
 
@@ -207,6 +209,31 @@ def test_offset_through_a_stream() -> None:
     assert "give a file" in e.value.message
     with open("/dev/zero", "rb") as zero:  # a device: read through, not sought
         assert read_input(zero, limit=4, offset=1 << 20) == bytes(4)
+
+
+_XXD_64 = "".join(
+    f"{at:08x}: {' '.join(['0000'] * 8)}  ................\n" for at in range(0, 64, 16)
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "form", "end"),
+    [
+        (bytes(528), "binary", 528),  # past the 512-byte sniff (fuzz_input's crash a8a803de)
+        (b"00" * 600, "hex", 600),  # past the first 512 characters of plain hex
+        (_XXD_64, "hex", 64),  # past the first xxd line
+    ],
+    ids=["binary", "plain-hex", "xxd"],
+)
+def test_zero_length_window_through_a_stream(data: bytes, form: Form, end: int) -> None:
+    """``limit=0`` at an offset: the stream is still read through to the offset (the reader
+    used to stop once it had the 0 bytes wanted and call the offset past the end)."""
+    assert read_input(_Pipe(data), limit=0, offset=end, form=form) == b""
+    assert read_input(_Pipe(data), limit=0, offset=end - 1, form=form) == b""
+    with pytest.raises(InputError) as e:
+        read_input(_Pipe(data), limit=0, offset=end + 1, form=form)
+    assert e.value.rule == "input-offset"
+    assert f"past the end of the input ({end} bytes)" in e.value.message
 
 
 def test_hex_offset_budget_counts_compressed_runs_free() -> None:
