@@ -70,13 +70,14 @@ fuzz: $(VENV)/.fuzz
 # mutates the listed modules, runs per mutant the selected tests that reach the mutated
 # function, lists every mutant that is not killed, then prints the score per module.
 MUTATION_JOBS ?= 1
+MUTANTS ?=
 
 $(VENV)/.mutation: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,interop,mutation]'
 	touch $@ $(VENV)/.dev $(VENV)/.runtime
 
 mutation: $(VENV)/.mutation
-	HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	GHCB_INTEROP=1 HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
 	@echo "== not killed"; $(BIN)/mutmut results
 	@echo "== score per module (killed / tested)"; $(BIN)/mutmut results --all true \
 		| awk -F': ' '{ m = $$1; sub(/^ +/, "", m); sub(/\.x.*/, "", m); \
