@@ -395,3 +395,76 @@ def test_sigkill_mid_update_leaves_old_or_new_blob(tmp_path: pathlib.Path) -> No
             assert lease.data == data
     CertificateStore(path).update(blobs[0])
     assert temp_files(tmp_path) == []
+
+
+# -- typed I/O errors and the lock primitives ----------------------------------------------------
+def test_unusable_path_is_a_store_io_error(tmp_path: pathlib.Path) -> None:
+    """An OSError other than "missing" (here ENOTDIR: a file used as a directory) is a
+    StoreError with rule ``store-io`` and the OS's reason, not a leaked OSError."""
+    (tmp_path / "file").write_bytes(b"")
+    bad = tmp_path / "file" / "certs.blob"
+    with pytest.raises(StoreError) as info:
+        CertificateStore(bad)
+    err = info.value
+    assert (err.message, err.rule, err.spec) == (
+        f"certificate blob {str(bad)!r}: Not a directory",
+        "store-io",
+        store_module._SPEC,
+    )
+
+
+def test_missing_and_replaced_errors_cite_the_kvm_text(
+    path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every StoreError names KVM's documentation of the blob and its lock."""
+    with pytest.raises(StoreError) as missing:
+        CertificateStore(path.with_name("absent"))
+    monkeypatch.setattr(store_module, "MAX_REOPENS", 1)
+    store = CertificateStore(
+        path, lock=lambda fd: SignallingLock(fd, lambda _: replace_file(path, NEW))
+    )
+    with pytest.raises(StoreError) as replaced:
+        store.lease()
+    assert missing.value.spec == replaced.value.spec == store_module._SPEC
+    assert (missing.value.rule, replaced.value.rule) == ("store-missing", "store-replaced")
+
+
+def test_temp_file_removed_by_someone_else_is_no_error(tmp_path: pathlib.Path) -> None:
+    """A stale temp file gone between the directory scan and its unlink (another cleaner) is
+    not an error."""
+    store_module._unlink_quietly(str(tmp_path / ".certs.blob.tmp.1"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_try_shared_refuses_without_waiting(path: pathlib.Path) -> None:
+    """``try_shared`` against another open file's exclusive lock returns False at once
+    (F_OFD_SETLK, EAGAIN); a waiting lock would block until the holder closes."""
+    held = os.open(path, os.O_RDWR)
+    other = os.open(path, os.O_RDONLY)
+    OfdLock(held).exclusive()
+    thread, out = in_thread(OfdLock(other).try_shared)
+    try:
+        thread.join(SAFETY)
+        assert out == [False]
+    finally:
+        os.close(held)  # lets a wrongly waiting lock through, so a failure cannot hang
+        thread.join(SAFETY)
+        os.close(other)
+
+
+def test_release_drops_the_lock_and_keeps_the_file_open(path: pathlib.Path) -> None:
+    """``release`` (F_UNLCK) drops the lock on a descriptor that stays open."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        lock = OfdLock(fd)
+        lock.exclusive()
+        assert not exclusive_free(path)
+        lock.release()
+        assert exclusive_free(path)
+        lock.shared()
+        assert not exclusive_free(path)
+        lock.release()
+        assert exclusive_free(path)
+        os.fstat(fd)  # still open
+    finally:
+        os.close(fd)
