@@ -4,6 +4,7 @@ one, every operation all-or-nothing, bounded allocation."""
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,91 @@ def test_remapping_is_refused() -> None:
         m.map(0x1000, 2)
     assert e.value.rule == "page-mapped"
     assert not m.is_mapped(0x1000)
+
+
+SPEC = "ghcb.hypervisor.memory model (guest_memfd private/shared backings)"
+LIMIT = 1 << 52  # MAXPHYADDR: 52 bits
+
+
+def small_memory() -> GuestMemory:
+    memory = GuestMemory()
+    memory.map(0x1000, 2)
+    return memory
+
+
+#: Every refusal: the call, its rule, GPA (the error's offset) and message.
+ERRORS = [
+    (lambda m: m.map(0x1800), "unaligned", 0x1800, "page operations need 4 KiB alignment"),
+    (lambda m: m.map(0x1000, 0), "bad-range", None, "npages must be a positive int, not 0"),
+    (lambda m: m.map(0x1000, True), "bad-range", None, "npages must be a positive int, not True"),
+    (lambda m: m.map(0x2000), "page-mapped", 0x2000, "page is already mapped"),
+    (
+        lambda m: m.map(LIMIT - 0x1000, 2),
+        "bad-range",
+        LIMIT - 0x1000,
+        "range outside the 52-bit space",
+    ),
+    (lambda m: m.map(-0x1000), "bad-range", None, "range outside the 52-bit space"),
+    (lambda m: m.map("0"), "bad-range", None, "bad guest range ('0', 4096)"),
+    (lambda m: m.host_read(0x2FFF, 2), "unmapped", 0x3000, "no page is mapped there"),
+    (lambda m: m.guest_read(0x800, 0x900), "unmapped", 0x800, "no page is mapped there"),
+    (lambda m: m.host_write(0x2FFF, b"ab"), "unmapped", 0x3000, "no page is mapped there"),
+    (lambda m: m.guest_write(0x1000, "ab"), "input-type", None, None),
+    (lambda m: m.host_read(0x1000, -1), "bad-range", 0x1000, "range outside the 52-bit space"),
+    (lambda m: m.host_read(0x1000, 1.0), "bad-range", None, "bad guest range (4096, 1.0)"),
+    (lambda m: m.is_mapped(-1), "bad-range", None, "range outside the 52-bit space"),
+    (lambda m: m.is_shared(LIMIT + 1), "bad-range", LIMIT + 1, "range outside the 52-bit space"),
+    (
+        lambda m: m.set_shared(0x2000, 2, shared=False),
+        "unmapped",
+        0x3000,
+        "no page is mapped there",
+    ),
+    (lambda m: m.host_map(0x3000), "unmapped", 0x3000, "no page is mapped there"),
+    (
+        lambda m: m.mapped_count(0x1000, -1),
+        "bad-range",
+        None,
+        "npages must be a positive int, not -1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "rule", "gpa", "what"), ERRORS)
+def test_errors_are_exact(call: Any, rule: str, gpa: int | None, what: str | None) -> None:
+    """Rule, spec, GPA and message of each refusal; nothing changes on the way out."""
+    memory = small_memory()
+    memory.host_write(0x1000, b"\x55" * 2 * PAGE_SIZE)
+    with pytest.raises(GuestMemoryError) as info:
+        call(memory)
+    err = info.value
+    assert (err.rule, err.spec, err.offset) == (rule, SPEC, gpa)
+    if what is not None:
+        where = "" if gpa is None else f" at GPA {gpa:#x}"
+        assert err.message == f"guest memory{where}: {what}"
+    assert memory.host_read(0x1000, 2 * PAGE_SIZE) == b"\x55" * 2 * PAGE_SIZE
+    assert [memory.is_mapped(g) for g in (0, 0x1000, 0x2000, 0x3000)] == [0, 1, 1, 0]
+
+
+def test_edges() -> None:
+    """The last byte below 2**52 is addressable; page-end reads and writes, empty ones;
+    ``mapped_count`` both ways (walking the range, walking the map)."""
+    memory = GuestMemory()
+    memory.map(LIMIT - PAGE_SIZE, shared=False)
+    memory.guest_write(LIMIT - 2, b"xy")
+    assert memory.guest_read(LIMIT - 2, 2) == b"xy"
+    assert memory.host_read(LIMIT - 2, 2) == b"\0\0"  # private: the host sees the shared side
+    assert memory.guest_read(LIMIT - 1, 0) == b""
+    assert memory.mapped_count(LIMIT - PAGE_SIZE, 1) == 1
+    memory = small_memory()
+    memory.host_write(0x1FFE, b"abcd")  # across the page boundary
+    assert memory.host_read(0x1000, PAGE_SIZE)[-2:] == b"ab"
+    assert memory.host_read(0x1FFF, 1) == b"b"
+    assert memory.host_read(0x2000, 2) == b"cd"
+    assert memory.guest_read(0x1FFE, 4) == b"abcd"
+    memory.host_write(0x1000, b"")
+    assert memory.host_read(0x1000, 0) == b""
+    assert [memory.mapped_count(0, n) for n in (1, 2, 3, 4)] == [0, 1, 2, 2]
+    assert memory.mapped_count(0x2000, 1 << 30) == 1
+    assert memory.mapped_count(0, 1 << 30) == 2
+    assert (memory.is_shared(0x1FFF), memory.is_shared(0x3000)) == (True, False)
