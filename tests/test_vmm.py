@@ -392,3 +392,44 @@ class TestTokenBucket:
         """A clock returning a non-number is the caller's mistake."""
         with pytest.raises(HypervisorUsageError):
             TokenBucket(rate=1, burst=1, clock=lambda: "now")  # type: ignore[arg-type,return-value]
+
+
+class TestUsageErrors:
+    """Every refusal is a HypervisorUsageError with its rule, spec and message."""
+
+    def test_bucket_settings(self) -> None:
+        rate_spec = "GHCB spec §4.1.7 (BUSY)"
+        for kwargs, message in (
+            ({"rate": 2**2000, "burst": 1}, "rate must be a finite number and burst an int"),
+            ({"rate": 1, "burst": 2**2000}, "rate must be a finite number and burst an int"),
+            ({"rate": -1, "burst": 1}, "rate must be >= 0 and burst >= 1"),
+            ({"rate": 1, "burst": 0}, "rate must be >= 0 and burst >= 1"),
+            ({"rate": 1, "burst": 1, "clock": 5}, "clock must be callable"),
+            ({"rate": 1, "burst": 1, "clock": lambda: "now"}, "clock returned 'now', not a"),
+        ):
+            with pytest.raises(HypervisorUsageError) as info:
+                TokenBucket(**kwargs)
+            err = info.value
+            assert (err.message[: len(message)], err.rule, err.spec) == (
+                message,
+                "rate-limit",
+                rate_spec,
+            )
+        with pytest.raises(HypervisorUsageError) as info:
+            TokenBucket(rate=1.5, burst=2**2000)
+        assert info.value.message == "rate must be a finite number and burst an int, not 1.5 / " + (
+            repr(2**2000)
+        )
+
+    def test_vcpu_of_other_memory(self, store: CertificateStore) -> None:
+        """Vmm.run serves only vCPUs of its own guest memory."""
+        vmm = Vmm(guest().memory, store)
+        for vcpu in (vcpu_for(guest(), MergedAbi()), "vcpu"):
+            with pytest.raises(HypervisorUsageError) as info:
+                vmm.run(vcpu)  # type: ignore[arg-type]
+            err = info.value
+            assert (err.message, err.rule, err.spec) == (
+                "Vmm.run needs a Vcpu of this VMM's guest memory",
+                "input-type",
+                "ghcb.hypervisor.vmm",
+            )
