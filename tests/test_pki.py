@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import hashlib
 import struct
+import types
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -31,12 +32,17 @@ from ghcb.certs import (
     parse_cert_table,
 )
 from ghcb.errors import FieldValueError, GhcbError, InputTypeError
+from ghcb.hypervisor import _pki_build
+from ghcb.hypervisor import pki as _pki
 from ghcb.hypervisor.errors import HostError, HypervisorUsageError
 from ghcb.hypervisor.pki import (
     AMD_OIDS,
+    DEFAULT_CHIP_IDS,
     DEFAULT_TCB,
+    SPEC_CERTS,
     Chain,
     ChainError,
+    Product,
     Tcb,
     chain,
     verify_chain,
@@ -49,7 +55,6 @@ if TYPE_CHECKING:
     import pathlib
     from collections.abc import Callable
 
-    from ghcb.tcb import Product
 
 TABLE = load_table("pki")
 SIG = TABLE["signature"]
@@ -181,10 +186,56 @@ def product(request: pytest.FixtureRequest) -> Product:
     return name
 
 
-@pytest.fixture
-def made(product: Product) -> Chain:
-    """The product's default chain (generated once per process)."""
-    return chain(product)
+def _built(product: Product) -> Chain:
+    """The product's default chain built anew through the builders, past :func:`chain`'s
+    per-process cache (so a test checks what the builders make now, not what the cache holds):
+    the roots by ``make_roots`` with the cached chain's RSA keys in place of three new ones
+    (an RSA-4096 key takes seconds; the generator is asked for e = 65537, 4096 bits, three
+    times), the leaves as :func:`chain` issues them."""
+    cached = chain(product)
+    keys = iter((cached.ark_key, cached.ask_key, cached.asvk_key))
+    keys_table = TABLE["keys"]
+
+    def generate(public_exponent: int, key_size: int) -> rsa.RSAPrivateKey:
+        assert (public_exponent, key_size) == (
+            keys_table["root_public_exponent"],
+            keys_table["root_bits"],
+        )
+        return next(keys)
+
+    spec = _pki_build.product_spec(product)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_pki_build, "rsa", types.SimpleNamespace(generate_private_key=generate))
+        roots = _pki_build.make_roots(spec)
+    assert next(keys, None) is None  # exactly three keys
+    tcb = cached.tcb
+    return _pki._make_chain(
+        spec,
+        roots,
+        chip=cached.chip_id,
+        tcb=tcb,
+        tcb_bytes=tcb.to_bytes(product),
+        csp_id=cached.csp_id,
+    )
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[Product, Chain]:
+    """:func:`_built` per product, made on first use in this test session (a fixture, not a
+    module-level cache: a cache kept across sessions in one process would hide the builders
+    again, as mutmut's forks would see it)."""
+    return {}
+
+
+@pytest.fixture(params=["cached", "built"])
+def made(product: Product, request: pytest.FixtureRequest, built: dict[Product, Chain]) -> Chain:
+    """The product's default chain: as :func:`chain` returns it (generated once per process)
+    and as the builders make it anew (:func:`_built`)."""
+    if request.param == "cached":
+        return chain(product)
+    if product not in built:
+        built[product] = _built(product)
+    return built[product]
 
 
 def _certs(c: Chain) -> dict[str, x509.Certificate]:
@@ -422,6 +473,118 @@ class TestLeafExtensions:
         assert _ext_value(chain("Milan").vcek, "ucodeSPL") == bytes.fromhex("020200de")
 
 
+#: P-384's group order n as the module has it (checked on the curve by :func:`_p384_order`).
+_N: int = _pki_build._P384_ORDER
+
+
+def _p384_order() -> int:
+    """The module's P-384 group order n, checked on the curve: (n - 1)·G = -G."""
+    n = _N
+    g = ec.derive_private_key(1, ec.SECP384R1()).public_key().public_numbers()
+    minus_g = ec.derive_private_key(n - 1, ec.SECP384R1()).public_key().public_numbers()
+    assert (minus_g.x, minus_g.y + g.y) == (g.x, 2**384 - 2**128 - 2**96 + 2**32 - 1)  # p
+    return n
+
+
+class TestBuilders:
+    """The builders called directly, past :func:`chain`'s cache: every SPL value's DER
+    INTEGER, IA5Strings long enough for DER's long length form, the derived chip ids and leaf
+    keys."""
+
+    @pytest.mark.parametrize("product", PRODUCT_NAMES)
+    def test_every_spl_value(self, product: Product) -> None:
+        """An SPL is a u8 (facts §1.3): each of 0..255 is its DER INTEGER in every SPL
+        extension of the product; reserved SPLs stay 0."""
+        spec = _pki_build.product_spec(product)
+        row = PRODUCT_ROWS[product]
+        components = {
+            n: EXTENSIONS[n]["component"]
+            for n in row["vcek_extensions"]
+            if "component" in EXTENSIONS[n]
+        }
+        for value in range(256):
+            tcb = Tcb(**{c: value for c in components.values() if c != "reserved"})
+            values = _pki_build.extension_values(
+                spec, tcb, product_name="P", chip_id=bytes(64), csp_id="C"
+            )
+            for name, component in components.items():
+                expected = _der_integer(0 if component == "reserved" else value)
+                assert values[name] == expected, (name, value)
+
+    @pytest.mark.parametrize(
+        ("length", "header"),
+        [(1, "1601"), (0x7F, "167f"), (0x80, "168180"), (0xFF, "1681ff"), (0x100, "16820100")],
+    )
+    def test_ia5_lengths(self, length: int, header: str) -> None:
+        """X.690 §8.1.3: short length form below 128 bytes, else 0x80 | the count of length
+        octets, then the length big-endian in the fewest octets."""
+        text = "".join(chr(0x41 + i % 26) for i in range(length))
+        spec = _pki_build.product_spec("Milan")
+        values = _pki_build.extension_values(
+            spec, DEFAULT_TCB, product_name=text, chip_id=bytes(64), csp_id=text
+        )
+        assert values["productName"] == values["CSP_ID"] == bytes.fromhex(header) + text.encode()
+
+    def test_long_csp_id_in_a_vlek(self) -> None:
+        """A CSP_ID of 200 characters (DER long form) reaches the VLEK verbatim."""
+        csp = "CN=" + "x" * 197
+        c = chain("Milan", csp_id=csp)
+        assert _ext_value(c.vlek, "CSP_ID") == bytes.fromhex("1681c8") + csp.encode()
+        verify_chain(c)
+
+    def test_default_chip_ids(self) -> None:
+        """The default CHIP_ID: SHA-512 of the derivation label, " chip id " and the product
+        line; on Turin its 8-byte hwID and 56 zero bytes (facts §1.1)."""
+        for product in PRODUCT_NAMES:
+            raw = hashlib.sha512(
+                _pki_build._DERIVATION_LABEL + b" chip id " + product.encode()
+            ).digest()
+            hwid = PRODUCT_ROWS[product]["hwid_length"]
+            expected = raw[:hwid] + bytes(64 - hwid)
+            assert _pki_build._chip_id_for(Product(product)) == expected
+            assert DEFAULT_CHIP_IDS[Product(product)] == expected
+            assert chain(product).chip_id == expected
+
+    def test_leaf_key_derivation(self, made: Chain, product: str) -> None:
+        """Each leaf's private scalar is SHA-512 over label, kind, product, TCB bytes and
+        chip id (VCEK) or CSP_ID (VLEK), NUL-separated, reduced into [1, n-1] (P-384's n)."""
+        n = _p384_order()
+        tcb_bytes = made.tcb.to_bytes(product)
+        for kind, who, key in (
+            (b"VCEK", made.chip_id, made.vcek_key),
+            (b"VLEK", made.csp_id.encode(), made.vlek_key),
+        ):
+            digest = hashlib.sha512(
+                b"\0".join((_pki_build._DERIVATION_LABEL, kind, product.encode(), tcb_bytes, who))
+            ).digest()
+            expected = int.from_bytes(digest, "big") % (n - 1) + 1
+            assert key.private_numbers().private_value == expected, kind
+            assert isinstance(key.curve, ec.SECP384R1)
+
+    @pytest.mark.parametrize(
+        ("digest_value", "scalar"),
+        [(_N - 1, 1), (_N - 2, _N - 1), (_N, 2), (0, 1)],
+        ids=["n-1", "n-2", "n", "0"],
+    )
+    def test_scalar_reduction_bounds(
+        self, monkeypatch: pytest.MonkeyPatch, digest_value: int, scalar: int
+    ) -> None:
+        """The digest reduced mod n - 1, plus 1: a scalar in [1, n - 1], never 0 nor n."""
+        assert _p384_order() == _N
+
+        class Fixed:
+            def __init__(self, data: bytes) -> None:
+                self.data = data
+
+            def digest(self) -> bytes:
+                return digest_value.to_bytes(64, "big")
+
+        monkeypatch.setattr(_pki_build, "hashlib", types.SimpleNamespace(sha512=Fixed))
+        spec = _pki_build.product_spec("Milan")
+        key = _pki_build.derive_leaf_key(b"VCEK", spec, bytes(8), bytes(64))
+        assert key.private_numbers().private_value == scalar
+
+
 class TestRealMilanShape:
     """Our Milan ARK/ASK/VCEK against AMD's real ones (shipped by omne-attest): the same name
     bytes, serials and validity (roots), extension OIDs, order and criticality."""
@@ -535,6 +698,46 @@ class TestCertTableNames:
 # Caching and TCB re-issue
 # ---------------------------------------------------------------------------------------------
 class TestCache:
+    def test_repr(self) -> None:
+        c = chain("Turin", chip_id=bytes(range(1, 9)) + bytes(56), csp_id="CN=r")
+        assert repr(c) == (
+            f"Chain(product='Turin', tcb={c.tcb!r}, chip_id=0102030405060708..., csp_id='CN=r')"
+        )
+
+    def test_roots_made_once_per_product(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The roots are looked up per product and made (by ``make_roots`` for that product's
+        spec) only when missing, then kept."""
+        ark = chain("Genoa").ark
+        genoa = _pki_build.product_spec("Genoa")
+        with _pki._LOCK:
+            assert _pki._roots(genoa).ark is ark
+        roots = _pki._ROOTS[Product.GENOA]
+        asked: list[object] = []
+
+        def make_roots(spec: object) -> _pki_build.Roots:
+            asked.append(spec)
+            return roots
+
+        monkeypatch.setattr(_pki, "_ROOTS", {})
+        monkeypatch.setattr(_pki, "make_roots", make_roots)
+        with _pki._LOCK:
+            assert _pki._roots(genoa) is roots
+            assert _pki._roots(genoa) is roots
+        assert asked == [genoa]
+        assert {Product.GENOA: roots} == _pki._ROOTS
+
+    def test_at_tcb_keeps_product_chip_and_csp(self) -> None:
+        base = chain("Turin", chip_id=bytes(range(1, 9)) + bytes(56), csp_id="CN=at.example")
+        tcb = Tcb(fmc=1, boot_loader=2, tee=3, snp=4, microcode=5)
+        other = base.at_tcb(tcb)
+        assert (other.product, other.chip_id, other.csp_id, other.tcb) == (
+            "Turin",
+            base.chip_id,
+            "CN=at.example",
+            tcb,
+        )
+        assert other is chain("Turin", chip_id=base.chip_id, tcb=tcb, csp_id="CN=at.example")
+
     def test_same_object(self) -> None:
         class Line(enum.StrEnum):
             MILAN = "Milan"
@@ -631,6 +834,10 @@ class TestVerifyChain:
         with pytest.raises(ChainError) as err:
             verify_chain(bad)
         assert err.value.rule == "vlek-key-type"
+        assert (err.value.message, err.value.spec) == (
+            "vlek: the public key is not EC P-384",
+            SPEC_CERTS,
+        )
 
     def test_verify_signed_by_names_the_leg(self) -> None:
         c = chain("Milan")
@@ -661,12 +868,24 @@ class TestWriteChain:
         ]
         assert build_cert_table(entries) == c.cert_table()
 
+    def test_nested_directory_other_chip_and_tcb(self, tmp_path: pathlib.Path) -> None:
+        """Missing parents are created; chip_id and tcb reach the chain written."""
+        chip_id = bytes(range(64))
+        tcb = Tcb(boot_loader=7, snp=0x1C, microcode=0x80)
+        folder = tmp_path / "a" / "b"
+        paths = write_chain(folder, "Genoa", form="der", chip_id=chip_id, tcb=tcb)
+        c = chain("Genoa", chip_id=chip_id, tcb=tcb)
+        assert {n: p.read_bytes() for n, p in paths.items()} == dict(c.der)
+        assert _ext_value(c.vcek, "hwID") == chip_id
+
     def test_unwritable(self, tmp_path: pathlib.Path) -> None:
         blocker = tmp_path / "file"
         blocker.write_bytes(b"")
         with pytest.raises(HostError) as err:
             write_chain(blocker, "Milan")
         assert err.value.rule == "write"
+        assert err.value.spec == SPEC_CERTS
+        assert err.value.message.startswith(f"cannot write the Milan chain to {blocker}: ")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,6 +925,23 @@ def test_bad_input(call: Callable[[], object], error: type[GhcbError], rule: str
     with pytest.raises(error) as err:
         call()
     assert err.value.rule == rule
+    assert isinstance(err.value.message, str)
+    assert isinstance(err.value.spec, str)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: write_chain(3), "directory must be a path, not int"),  # type: ignore[arg-type]
+        (lambda: write_chain(".", form="txt"), "form must be 'pem' or 'der', not 'txt'"),  # type: ignore[arg-type]
+        (lambda: verify_chain(object()), "verify_chain takes a Chain, not object"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_input_message(call: Callable[[], object], message: str) -> None:
+    """The message names the value or type refused."""
+    with pytest.raises(GhcbError) as err:
+        call()
+    assert (err.value.message, err.value.spec) == (message, SPEC_CERTS)
 
 
 # ---------------------------------------------------------------------------------------------

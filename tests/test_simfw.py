@@ -27,6 +27,8 @@ from ghcb.hypervisor.firmware import FirmwareFailure, call_firmware
 from ghcb.hypervisor.pki import DEFAULT_CHIP_IDS, chain
 from ghcb.hypervisor.simfw import (
     DEFAULT_SEED,
+    SPEC_CONFIG,
+    SPEC_FW,
     FirmwareConfig,
     SimulatedFirmware,
     default_vmpcks,
@@ -95,7 +97,7 @@ def _exchange(
     return open_message(fw.config.vmpcks[vmpck], page)
 
 
-def _report(fw: SimulatedFirmware, req: ReportReq, **kw: object) -> AttestationReport:
+def _report(fw: SimulatedFirmware, req: ReportReq | bytes, **kw: object) -> AttestationReport:
     _hdr, plain = _exchange(fw, req, **kw)
     rsp = ReportRsp.from_bytes(plain)
     assert rsp.status == FirmwareStatus.SUCCESS
@@ -311,8 +313,60 @@ def test_page_not_one_page_fails_without_status(fw: SimulatedFirmware) -> None:
     with pytest.raises(FirmwareFailure) as info:
         fw.guest_request(_request(fw, ReportReq())[:4095])
     assert info.value.rule == "request-length"
-    with pytest.raises(InputTypeError):
+    with pytest.raises(InputTypeError) as err:
         fw.guest_request("page")  # type: ignore[arg-type]
+    assert err.value.message == "a guest request page must be bytes-like, not str"
+    assert err.value.spec == SPEC_FW
+
+
+def test_report_response_bytes(fw: SimulatedFirmware) -> None:
+    """MSG_REPORT_RSP (§3.6): STATUS 0, REPORT_SIZE 0x4A0, 24 reserved zero bytes, the report
+    at 0x20; 0x4C0 bytes in all, as MSG_SIZE says."""
+    hdr, plain = _exchange(fw, ReportReq(user_data=USER_DATA))
+    assert hdr.msg_sz == len(plain) == 0x4C0
+    assert plain[:0x20] == bytes(4) + (0x4A0).to_bytes(4, "little") + bytes(24)
+    report = AttestationReport.from_bytes(plain[0x20:])
+    assert (report.report_data, report.vmpl) == (USER_DATA, 0)
+
+
+def test_captured_report_response_bytes() -> None:
+    """A captured report comes back verbatim after the same 0x20-byte response header."""
+    captured = bytes(_report(SimulatedFirmware(_config()), ReportReq()).to_bytes())
+    fw = SimulatedFirmware(_config(captured_report=captured))
+    hdr, plain = _exchange(fw, ReportReq(user_data=USER_DATA))
+    assert hdr.msg_sz == len(plain) == 0x4C0
+    assert plain == bytes(4) + (0x4A0).to_bytes(4, "little") + bytes(24) + captured
+
+
+def test_report_carries_the_launch_fields() -> None:
+    """GUEST_SVN, FAMILY_ID, IMAGE_ID, the key digests (AUTHOR_KEY_EN with an author key),
+    REPORT_ID and the firmware version (current and committed) come from the launch (§1.1)."""
+    fw = SimulatedFirmware(
+        _config(
+            guest_svn=7,
+            family_id=b"\x11" * 16,
+            image_id=b"\x22" * 16,
+            id_key_digest=b"\x33" * 48,
+            author_key_digest=b"\x44" * 48,
+            report_id=b"\x55" * 32,
+            firmware_version=(1, 57, 9),
+        )
+    )
+    report = _report(fw, ReportReq(user_data=USER_DATA))
+    assert (report.guest_svn, report.family_id, report.image_id) == (7, b"\x11" * 16, b"\x22" * 16)
+    assert (report.id_key_digest, report.author_key_digest) == (b"\x33" * 48, b"\x44" * 48)
+    assert report.report_id == b"\x55" * 32
+    assert (report.current_major, report.current_minor, report.current_build) == (1, 57, 9)
+    assert (report.committed_major, report.committed_minor, report.committed_build) == (1, 57, 9)
+    assert report.signer_info & 1 == 1  # AUTHOR_KEY_EN
+    assert _report(SimulatedFirmware(_config()), ReportReq()).signer_info & 1 == 0
+
+
+def test_short_message_reads_zero_padded(fw: SimulatedFirmware) -> None:
+    """MSG_SIZE is not checked against MSG_REPORT_REQ (§3.5 note): 64 bytes of REPORT_DATA
+    alone read as VMPL 0, KEY_SEL 0 and zero reserved bytes."""
+    report = _report(fw, USER_DATA)
+    assert (report.report_data, report.vmpl) == (USER_DATA, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,6 +448,57 @@ def test_key_req_lower_tcb_accepted(fw: SimulatedFirmware) -> None:
     assert lower.derived_key != _derived(fw, PINNED_KEY_REQ, seqno=3).derived_key
 
 
+# Pinned like PINNED_KEY_HEX: the VMRK root (ROOT_KEY_SELECT 1) and, with a VLEK loaded, the
+# VLEK root that KEY_SEL 0 picks (facts §1.6), each for KeyReq() otherwise.
+PINNED_VMRK_HEX = "00581cd8161ede29da5d0018efdb37776ce951a4b37e79c8c023106085ccc4c8"
+PINNED_VLEK_HEX = "e177a2357854592457f26c6dd3a80cb9faa4c163aee1b42a9c677d21edba51ae"
+
+
+def test_key_req_roots(fw: SimulatedFirmware) -> None:
+    """ROOT_KEY_SELECT 1 derives from the VMRK; with a VLEK loaded KEY_SEL 0 and 2 derive from
+    the VLEK and KEY_SEL 1 from the VCEK, as a VCEK-only firmware does."""
+    assert _derived(fw, KeyReq(root_key_select=1)).derived_key.hex() == PINNED_VMRK_HEX
+    vlek = SimulatedFirmware(_config(signing_key="vlek"))
+    assert _derived(vlek, KeyReq()).derived_key.hex() == PINNED_VLEK_HEX
+    vcek_sel = KeyReq(root_key_select=KeySel.VCEK << 1)
+    assert (
+        _derived(vlek, vcek_sel, seqno=3).derived_key
+        == _derived(fw, vcek_sel, seqno=3).derived_key
+        != _derived(fw, KeyReq(), seqno=5).derived_key
+    )
+    assert (
+        _derived(vlek, KeyReq(), seqno=5).derived_key != _derived(fw, KeyReq(), seqno=7).derived_key
+    )
+
+
+def test_key_req_unselected_fields_ignored(fw: SimulatedFirmware) -> None:
+    """GUEST_SVN and TCB_VERSION count only when GUEST_FIELD_SELECT selects them (§3.5): then
+    neither is checked nor mixed in."""
+    plain = _derived(fw, KeyReq()).derived_key
+    assert _derived(fw, KeyReq(guest_svn=5), seqno=3) == KeyRsp(derived_key=plain)
+    assert _derived(fw, KeyReq(tcb_version=0x0000000100000000), seqno=5) == KeyRsp(
+        derived_key=plain
+    )
+
+
+def test_key_req_guest_svn_up_to_launch_svn() -> None:
+    """GUEST_SVN may equal the ID block's (3 here) but not exceed it (§3.5)."""
+    fw = SimulatedFirmware(_config(guest_svn=3))
+    svn = 1 << 4
+    assert _derived(fw, KeyReq(guest_field_select=svn, guest_svn=3)).status == 0
+    rsp = _derived(fw, KeyReq(guest_field_select=svn, guest_svn=4), seqno=3)
+    assert (rsp.status, rsp.derived_key) == (0x16, bytes(32))
+
+
+@pytest.mark.parametrize("vmpck", [4, -1, True, 0.0])
+def test_counter_refuses_other_vmpcks(fw: SimulatedFirmware, vmpck: object) -> None:
+    with pytest.raises(HypervisorUsageError) as err:
+        fw.counter(vmpck)  # type: ignore[arg-type]
+    assert (err.value.rule, err.value.field) == ("firmware-config", "vmpck")
+    assert err.value.message == f"vmpck must be 0..3, not {vmpck!r}"
+    assert err.value.spec == SPEC_CONFIG
+
+
 def test_tsc_info() -> None:
     fw = SimulatedFirmware(_config(tsc_scale=0x1234, tsc_offset=0x5678, tsc_factor=300))
     hdr, plain = _exchange(fw, TscInfoReq(), msg_type=MsgType.TSC_INFO_REQ)
@@ -416,20 +521,25 @@ def test_default_vmpcks() -> None:
 
 
 @pytest.mark.parametrize(
-    "values",
+    ("values", "rule", "field"),
     [
-        {"report_version": 4},
-        {"measurement": bytes(32)},
-        {"vmpcks": (bytes(32),) * 3},
-        {"vmpcks": (bytes(31),) * 4},
-        {"signing_key": "ark"},
-        {"product": "Naples"},
-        {"tcb": Tcb(fmc=1)},
+        ({"report_version": 4}, "firmware-config", "report_version"),
+        ({"measurement": bytes(32)}, "firmware-config", "measurement"),
+        ({"vmpcks": (bytes(32),) * 3}, "firmware-config", "vmpcks"),
+        ({"vmpcks": (bytes(31),) * 4}, "firmware-config", "vmpcks"),
+        ({"signing_key": "ark"}, "firmware-config", "signing_key"),
+        ({"tcb": 0xDE1B000000000004}, "firmware-config", "tcb"),
+        ({"product": "Naples"}, "product", None),
+        ({"tcb": Tcb(fmc=1)}, "tcb-fmc", "tcb.fmc"),
     ],
 )
-def test_config_rejects(values: dict[str, object]) -> None:
-    with pytest.raises(HypervisorUsageError):
+def test_config_rejects(values: dict[str, object], rule: str, field: str | None) -> None:
+    with pytest.raises(HypervisorUsageError) as err:
         FirmwareConfig(**values)  # type: ignore[arg-type]
+    assert (err.value.rule, err.value.field) == (rule, field)
+    assert isinstance(err.value.message, str)
+    if rule == "firmware-config":
+        assert err.value.spec == SPEC_CONFIG
 
 
 def test_concurrent_requests_and_tcb_updates(fw: SimulatedFirmware) -> None:
