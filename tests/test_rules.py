@@ -5,21 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ghcb import GhcbErr, GhcbPage, Severity, build_page, check_page, parse_page
+from ghcb import ExitCode, GhcbErr, GhcbPage, Severity, build_page, check_page, parse_page
 from ghcb import strategies as gst
 from ghcb.check import Stage, expected_response
+from ghcb.codes import ApCreationOp
+from ghcb.errors import InputTypeError
+from ghcb.exitinfo import IoioInfo
 from ghcb.guest import Guest
 from ghcb.hypervisor import MergedAbi, RecordingFirmware, Resumed, V15Abi, Vcpu, Vm
 from ghcb.hypervisor.rules import (
+    ALWAYS_REQUIRED,
     KVM_EXIT_RULES,
+    SPEC_KVM_VALIDATE,
+    SPEC_V15_VALIDATE,
     V15_EXIT_RULES,
+    Validator,
+    accepts,
     findings,
     first_error,
+    required_inputs,
 )
-from ghcb.page import FIELDS
+from ghcb.page import FIELDS, VALID_BIT
 
 VALIDATOR_REASONS = {GhcbErr.INVALID_USAGE, GhcbErr.MISSING_INPUT, GhcbErr.INVALID_EVENT}
 HANDLER_CODES = {"invalid-scratch-area", "mmio-length"}
@@ -104,3 +114,222 @@ def test_first_error_is_kvm_order() -> None:
         GhcbErr.INVALID_EVENT,
     ]
     assert first_error(page) == GhcbErr.INVALID_USAGE
+
+
+# -- the conditional inputs of sev_es_validate_vmgexit, each condition both ways ----------------
+# Linux arch/x86/kvm/svm/sev.c (gregkh 00b9744a) sev_es_validate_vmgexit; the same rows in the
+# v15 tree. Each case: the exit, the fields the guest marks valid, the fields KVM then requires
+# beyond SW_EXITCODE/SW_EXITINFO1/SW_EXITINFO2.
+_OUT, _IN = IoioInfo(port=0x80, size8=1), IoioInfo(port=0x80, size8=1, type_in=1)
+_OUTS, _INS = (
+    IoioInfo(port=0x80, size8=1, string=1),
+    IoioInfo(port=0x80, size8=1, type_in=1, string=1),
+)
+_DESTROY = int(ApCreationOp.DESTROY)
+CONDITIONAL = [
+    # case SVM_EXIT_CPUID: "if (vcpu->arch.regs[VCPU_REGS_RAX] == 0xd)
+    #                          if (!kvm_ghcb_xcr0_is_valid(svm)) goto vmgexit_err;"
+    pytest.param(ExitCode.CPUID, {"rax": 0xD, "rcx": 0}, {"rax", "rcx", "xcr0"}, id="cpuid-d"),
+    pytest.param(ExitCode.CPUID, {"rax": 0xC, "rcx": 0}, {"rax", "rcx"}, id="cpuid-c"),
+    # the whole 64-bit register is compared, not the low half
+    pytest.param(ExitCode.CPUID, {"rax": 1 << 32 | 0xD, "rcx": 0}, {"rax", "rcx"}, id="cpuid-hi"),
+    # case SVM_EXIT_IOIO: "if (control->exit_info_1 & SVM_IOIO_STR_MASK) {
+    #   if (!kvm_ghcb_sw_scratch_is_valid(svm)) goto vmgexit_err; } else {
+    #   if (!(control->exit_info_1 & SVM_IOIO_TYPE_MASK))
+    #     if (!kvm_ghcb_rax_is_valid(svm)) goto vmgexit_err; }"
+    pytest.param(ExitCode.IOIO, {"sw_exit_info_1": _OUT.encode()}, {"rax"}, id="out"),
+    pytest.param(ExitCode.IOIO, {"sw_exit_info_1": _IN.encode()}, set(), id="in"),
+    pytest.param(
+        ExitCode.IOIO,
+        {"sw_exit_info_1": _OUTS.encode()},
+        {"sw_scratch"},
+        id="outs",
+    ),
+    pytest.param(  # a string IN needs the scratch area only (the else branch is not taken)
+        ExitCode.IOIO, {"sw_exit_info_1": _INS.encode()}, {"sw_scratch"}, id="ins"
+    ),
+    # case SVM_EXIT_MSR: "if (!kvm_ghcb_rcx_is_valid(svm)) goto vmgexit_err;
+    #   if (control->exit_info_1) { if (!kvm_ghcb_rax_is_valid(svm) ||
+    #                                   !kvm_ghcb_rdx_is_valid(svm)) goto vmgexit_err; }"
+    pytest.param(ExitCode.MSR, {"sw_exit_info_1": 0, "rcx": 0x10}, {"rcx"}, id="rdmsr"),
+    pytest.param(
+        ExitCode.MSR, {"sw_exit_info_1": 1, "rcx": 0x10}, {"rcx", "rax", "rdx"}, id="wrmsr"
+    ),
+    pytest.param(  # any non-zero EXITINFO1 is a write
+        ExitCode.MSR, {"sw_exit_info_1": 1 << 63, "rcx": 0x10}, {"rcx", "rax", "rdx"}, id="msr-hi"
+    ),
+    # case SVM_VMGEXIT_AP_CREATION: "if (lower_32_bits(control->exit_info_1) !=
+    #   SVM_VMGEXIT_AP_DESTROY) if (!kvm_ghcb_rax_is_valid(svm)) goto vmgexit_err;"
+    pytest.param(ExitCode.AP_CREATION, {"sw_exit_info_1": _DESTROY}, set(), id="ap-destroy"),
+    pytest.param(  # the APIC ID in bits 63:32 is not part of the operation
+        ExitCode.AP_CREATION, {"sw_exit_info_1": 5 << 32 | _DESTROY}, set(), id="ap-destroy-id"
+    ),
+    pytest.param(
+        ExitCode.AP_CREATION, {"sw_exit_info_1": int(ApCreationOp.CREATE)}, {"rax"}, id="ap-create"
+    ),
+    pytest.param(  # low half 0 (CREATE_ON_INIT), DESTROY only in the high half
+        ExitCode.AP_CREATION, {"sw_exit_info_1": _DESTROY << 32}, {"rax"}, id="ap-destroy-high"
+    ),
+]
+ABI_VALIDATORS = [(None, Validator.CURRENT), (V15Abi(), Validator.V15)]
+
+
+def _by_offset(names: set[str]) -> list[str]:
+    offsets = {f.name: f.offset for f in FIELDS}
+    return sorted(names, key=offsets.__getitem__)
+
+
+@pytest.mark.parametrize(("abi", "validator"), ABI_VALIDATORS, ids=["current", "v15"])
+@pytest.mark.parametrize(("code", "fields", "required"), CONDITIONAL)
+def test_conditional_inputs(
+    abi: Any, validator: Validator, code: ExitCode, fields: dict[str, int], required: set[str]
+) -> None:
+    """A field a condition requires is MISSING_INPUT (EXITINFO1 = 2, EXITINFO2 = 4) when it is
+    not valid; marked valid (or not required), the validator accepts the page."""
+    offsets = {f.name: f.offset for f in FIELDS}
+    exit_fields = {"sw_exit_code": code, "sw_exit_info_1": 0, "sw_exit_info_2": 0}
+    page = GhcbPage.empty().with_fields(**(exit_fields | fields))
+    assert required_inputs(page, validator=validator) == ALWAYS_REQUIRED | required
+    missing = _by_offset(required - fields.keys())
+    assert [(f.code, f.reason, f.offset) for f in findings(page, validator=validator)] == [
+        ("missing-input", GhcbErr.MISSING_INPUT, offsets[name]) for name in missing
+    ]
+    complete = page.with_fields(**dict.fromkeys(missing, 0))
+    assert list(findings(complete, validator=validator)) == []
+    assert first_error(complete, validator=validator) is None
+    answer = vcpu_answer(build_page(complete), abi, True)
+    assert answer is None or not (answer[0] == 2 and answer[1] in VALIDATOR_REASONS)
+    if missing:
+        assert first_error(page, validator=validator) == GhcbErr.MISSING_INPUT
+        assert vcpu_answer(build_page(page), abi, True) == (2, GhcbErr.MISSING_INPUT)
+
+
+def test_condition_reads_an_invalid_register_as_zero() -> None:
+    """KVM zeroes vcpu->arch.regs, then copies RAX only "if valid": a CPUID page with 0xD
+    written in RAX but not marked valid misses RAX, and XCR0 is not required (leaf 0)."""
+    page = (
+        GhcbPage.empty()
+        .with_fields(sw_exit_code=ExitCode.CPUID, sw_exit_info_1=0, sw_exit_info_2=0, rcx=0)
+        .replace(rax=0xD)
+    )
+    assert required_inputs(page) == ALWAYS_REQUIRED | {"rax", "rcx"}
+    assert [(f.code, f.offset) for f in findings(page)] == [("missing-input", 0x1F8)]
+    assert vcpu_answer(build_page(page), None, True) == (2, GhcbErr.MISSING_INPUT)
+
+
+# -- what each finding says, and the fast accept ---------------------------------------------------
+def test_findings_name_the_rule_field_and_source() -> None:
+    """Every finding: its code, KVM's reason, the offset of the field, a message naming the
+    field and value, and the validator it comes from."""
+    page = GhcbPage.empty().replace(ghcb_usage=1, sw_exit_code=0x1234)
+    assert [f[:4] for f in findings(page)] == [
+        ("invalid-usage", GhcbErr.INVALID_USAGE, 0xFFC, "ghcb_usage is 0x1; KVM accepts only 0"),
+        *(
+            ("missing-input", GhcbErr.MISSING_INPUT, offset, f"{name} {_NOT_VALID % '0x1234'}")
+            for name, offset in _EXIT_FIELDS
+        ),
+        (
+            "invalid-event",
+            GhcbErr.INVALID_EVENT,
+            0x390,
+            "sw_exit_code 0x1234 (unknown) is not an exit KVM accepts",
+        ),
+    ]
+    assert {f.spec for f in findings(page)} == {SPEC_KVM_VALIDATE}
+    known = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.SNP_RUN_VMPL, sw_exit_info_1=0, sw_exit_info_2=0
+    )
+    assert [f.message for f in findings(known, validator=Validator.V15)] == [
+        "sw_exit_code 0x80000018 (SNP_RUN_VMPL) is not an exit KVM accepts"
+    ]
+    assert {f.spec for f in findings(known, validator=Validator.V15)} == {SPEC_V15_VALIDATE}
+    cpuid = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.CPUID, sw_exit_info_1=0, sw_exit_info_2=0, rcx=0
+    )
+    assert [f.message for f in findings(cpuid)] == [f"rax {_NOT_VALID % 'CPUID'}"]
+
+
+_NOT_VALID = "is required for exit %s but not marked valid"
+_EXIT_FIELDS = [("sw_exit_code", 0x390), ("sw_exit_info_1", 0x398), ("sw_exit_info_2", 0x3A0)]
+
+
+@pytest.mark.parametrize("validator", list(Validator))
+def test_guest_request_findings(validator: Validator) -> None:
+    """A guest request from a non-SNP guest with one unaligned page given twice: "snp-only",
+    then (current KVM) each page rule — "!PAGE_ALIGNED(control->exit_info_1) ||
+    !PAGE_ALIGNED(control->exit_info_2) || control->exit_info_1 == control->exit_info_2"; the
+    v15 tree checks only sev_snp_guest."""
+    page = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.SNP_GUEST_REQUEST, sw_exit_info_1=0x7F008, sw_exit_info_2=0x7F008
+    )
+    spec = {Validator.CURRENT: SPEC_KVM_VALIDATE, Validator.V15: SPEC_V15_VALIDATE}[validator]
+    snp_only = (
+        "snp-only",
+        GhcbErr.MISSING_INPUT,
+        0x390,
+        "exit SNP_GUEST_REQUEST is accepted only from an SEV-SNP guest",
+        spec,
+    )
+    pages = [
+        (
+            "request-page-unaligned",
+            GhcbErr.MISSING_INPUT,
+            offset,
+            f"{name} = 0x7f008 is not a 4 KiB aligned page address",
+            spec,
+        )
+        for name, offset in _EXIT_FIELDS[1:]
+    ]
+    equal = (
+        "request-page-equal",
+        GhcbErr.MISSING_INPUT,
+        0x3A0,
+        "request and response pages are the same page",
+        spec,
+    )
+    want = [snp_only] if validator is Validator.V15 else [snp_only, *pages, equal]
+    assert list(findings(page, snp=False, validator=validator)) == want
+    assert list(findings(page, validator=validator)) == want[1:]
+
+
+@pytest.mark.parametrize("api", [findings, required_inputs])
+def test_not_a_page_is_input_type_error(api: Any) -> None:
+    """The public validator APIs refuse anything but a GhcbPage, naming themselves."""
+    data: Any = bytes(4096)
+    with pytest.raises(InputTypeError) as info:
+        list(api(data))  # findings is a generator: it checks on the first next()
+    assert info.value.message == f"{api.__name__} needs a GhcbPage, not bytes"
+
+
+def _bits(*names: str) -> int:
+    return sum(1 << VALID_BIT[name] for name in (*ALWAYS_REQUIRED, *names))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "want"),
+    [
+        # a guest request with its pages: accepted from an SNP guest (the default)
+        ((ExitCode.SNP_GUEST_REQUEST, 0, _bits(), 0x7F000, 0x7E000), {}, True),
+        ((ExitCode.SNP_GUEST_REQUEST, 0, _bits(), 0x7F000, 0x7E000), {"snp": False}, False),
+        ((ExitCode.SNP_GUEST_REQUEST, 1, _bits(), 0x7F000, 0x7E000), {}, False),  # usage
+        ((ExitCode.SNP_GUEST_REQUEST, 0, _bits(), 0x7F008, 0x7E000), {}, False),
+        ((ExitCode.SNP_GUEST_REQUEST, 0, _bits(), 0x7F000, 0x7E008), {}, False),
+        ((ExitCode.SNP_GUEST_REQUEST, 0, _bits(), 0x7F000, 0x7F000), {}, False),
+        # v15: no page rules
+        (
+            (ExitCode.SNP_GUEST_REQUEST, 0, _bits(), 0x7F008, 0x7F008),
+            {"validator": Validator.V15},
+            True,
+        ),
+        ((ExitCode.RDTSC, 0, _bits(), 5, 5), {}, True),  # no page rule on other exits
+        ((ExitCode.RDTSC, 1, _bits(), 0, 0), {"snp": False}, False),  # usage, not SNP-only
+        ((ExitCode.WRITE_DR7, 0, _bits("rax"), 0, 0), {}, True),
+        ((ExitCode.WRITE_DR7, 0, _bits("rcx"), 0, 0), {}, False),
+        ((ExitCode.CPUID, 0, _bits("rax", "rcx", "xcr0"), 0, 0), {}, False),  # conditional row
+        ((0x1234, 0, _bits(), 0, 0), {}, False),
+    ],
+)
+def test_accepts_fast_path(args: tuple[int, ...], kwargs: dict[str, Any], want: bool) -> None:
+    """``accepts`` is True only for a page its row accepts without a condition; False sends
+    the page to :func:`findings` (whose answer it must never contradict)."""
+    assert accepts(*args, **kwargs) is want
