@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -39,8 +40,10 @@ from ghcb.hypervisor import (
     decode_kvm_run,
     encode_kvm_run,
 )
+from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.hypervisor.kvm_abi import MSG_TYPE_OFFSET, with_immediate_exit
 from ghcb.hypervisor.psc import vmm_map_gpa_range, with_hypercall_ret
+from ghcb.hypervisor.vcpu import _SPEC_MODEL
 from ghcb.page import FIELDS
 from ghcb.psc import PscEntry, build_psc, parse_psc
 from ghcb.schemas.page import PAGE_SIZE
@@ -556,3 +559,42 @@ def test_protocol_machine_reaches_every_outcome() -> None:
     if not want <= PROTOCOL_SEEN:
         TestGuestProtocol().runTest()
     assert want <= PROTOCOL_SEEN
+
+
+# -- the HELD state, directly ----------------------------------------------------------------------
+def _held() -> tuple[Vcpu, GhcbPage]:
+    """A vCPU in AP reset hold after an AP_HLT_LOOP (GHCB form); the GHCB as KVM left it
+    mapped: the bitmap cleared, EXITINFO1/2 = 0 preset (valid)."""
+    memory = GuestMemory()
+    memory.map(GHCB)
+    page = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.AP_HLT_LOOP, sw_exit_info_1=0, sw_exit_info_2=0, rax=7
+    )
+    memory.guest_write(GHCB, build_page(page))
+    vcpu = Vcpu(Vm(RecordingFirmware()), memory, GHCB)
+    assert vcpu.run() == ApResetHold("ghcb")
+    return vcpu, page.cleared_bitmap().with_fields(sw_exit_info_1=0, sw_exit_info_2=0)
+
+
+def test_held_run_with_a_gpa_is_misuse() -> None:
+    """A vCPU blocked in AP reset hold has no VMGEXIT to read a GHCB MSR value from: a run
+    with ``gpa`` is caller misuse, raised before anything changes (still held)."""
+    vcpu, _ = _held()
+    with pytest.raises(HypervisorUsageError) as info:
+        vcpu.run(gpa=GHCB)
+    err = info.value
+    assert (err.message, err.rule, err.spec) == (
+        "the vCPU is in AP reset hold: this KVM_RUN takes no gpa",
+        "vcpu-state",
+        _SPEC_MODEL,
+    )
+    assert vcpu.run() == ApResetHold("ghcb")
+
+
+def test_held_run_with_immediate_exit_is_interrupted() -> None:
+    """KVM_RUN with immediate_exit while held: -EINTR with the GHCB as KVM left it mapped
+    (no register written back: the guest is not entered); without it, still blocked."""
+    vcpu, mapped = _held()
+    interrupted = vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 1))
+    assert interrupted == Interrupted(mapped)
+    assert vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0)) == ApResetHold("ghcb")

@@ -458,7 +458,8 @@ class Vcpu(VcpuState):
             )
         if self._take_kvm_run(args.kvm_run):
             return Interrupted(self._page())
-        return ApResetHold(self._hold or "ghcb")
+        # HELD is entered only with _hold set ("msr" or "ghcb"): the default only narrows the type
+        return ApResetHold(self._hold or "ghcb")  # pragma: no mutate
 
     def _sipi(self, args: _RunArgs) -> RunResult:
         """``sev_vcpu_deliver_sipi_vector``: "First SIPI: Use the values as initially set by
