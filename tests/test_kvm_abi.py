@@ -8,8 +8,18 @@ import pytest
 
 from ghcb._fast import flat_fields
 from ghcb.codes import Errno, KvmExit, VmmError
-from ghcb.hypervisor import KVM_RUN_SIZE, MergedAbi, V15Abi, decode_kvm_run, encode_kvm_run
-from ghcb.hypervisor.kvm_abi import _Codec
+from ghcb.hypervisor import (
+    KVM_RUN_SIZE,
+    DisabledAbi,
+    HypervisorUsageError,
+    MergedAbi,
+    V15Abi,
+    VmmAnswer,
+    decode_kvm_run,
+    encode_kvm_run,
+)
+from ghcb.hypervisor.kvm_abi import _Codec, guest_error, with_immediate_exit
+from ghcb.hypervisor.results import system_event_run
 from ghcb.schemas import kvm
 from tests.helpers import SPEC, assert_roundtrip, load_table
 
@@ -161,3 +171,164 @@ def test_fresh_prefix_only_codec() -> None:
     assert not any(data[24:])
     prefix, body = codec.read(data)
     assert (prefix["immediate_exit"], prefix["exit_reason"], prefix["cr8"], body) == (1, 43, 2, {})
+
+
+def test_system_event_run_bytes() -> None:
+    """A termination's kvm_run (sev.c: exit_reason = KVM_EXIT_SYSTEM_EVENT, system_event.type
+    = KVM_SYSTEM_EVENT_SEV_TERM, ndata = 1, data[0]) byte for byte from kvm.toml; every other
+    byte stays as userspace left it."""
+    event = TABLE["system_event"]
+    union = TABLE["kvm_run"]["exit_union_offset"]
+    at = {f["name"]: union + f["offset"] for f in event["field"]}
+    base = bytes(range(256)) + bytes(range(32))
+    data0 = 0x0123_4567_89AB_CDEF
+    expected = bytearray(base)
+    expected[8:12] = event["exit_reason"].to_bytes(4, "little")
+    expected[at["type"] : at["type"] + 4] = event["type_sev_term"].to_bytes(4, "little")
+    expected[at["ndata"] : at["ndata"] + 4] = event["ndata"].to_bytes(4, "little")
+    expected[at["data_0"] : at["data_0"] + 8] = data0.to_bytes(8, "little")
+    assert system_event_run(base, data0) == expected
+    assert (at, event["exit_reason"], event["type_sev_term"]) == (
+        {"type": 32, "ndata": 36, "data_0": 40},
+        24,
+        6,
+    )
+
+
+KVM_H = "Linux uapi/linux/kvm.h struct kvm_run"
+SEV_C = "Linux arch/x86/kvm/svm/sev.c"
+
+
+def refusal(call: Any) -> tuple[str, str, str, str | None, int | None]:
+    with pytest.raises(HypervisorUsageError) as info:
+        call()
+    e = info.value
+    return (e.message, e.rule, e.spec, e.field, e.offset)
+
+
+def test_codec_refusals_are_exact() -> None:
+    """Unknown field, wrong type, out of range (with the field's kvm_run offset), no mapping,
+    no exit in the ABI, not an ABI, wrong size: rule, spec, field and offset."""
+    merged, v15 = MergedAbi(), V15Abi()
+    assert refusal(lambda: encode_kvm_run(merged, {"nope": 1})) == (
+        "kvm_run has no field 'nope' in this ABI",
+        "field-name",
+        KVM_H,
+        None,
+        None,
+    )
+    assert refusal(lambda: encode_kvm_run(merged, {"gpa": True})) == (
+        "kvm_run field gpa must be an int, not bool",
+        "field-type",
+        KVM_H,
+        "gpa",
+        None,
+    )
+    assert refusal(lambda: encode_kvm_run(v15, {"ret": 2**32})) == (
+        f"kvm_run field ret = {2**32} does not fit 4 bytes",
+        "field-range",
+        KVM_H,
+        "ret",
+        56,
+    )
+    assert refusal(lambda: encode_kvm_run(v15, {"flags": -1})) == (
+        "kvm_run field flags = -1 does not fit 1 bytes",
+        "field-range",
+        KVM_H,
+        "flags",
+        60,
+    )
+    assert encode_kvm_run(v15, {"ret": 2**32 - 1, "flags": 255})[56:61] == b"\xff" * 5
+    assert refusal(lambda: encode_kvm_run(merged, [("gpa", 1)])) == (  # type: ignore[arg-type]
+        "kvm_run fields must be a mapping, not list",
+        "input-type",
+        KVM_H,
+        None,
+        None,
+    )
+    assert refusal(lambda: encode_kvm_run(merged, {}, immediate_exit=256)) == (
+        "kvm_run field immediate_exit = 256 does not fit 1 bytes",
+        "field-range",
+        KVM_H,
+        "immediate_exit",
+        1,
+    )
+    assert refusal(lambda: encode_kvm_run(DisabledAbi(), {})) == (
+        "disabled: certificate fetching is off, there is no kvm_run exit",
+        "abi",
+        SEV_C,
+        None,
+        None,
+    )
+    assert refusal(lambda: decode_kvm_run("merged", bytes(KVM_RUN_SIZE))) == (  # type: ignore[arg-type]
+        "abi must be MergedAbi() or V15Abi(), not str",
+        "abi",
+        SEV_C,
+        None,
+        None,
+    )
+    assert refusal(lambda: decode_kvm_run(merged, bytes(KVM_RUN_SIZE + 1))) == (
+        f"kvm_run must be {KVM_RUN_SIZE} bytes (prefix + exit union), not {KVM_RUN_SIZE + 1}",
+        "kvm-run-size",
+        KVM_H,
+        None,
+        None,
+    )
+    assert refusal(lambda: decode_kvm_run(merged, 5))[1:4] == ("input-type", KVM_H, None)  # type: ignore[arg-type]
+    view = memoryview(bytearray(encode_kvm_run(merged, {"gpa": 0x1000})))
+    assert decode_kvm_run(merged, view)[1]["gpa"] == 0x1000
+
+
+def test_exit_reason_checks() -> None:
+    """``kvm_run.exit_reason`` is a __u32: the v7 patch's 42 and the u32 maximum are fine."""
+    assert MergedAbi(exit_reason=42).exit_reason == 42
+    assert encode_kvm_run(V15Abi(exit_reason=2**32 - 1), {})[8:12] == b"\xff" * 4
+    assert refusal(lambda: MergedAbi(exit_reason=2**32)) == (
+        f"exit_reason {2**32} does not fit kvm_run.exit_reason (u32)",
+        "field-range",
+        KVM_H,
+        "exit_reason",
+        None,
+    )
+    assert refusal(lambda: V15Abi(exit_reason=-1))[1] == "field-range"
+    assert refusal(lambda: V15Abi(exit_reason=True)) == (
+        "exit_reason must be an int, not bool",
+        "field-type",
+        KVM_H,
+        "exit_reason",
+        None,
+    )
+
+
+def test_guest_error_and_immediate_exit() -> None:
+    """SNP_GUEST_ERR(vmm, fw) keeps the low 32 bits of each half (kvm.toml exitinfo2);
+    with_immediate_exit writes byte 1 only, as 0 or 1."""
+    exitinfo2 = TABLE["snp_req_certs"]["exitinfo2"]
+    assert guest_error(VmmError.INVALID_LEN, 0) == exitinfo2["ENOSPC"]
+    assert guest_error(VmmError.BUSY, 0) == exitinfo2["EAGAIN"]
+    assert guest_error(VmmError.GENERIC, 0) == exitinfo2["EIO"]
+    assert guest_error(-1, -1) == 0xFFFF_FFFF_FFFF_FFFF
+    assert guest_error(1 << 32 | 2, 1 << 32 | 0x16) == 0x2_0000_0016
+    base = bytes(range(256)) + bytes(range(32))
+    assert with_immediate_exit(base, 7) == base[:1] + b"\x01" + base[2:]
+    assert with_immediate_exit(base, 0) == base[:1] + b"\x00" + base[2:]
+    assert refusal(lambda: with_immediate_exit(base[:-1], 1))[1] == "kvm-run-size"
+
+
+def test_reply_refusals() -> None:
+    """reply: an answer that is not a VmmAnswer, TOO_SMALL without the page count."""
+    run = encode_kvm_run(MergedAbi(), {"gpa": 0x1000, "npages": 1})
+    assert refusal(lambda: MergedAbi().reply(run, "ok", hold=False)) == (  # type: ignore[arg-type]
+        "answer must be a VmmAnswer, not 'ok'",
+        "input-type",
+        SEV_C,
+        None,
+        None,
+    )
+    assert refusal(lambda: MergedAbi().reply(run, VmmAnswer.TOO_SMALL, hold=False)) == (
+        "a TOO_SMALL answer needs the page count",
+        "vmm-answer",
+        SEV_C,
+        None,
+        None,
+    )

@@ -433,3 +433,22 @@ class TestUsageErrors:
                 "input-type",
                 "ghcb.hypervisor.vmm",
             )
+
+    def test_vmm_arguments(self, store: CertificateStore) -> None:
+        """Vmm(memory, store, limiter=, trace=): each wrong argument refused on its own."""
+        memory = guest().memory
+        cases: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+            ((memory, "certs.blob"), {}, "Vmm(memory, store) needs a GuestMemory and a "),
+            (("memory", store), {}, "Vmm(memory, store) needs a GuestMemory and a "),
+            ((memory, store), {"limiter": 5}, "limiter must be a TokenBucket or None"),
+            ((memory, store), {"trace": 5}, "trace must be callable"),
+        ]
+        for args, kwargs, message in cases:
+            with pytest.raises(HypervisorUsageError) as info:
+                Vmm(*args, **kwargs)
+            err = info.value
+            assert (err.message, err.rule, err.spec) == (
+                message + ("CertificateStore" if message.endswith("a ") else ""),
+                "input-type",
+                "ghcb.hypervisor.vmm",
+            )
