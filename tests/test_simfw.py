@@ -3,13 +3,14 @@ headers, statuses and signed reports (snp-firmware-facts §1, §3.4-§3.7)."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from ghcb import InputTypeError
-from ghcb.codes import FirmwareStatus, MsgType
+from ghcb.codes import Errno, FirmwareStatus, MsgType
 from ghcb.guest_msg import (
     KeyReq,
     KeyRsp,
@@ -317,6 +318,35 @@ def test_page_not_one_page_fails_without_status(fw: SimulatedFirmware) -> None:
         fw.guest_request("page")  # type: ignore[arg-type]
     assert err.value.message == "a guest request page must be bytes-like, not str"
     assert err.value.spec == SPEC_FW
+
+
+def test_firmware_failure_defaults_and_pickle() -> None:
+    """Without a status the failure is KVM's -ETIMEDOUT by default (sev-dev.c
+    __sev_do_cmd_locked); it crosses a process boundary whole (a forkserver child raises it)."""
+    plain = FirmwareFailure("no answer")
+    assert (plain.message, plain.rule, plain.errno, plain.field, plain.offset) == (
+        "no answer",
+        "firmware",
+        Errno.ETIMEDOUT,
+        None,
+        None,
+    )
+    assert plain.spec == "drivers/crypto/ccp/sev-dev.c __sev_do_cmd_locked"
+    full = FirmwareFailure(
+        "dead", rule="psp-dead", spec="S", errno=Errno.EBUSY, field="request", offset=0x30
+    )
+    for failure in (plain, full):
+        back = pickle.loads(pickle.dumps(failure))
+        assert type(back) is FirmwareFailure
+        assert (back.message, back.rule, back.spec, back.errno, back.field, back.offset) == (
+            failure.message,
+            failure.rule,
+            failure.spec,
+            failure.errno,
+            failure.field,
+            failure.offset,
+        )
+        assert str(back) == str(failure)
 
 
 def test_report_response_bytes(fw: SimulatedFirmware) -> None:

@@ -47,11 +47,14 @@ class FirmwareFailure(HostError):
         self.errno = errno
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_failure, (self.message, self.rule, self.spec, self.errno))
+        args = (self.message, self.rule, self.spec, self.errno, self.field, self.offset)
+        return (_rebuild_failure, args)
 
 
-def _rebuild_failure(message: str, rule: str, spec: str, errno: int) -> FirmwareFailure:
-    return FirmwareFailure(message, rule=rule, spec=spec, errno=errno)
+def _rebuild_failure(
+    message: str, rule: str, spec: str, errno: int, field: str | None, offset: int | None
+) -> FirmwareFailure:
+    return FirmwareFailure(message, rule=rule, spec=spec, errno=errno, field=field, offset=offset)
 
 
 class Firmware(Protocol):
