@@ -379,6 +379,14 @@ class TestIoio:
             ExitCode.IOIO, sw_exit_info_1=ioio(0x71, size, in_=True), rax=0x1122_3344_5566_7788
         )
         assert result == resumed(page, rax=rax)
+        assert env.devices.log == [("io_in", 0x71, b"\x5a" * size)]
+
+    def test_in_from_an_undecoded_port(self) -> None:
+        """A port no device decodes reads all ones (RecordingDevices: the bus floats)."""
+        env = Env()
+        page, result = env.run(ExitCode.IOIO, sw_exit_info_1=ioio(0x80, 2, in_=True), rax=0)
+        assert result == resumed(page, rax=0xFFFF)
+        assert env.devices.log == [("io_in", 0x80, b"\xff\xff")]
 
     def test_no_size_is_a_no_op(self) -> None:
         """ "if (!((control->exit_info_1 & SVM_IOIO_SIZE_MASK) >> SVM_IOIO_SIZE_SHIFT))
@@ -501,6 +509,8 @@ class TestIntercepts:
             ({"rbx": 0x4008, "rcx": 1}, 2**64 - 22),  # "!PAGE_ALIGNED(gpa)"
             ({"rbx": 0x4000, "rcx": 0}, 2**64 - 22),  # "!npages"
             ({"rbx": 0x4000, "rcx": 2**64 - 1}, 2**64 - 22),  # gfn + npages wraps
+            ({"rbx": 0x4001, "rcx": 1}, 2**64 - 22),  # bit 0 of the GPA
+            ({"rbx": 0x1000, "rcx": 2**64 - 1}, 2**64 - 22),  # gfn 1 + npages wraps to 0
         ],
     )
     def test_vmmcall_map_gpa_range_refused(self, fields: dict[str, Any], ret: int) -> None:
@@ -512,6 +522,13 @@ class TestIntercepts:
             ExitCode.VMMCALL, rax=12, rbx=0x4000, rcx=1, cpl=0
         )
         assert result == resumed(page, rax=2**64 - 1000)
+
+    def test_vmmcall_map_gpa_range_largest(self) -> None:
+        """gfn 1 + (2**64 - 2) pages is 2**64 - 1: no wrap, so the range goes to userspace."""
+        env = Env()
+        _, result = env.run(ExitCode.VMMCALL, rax=12, rbx=0x1000, rcx=2**64 - 2, cpl=0)
+        assert isinstance(result, MapGpaExit)
+        assert (result.gpa, result.npages, result.attributes) == (0x1000, 2**64 - 2, 0)
 
     @pytest.mark.parametrize(
         "code",

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ghcb.codes import PscErr
-from ghcb.errors import FieldValueError, InputTypeError, LengthError, Severity
+from ghcb.errors import FieldValueError, GhcbError, InputTypeError, LengthError, Severity
 from ghcb.hypervisor.errors import HypervisorUsageError
 from ghcb.hypervisor.memory import GuestMemory
 from ghcb.hypervisor.psc import (
@@ -459,6 +459,9 @@ def test_msr_one_page(op: int, attributes: int) -> None:
     step = engine.begin()
     assert step == MapGpaRange(_run(0x123000, 1, attributes), 0x123000, 1, attributes)
     assert engine.complete(0) == MsrDone(PSC["msr"]["resp"])
+    assert engine.done
+    with pytest.raises(HypervisorUsageError, match="complete\\(\\) in state 'done'"):
+        engine.complete(0)
     again = MsrPsc(_msr(0x123, op))
     again.begin()
     assert again.complete(1) == MsrDone(PSC["msr"]["resp_error"])
@@ -692,20 +695,103 @@ def test_kvm_psc_answer_window_and_trees() -> None:
     assert kvm_psc_answer(past, offset=2016, validator=Validator.V15).undefined is not None
 
 
+_ANSWER_SPEC = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc"
+
+
 @pytest.mark.parametrize(
-    ("data", "kwargs", "error"),
+    ("data", "kwargs", "error", "field", "offset", "message"),
     [
-        (bytes(2033), {}, LengthError),
-        (bytes(16), {"offset": 2024}, LengthError),
-        (bytes(8), {"offset": 2025}, FieldValueError),
-        (bytes(8), {"ret": -1}, FieldValueError),
-        ("00", {}, InputTypeError),
+        # the room left is the error's offset: 2032 - offset
+        (
+            bytes(2033),
+            {},
+            LengthError,
+            None,
+            2032,
+            "2033 bytes do not fit the shared buffer from offset 0",
+        ),
+        (
+            bytes(2032),
+            {"offset": 1},
+            LengthError,
+            None,
+            2031,
+            "2032 bytes do not fit the shared buffer from offset 1",
+        ),
+        (
+            bytes(16),
+            {"offset": 2024},
+            LengthError,
+            None,
+            8,
+            "16 bytes do not fit the shared buffer from offset 2024",
+        ),
+        (
+            bytes(8),
+            {"offset": 2025},
+            FieldValueError,
+            "offset",
+            None,
+            "offset must be 0..2024 in the shared buffer, not 2025",
+        ),
+        (
+            bytes(8),
+            {"offset": -1},
+            FieldValueError,
+            "offset",
+            None,
+            "offset must be 0..2024 in the shared buffer, not -1",
+        ),
+        (
+            bytes(8),
+            {"offset": True},
+            FieldValueError,
+            "offset",
+            None,
+            "offset must be 0..2024 in the shared buffer, not True",
+        ),
+        (bytes(8), {"ret": -1}, FieldValueError, "ret", None, "ret must be a u64, not -1"),
+        (
+            bytes(8),
+            {"ret": 1 << 64},
+            FieldValueError,
+            "ret",
+            None,
+            f"ret must be a u64, not {1 << 64}",
+        ),
+        ("00", {}, InputTypeError, None, None, "a PSC descriptor must be bytes-like, not str"),
     ],
 )
-def test_kvm_psc_answer_bad_input(data: object, kwargs: dict[str, Any], error: type) -> None:
-    """Too long for the buffer, a bad offset or ret, not bytes: typed errors."""
-    with pytest.raises(error):
+def test_kvm_psc_answer_bad_input(
+    data: object,
+    kwargs: dict[str, Any],
+    error: type[GhcbError],
+    field: str | None,
+    offset: int | None,
+    message: str,
+) -> None:
+    """Too long for the buffer, a bad offset or ret, not bytes: typed errors naming the field,
+    the room left (offset) and the rule, citing snp_begin_psc."""
+    with pytest.raises(error) as info:
         kvm_psc_answer(data, **kwargs)
+    rule = {LengthError: "psc-too-long", FieldValueError: "field-range"}.get(error, "input-type")
+    assert (info.value.message, info.value.rule) == (message, rule)
+    assert (info.value.field, info.value.offset, info.value.spec) == (field, offset, _ANSWER_SPEC)
+
+
+def test_kvm_psc_answer_limits() -> None:
+    """The defaults (offset 0, every exit answered 0) take a whole-buffer descriptor; the
+    largest ``ret`` (a u64) and any bytes-like ``data`` are accepted."""
+    whole = kvm_psc_answer(bytes(2032))  # entry 0 of zeros: marked done without an exit
+    assert (whole.exits, whole.exit_info_2) == ((), ERR["OK"])
+    done = bytes.fromhex("0100000000000000") + _entry_bytes(gfn=0, operation=0, cur_page=1)
+    assert whole.descriptor == done.ljust(2032, b"\0")
+    # the last header offset: no room for entry 0, so end_entry 0 is past the window
+    assert kvm_psc_answer(bytes(8), offset=2024).exit_info_2 == ERR["INVALID_HDR"]
+    data = build_psc([PscEntry(gfn=0x10, operation=1)])
+    answer = kvm_psc_answer(bytearray(data), ret=(1 << 64) - 1)
+    assert answer.exits == (PscExit(0x10000, 1, ENC),)
+    assert answer.exit_info_2 == ERR["GENERIC"]
 
 
 # -- spec/vectors/psc.json --------------------------------------------------------------------
