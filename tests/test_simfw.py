@@ -3,13 +3,15 @@ headers, statuses and signed reports (snp-firmware-facts §1, §3.4-§3.7)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import pickle
 import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
-from ghcb import InputTypeError
+from ghcb import GhcbError, InputTypeError
 from ghcb.codes import Errno, FirmwareStatus, MsgType
 from ghcb.guest_msg import (
     KeyReq,
@@ -543,7 +545,12 @@ def test_tsc_info() -> None:
 
 
 def test_default_vmpcks() -> None:
+    """VMPCKn = the first 32 bytes of HMAC-SHA-384(seed, "ghcb simfw VMPCKn")."""
     keys = default_vmpcks()
+    assert keys == tuple(
+        hmac.new(DEFAULT_SEED, b"ghcb simfw VMPCK%d" % i, hashlib.sha384).digest()[:32]
+        for i in range(4)
+    )
     assert FirmwareConfig().vmpcks == keys
     assert len(set(keys)) == 4
     assert all(len(k) == 32 for k in keys)
@@ -551,25 +558,109 @@ def test_default_vmpcks() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "rule", "field"),
+    ("values", "error", "rule", "field", "message"),
     [
-        ({"report_version": 4}, "firmware-config", "report_version"),
-        ({"measurement": bytes(32)}, "firmware-config", "measurement"),
-        ({"vmpcks": (bytes(32),) * 3}, "firmware-config", "vmpcks"),
-        ({"vmpcks": (bytes(31),) * 4}, "firmware-config", "vmpcks"),
-        ({"signing_key": "ark"}, "firmware-config", "signing_key"),
-        ({"tcb": 0xDE1B000000000004}, "firmware-config", "tcb"),
-        ({"product": "Naples"}, "product", None),
-        ({"tcb": Tcb(fmc=1)}, "tcb-fmc", "tcb.fmc"),
+        (
+            {"report_version": 4},
+            HypervisorUsageError,
+            "firmware-config",
+            "report_version",
+            "report_version must be one of [2, 3, 5]",
+        ),
+        (
+            {"measurement": bytes(32)},
+            HypervisorUsageError,
+            "firmware-config",
+            "measurement",
+            "measurement is 48 bytes, got 32",
+        ),
+        (
+            {"measurement": "00" * 48},
+            InputTypeError,
+            "input-type",
+            None,
+            "measurement must be bytes-like, not str",
+        ),
+        (
+            {"vmpcks": (bytes(32),) * 3},
+            HypervisorUsageError,
+            "firmware-config",
+            "vmpcks",
+            "vmpcks must be 4 keys",
+        ),
+        (
+            {"vmpcks": (bytes(31),) * 4},
+            HypervisorUsageError,
+            "firmware-config",
+            "vmpcks",
+            "each VMPCK is 32 bytes",
+        ),
+        (
+            {"vmpcks": ("k" * 32,) * 4},
+            InputTypeError,
+            "input-type",
+            None,
+            "a VMPCK must be bytes-like, not str",
+        ),
+        (
+            {"signing_key": "ark"},
+            HypervisorUsageError,
+            "firmware-config",
+            "signing_key",
+            "signing_key must be 'vcek' or 'vlek'",
+        ),
+        (
+            {"tcb": 0xDE1B000000000004},
+            HypervisorUsageError,
+            "firmware-config",
+            "tcb",
+            "tcb must be a Tcb, not int",
+        ),
     ],
 )
-def test_config_rejects(values: dict[str, object], rule: str, field: str | None) -> None:
+def test_config_rejects(
+    values: dict[str, object], error: type[GhcbError], rule: str, field: str | None, message: str
+) -> None:
+    with pytest.raises(error) as err:
+        FirmwareConfig(**values)  # type: ignore[arg-type]
+    assert (err.value.rule, err.value.field, err.value.message) == (rule, field, message)
+    assert err.value.spec == SPEC_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("values", "rule", "field"),
+    [({"product": "Naples"}, "product", None), ({"tcb": Tcb(fmc=1)}, "tcb-fmc", "tcb.fmc")],
+)
+def test_config_rejects_product_and_tcb(
+    values: dict[str, object], rule: str, field: str | None
+) -> None:
     with pytest.raises(HypervisorUsageError) as err:
         FirmwareConfig(**values)  # type: ignore[arg-type]
     assert (err.value.rule, err.value.field) == (rule, field)
-    assert isinstance(err.value.message, str)
-    if rule == "firmware-config":
+    if rule == "product":
         assert err.value.spec == SPEC_CONFIG
+
+
+def test_firmware_needs_a_config() -> None:
+    with pytest.raises(HypervisorUsageError) as err:
+        SimulatedFirmware({"product": "Milan"})  # type: ignore[arg-type]
+    assert (err.value.rule, err.value.field, err.value.message, err.value.spec) == (
+        "firmware-config",
+        "config",
+        "config must be a FirmwareConfig",
+        SPEC_CONFIG,
+    )
+
+
+def test_config_chain_is_the_chips() -> None:
+    """The chain of the configured product, chip, launch TCB and CSP_ID."""
+    chip_id = bytes(range(1, 9)) + bytes(56)
+    config = FirmwareConfig(
+        product=Product.TURIN, chip_id=chip_id, tcb=Tcb(fmc=1, snp=2), csp_id="CN=cfg.example"
+    )
+    made = config.chain()
+    assert made is chain("Turin", chip_id=chip_id, tcb=Tcb(fmc=1, snp=2), csp_id="CN=cfg.example")
+    assert SimulatedFirmware(config).chain is made
 
 
 def test_concurrent_requests_and_tcb_updates(fw: SimulatedFirmware) -> None:
