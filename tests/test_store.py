@@ -4,6 +4,7 @@ updates that stay atomic when the updater is SIGKILLed anywhere."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
@@ -468,3 +469,35 @@ def test_release_drops_the_lock_and_keeps_the_file_open(path: pathlib.Path) -> N
         os.fstat(fd)  # still open
     finally:
         os.close(fd)
+
+
+def test_read_all_follows_a_file_that_grew(tmp_path: pathlib.Path) -> None:
+    """The size from fstat is a hint: a file that grew since is read to its end, in chunks;
+    the exact size is one read."""
+    blob = bytes(range(256)) * 1025  # 262,400 bytes: more than four 64 KiB chunks
+    p = tmp_path / "grown"
+    p.write_bytes(blob)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert store_module._read_all(fd, 10) == blob
+        assert store_module._read_all(fd, len(blob)) == blob
+        assert store_module._read_all(fd, 0) == blob
+    finally:
+        os.close(fd)
+
+
+def test_directory_fsync(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem that cannot fsync a directory (EINVAL) is fine; any other error is not."""
+
+    def failing(code: int) -> Callable[[int], None]:
+        def fsync(fd: int) -> None:
+            raise OSError(code, os.strerror(code))
+
+        return fsync
+
+    monkeypatch.setattr(os, "fsync", failing(errno.EINVAL))
+    store_module._fsync_dir(str(tmp_path))
+    monkeypatch.setattr(os, "fsync", failing(errno.EIO))
+    with pytest.raises(OSError, match="Input/output error") as info:
+        store_module._fsync_dir(str(tmp_path))
+    assert info.value.errno == errno.EIO
