@@ -930,6 +930,31 @@ def test_bad_input(call: Callable[[], object], error: type[GhcbError], rule: str
 
 
 @pytest.mark.parametrize(
+    ("chip_id", "error", "message", "field", "offset"),
+    [
+        (bytes(63), HypervisorUsageError, "chip_id is 63 bytes; a CHIP_ID is 64", "chip_id", None),
+        (
+            bytes(63) + b"\1",
+            HypervisorUsageError,
+            "a Turin CHIP_ID is its 8-byte hwID followed by zeros",
+            "chip_id",
+            8,
+        ),
+        ("x" * 64, InputTypeError, "chip_id must be bytes-like, not str", None, None),
+    ],
+)
+def test_bad_input_chip_id(
+    chip_id: object, error: type[GhcbError], message: str, field: str | None, offset: int | None
+) -> None:
+    """A bad CHIP_ID names itself, the 64-byte rule and, on Turin, where the zeros start."""
+    with pytest.raises(error) as err:
+        chain("Turin", chip_id=chip_id)  # type: ignore[arg-type]
+    value = err.value
+    assert (value.message, value.field, value.offset) == (message, field, offset)
+    assert value.spec == _pki_build.SPEC_CHIP_ID
+
+
+@pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: write_chain(3), "directory must be a path, not int"),  # type: ignore[arg-type]
