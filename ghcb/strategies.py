@@ -1,7 +1,7 @@
 """Hypothesis strategies for GHCB pages, certificate tables and the values around them.
 
 Requires the hypothesis package (``pip install 'ghcb[hypothesis]'``; without it, importing
-this module raises :class:`ghcb._extras.MissingExtraError`, an ``ImportError`` saying so);
+this module raises :class:`ghcb.MissingExtraError`, an ``ImportError`` saying so);
 ``ghcb`` itself does not import this module. Every strategy draws a *record* and builds the
 bytes from it, so failing examples shrink to simple pages and short tables. The
 ``hypothesis`` entry point registers ``st.from_type`` for :class:`~ghcb.GhcbPage`,
