@@ -28,7 +28,7 @@ from ghcb.hypervisor.psc import (
     vmm_map_gpa_range,
     with_hypercall_ret,
 )
-from ghcb.hypervisor.psc_answer import PscExit, kvm_psc_answer
+from ghcb.hypervisor.psc_answer import PscExit, kvm_psc_answer, kvm_psc_answer_in_page
 from ghcb.hypervisor.rules import Validator
 from ghcb.psc import PscEntry, build_psc, check_psc, parse_psc
 from tests.helpers import load_table, load_vectors
@@ -792,6 +792,38 @@ def test_kvm_psc_answer_limits() -> None:
     answer = kvm_psc_answer(bytearray(data), ret=(1 << 64) - 1)
     assert answer.exits == (PscExit(0x10000, 1, ENC),)
     assert answer.exit_info_2 == ERR["GENERIC"]
+
+
+def test_kvm_psc_answer_in_page() -> None:
+    """A descriptor at 0xFE0 in a whole page: one exit answered 0, the descriptor to the end
+    of the shared buffer (0xFF0) as KVM leaves it; an empty descriptor reads back empty."""
+    entry = PscEntry(gfn=0x10, operation=1)
+    page = bytearray(PAGE)
+    page[0xFE0:0xFF0] = build_psc([entry])
+    answer = kvm_psc_answer_in_page(bytes(page), 0xFE0)
+    assert answer.exits == (PscExit(0x10000, 1, ENC),)
+    assert answer.exit_info_2 == ERR["OK"]
+    assert answer.descriptor == bytes.fromhex("0100000000000000") + _entry_bytes(
+        gfn=0x10, operation=1, cur_page=1
+    )
+    assert kvm_psc_answer(b"").descriptor == b""
+
+
+@pytest.mark.parametrize(
+    ("size", "offset"),
+    [(PAGE - 1, 0x800), (PAGE, 0x7FF), (PAGE, 0xFE9), (PAGE + 1, 0x800)],
+)
+def test_kvm_psc_answer_in_page_bad_input(size: int, offset: int) -> None:
+    """Not one page, or no room for the header in the shared buffer (0x800..0xFE8)."""
+    with pytest.raises(FieldValueError) as info:
+        kvm_psc_answer_in_page(bytes(size), offset)
+    message = f"need a {PAGE}-byte page and a header offset in the shared buffer, not {size}"
+    assert info.value.message == f"{message} bytes at {offset}"
+    assert (info.value.rule, info.value.field, info.value.spec) == (
+        "field-range",
+        "offset",
+        _ANSWER_SPEC,
+    )
 
 
 # -- spec/vectors/psc.json --------------------------------------------------------------------

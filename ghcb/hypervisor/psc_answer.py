@@ -138,6 +138,6 @@ def _run(memory: GuestMemory, gpa: int, size: int, ret: int, validator: Validato
         exits.append(PscExit(step.gpa, step.npages, step.attributes))
         step = engine.complete(ret)
     if not isinstance(step, PscDone):  # pragma: no cover - a GHCB PSC ends in PscDone
-        raise HypervisorBug(f"GHCB PSC ended in {step!r}")
-    after = memory.host_read(gpa, size) if size else b""
+        raise HypervisorBug(f"GHCB PSC ended in {step!r}")  # pragma: no mutate - unreachable
+    after = memory.host_read(gpa, size)  # b"" for an empty descriptor
     return PscAnswer(tuple(exits), step.exit_info_2, after, step.undefined)
