@@ -33,6 +33,7 @@ from ghcb.hypervisor import (
     encode_kvm_run,
 )
 from ghcb.hypervisor.kvm_abi import MSG_TYPE_OFFSET, with_immediate_exit
+from ghcb.hypervisor.vm import _SPEC_MODEL as VM_SPEC
 from ghcb.schemas.page import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -863,3 +864,75 @@ def test_firmware_requests_serialised_per_vm() -> None:
         t.join()
     assert len(vm.firmware.requests) == 40  # type: ignore[attr-defined]
     assert all(g.ghcb().sw_exit_info_2 == 0 for g in guests)
+
+
+# -- Vm's settings --------------------------------------------------------------------------------
+_TOO_WIDE = "version, cbit, hv_features, vmsa_features must fit their fields"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"firmware": object()}, "firmware must have a guest_request(request) method"),
+        ({"cert_abi": "merged"}, "cert_abi must be None, DisabledAbi(), MergedAbi() or V15Abi()"),
+        ({"snp": 1}, "snp and map_gpa_range must be bools"),
+        ({"map_gpa_range": None}, "snp and map_gpa_range must be bools"),
+        ({"lock": object()}, "lock must be a context manager (a threading.Lock)"),
+        (
+            {"lock": type("NoExit", (), {"__enter__": id})()},
+            "lock must be a context manager (a threading.Lock)",
+        ),
+        ({"guest_resp_buf": bytes(PAGE_SIZE)}, "guest_resp_buf must be a bytearray of one page"),
+        (
+            {"guest_resp_buf": bytearray(PAGE_SIZE + 1)},
+            "guest_resp_buf must be a bytearray of one page",
+        ),
+        ({"ghcb_version": 0x10000}, _TOO_WIDE),  # GHCB_MSR_SEV_INFO: 16-bit fields
+        ({"ghcb_version_min": 0x10000}, _TOO_WIDE),
+        ({"ghcb_version": -1}, _TOO_WIDE),
+        ({"cbit": 0x100}, _TOO_WIDE),
+        ({"cbit": True}, _TOO_WIDE),  # a bool is not an int here
+        ({"hv_features": 1 << 52}, _TOO_WIDE),  # GHCB_MSR_HV_FT_MASK: bits 51:0
+        ({"ap_jump_table": 1 << 64}, _TOO_WIDE),
+        ({"vmsa_features": 1 << 64}, _TOO_WIDE),
+        ({"vmsa_features": -1}, _TOO_WIDE),
+        ({"platform": object()}, "platform must be a Platform"),
+    ],
+)
+def test_vm_refuses_bad_settings(kwargs: dict[str, Any], message: str) -> None:
+    """Each bad setting is caller misuse, named, before the VM exists."""
+    args: dict[str, Any] = {"firmware": RecordingFirmware(), **kwargs}
+    with pytest.raises(HypervisorUsageError) as info:
+        Vm(**args)
+    assert (info.value.message, info.value.rule, info.value.spec) == (
+        message,
+        "input-type",
+        VM_SPEC,
+    )
+
+
+@pytest.mark.parametrize("edge", [0, "max"])
+def test_vm_takes_every_setting_that_fits(edge: int | str) -> None:
+    """The field bounds are inclusive at both ends (0 and all ones)."""
+    top = edge == "max"
+    vm = Vm(
+        RecordingFirmware(),
+        snp=False,
+        map_gpa_range=False,
+        cert_abi=DisabledAbi(),
+        ghcb_version=0xFFFF if top else 0,
+        ghcb_version_min=0xFFFF if top else 0,
+        cbit=0xFF if top else 0,
+        hv_features=(1 << 52) - 1 if top else 0,
+        ap_jump_table=(1 << 64) - 1 if top else 0,
+        vmsa_features=(1 << 64) - 1 if top else 0,
+    )
+    assert vm.msr_settings() == (
+        False,
+        vm.ghcb_version,
+        vm.ghcb_version_min,
+        vm.cbit,
+        vm.hv_features,
+        vm.platform.cpuid,
+    )
+    assert vm.sev_features == vm.vmsa_features

@@ -131,6 +131,7 @@ CONDITIONAL = [
     #                          if (!kvm_ghcb_xcr0_is_valid(svm)) goto vmgexit_err;"
     pytest.param(ExitCode.CPUID, {"rax": 0xD, "rcx": 0}, {"rax", "rcx", "xcr0"}, id="cpuid-d"),
     pytest.param(ExitCode.CPUID, {"rax": 0xC, "rcx": 0}, {"rax", "rcx"}, id="cpuid-c"),
+    pytest.param(ExitCode.CPUID, {"rax": 0xD}, {"rax", "rcx", "xcr0"}, id="cpuid-d-no-rcx"),
     # the whole 64-bit register is compared, not the low half
     pytest.param(ExitCode.CPUID, {"rax": 1 << 32 | 0xD, "rcx": 0}, {"rax", "rcx"}, id="cpuid-hi"),
     # case SVM_EXIT_IOIO: "if (control->exit_info_1 & SVM_IOIO_STR_MASK) {
@@ -155,6 +156,7 @@ CONDITIONAL = [
     pytest.param(
         ExitCode.MSR, {"sw_exit_info_1": 1, "rcx": 0x10}, {"rcx", "rax", "rdx"}, id="wrmsr"
     ),
+    pytest.param(ExitCode.MSR, {"sw_exit_info_1": 1}, {"rcx", "rax", "rdx"}, id="wrmsr-no-rcx"),
     pytest.param(  # any non-zero EXITINFO1 is a write
         ExitCode.MSR, {"sw_exit_info_1": 1 << 63, "rcx": 0x10}, {"rcx", "rax", "rdx"}, id="msr-hi"
     ),
@@ -246,7 +248,7 @@ def test_findings_name_the_rule_field_and_source() -> None:
     cpuid = GhcbPage.empty().with_fields(
         sw_exit_code=ExitCode.CPUID, sw_exit_info_1=0, sw_exit_info_2=0, rcx=0
     )
-    assert [f.message for f in findings(cpuid)] == [f"rax {_NOT_VALID % 'CPUID'}"]
+    assert [f[3:] for f in findings(cpuid)] == [(f"rax {_NOT_VALID % 'CPUID'}", SPEC_KVM_VALIDATE)]
 
 
 _NOT_VALID = "is required for exit %s but not marked valid"
@@ -255,14 +257,11 @@ _EXIT_FIELDS = [("sw_exit_code", 0x390), ("sw_exit_info_1", 0x398), ("sw_exit_in
 
 @pytest.mark.parametrize("validator", list(Validator))
 def test_guest_request_findings(validator: Validator) -> None:
-    """A guest request from a non-SNP guest with one unaligned page given twice: "snp-only",
-    then (current KVM) each page rule — "!PAGE_ALIGNED(control->exit_info_1) ||
-    !PAGE_ALIGNED(control->exit_info_2) || control->exit_info_1 == control->exit_info_2"; the
-    v15 tree checks only sev_snp_guest."""
-    page = GhcbPage.empty().with_fields(
-        sw_exit_code=ExitCode.SNP_GUEST_REQUEST, sw_exit_info_1=0x7F008, sw_exit_info_2=0x7F008
-    )
+    """A guest request from a non-SNP guest: "snp-only", then (current KVM) each page rule —
+    "!PAGE_ALIGNED(control->exit_info_1) || !PAGE_ALIGNED(control->exit_info_2) ||
+    control->exit_info_1 == control->exit_info_2"; the v15 tree checks only sev_snp_guest."""
     spec = {Validator.CURRENT: SPEC_KVM_VALIDATE, Validator.V15: SPEC_V15_VALIDATE}[validator]
+    current = validator is Validator.CURRENT
     snp_only = (
         "snp-only",
         GhcbErr.MISSING_INPUT,
@@ -270,16 +269,26 @@ def test_guest_request_findings(validator: Validator) -> None:
         "exit SNP_GUEST_REQUEST is accepted only from an SEV-SNP guest",
         spec,
     )
+    unaligned = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.SNP_GUEST_REQUEST, sw_exit_info_1=0x7F008, sw_exit_info_2=0x7E010
+    )
     pages = [
         (
             "request-page-unaligned",
             GhcbErr.MISSING_INPUT,
             offset,
-            f"{name} = 0x7f008 is not a 4 KiB aligned page address",
+            f"{name} = {value:#x} is not a 4 KiB aligned page address",
             spec,
         )
-        for name, offset in _EXIT_FIELDS[1:]
+        for name, offset, value in [
+            ("sw_exit_info_1", 0x398, 0x7F008),
+            ("sw_exit_info_2", 0x3A0, 0x7E010),
+        ]
     ]
+    want = [snp_only, *pages] if current else [snp_only]
+    assert list(findings(unaligned, snp=False, validator=validator)) == want
+    assert list(findings(unaligned, validator=validator)) == want[1:]
+    same = unaligned.with_fields(sw_exit_info_1=0x7F000, sw_exit_info_2=0x7F000)
     equal = (
         "request-page-equal",
         GhcbErr.MISSING_INPUT,
@@ -287,9 +296,7 @@ def test_guest_request_findings(validator: Validator) -> None:
         "request and response pages are the same page",
         spec,
     )
-    want = [snp_only] if validator is Validator.V15 else [snp_only, *pages, equal]
-    assert list(findings(page, snp=False, validator=validator)) == want
-    assert list(findings(page, validator=validator)) == want[1:]
+    assert list(findings(same, validator=validator)) == ([equal] if current else [])
 
 
 @pytest.mark.parametrize("api", [findings, required_inputs])
@@ -325,6 +332,7 @@ def _bits(*names: str) -> int:
         ((ExitCode.RDTSC, 1, _bits(), 0, 0), {"snp": False}, False),  # usage, not SNP-only
         ((ExitCode.WRITE_DR7, 0, _bits("rax"), 0, 0), {}, True),
         ((ExitCode.WRITE_DR7, 0, _bits("rcx"), 0, 0), {}, False),
+        ((ExitCode.WRITE_DR7, 0, _bits("rax", "rcx", "xcr0"), 0, 0), {}, True),  # extra bits
         ((ExitCode.CPUID, 0, _bits("rax", "rcx", "xcr0"), 0, 0), {}, False),  # conditional row
         ((0x1234, 0, _bits(), 0, 0), {}, False),
     ],
@@ -333,3 +341,20 @@ def test_accepts_fast_path(args: tuple[int, ...], kwargs: dict[str, Any], want: 
     """``accepts`` is True only for a page its row accepts without a condition; False sends
     the page to :func:`findings` (whose answer it must never contradict)."""
     assert accepts(*args, **kwargs) is want
+
+
+def test_first_error_passes_the_guest_and_the_validator_on() -> None:
+    """first_error answers for the guest kind and validator it is given, whether or not the
+    fast accept applies: an SNP-only exit from a non-SNP guest, and v15's "RAX and RBX" rule
+    for the Extended Guest Request ("!kvm_ghcb_rax_is_valid(svm) ||
+    !kvm_ghcb_rbx_is_valid(svm)"), which current KVM does not have."""
+    request = GhcbPage.empty().with_fields(
+        sw_exit_code=ExitCode.SNP_GUEST_REQUEST, sw_exit_info_1=0x7F000, sw_exit_info_2=0x7E000
+    )
+    assert first_error(request) is None
+    assert first_error(request, snp=False) == GhcbErr.MISSING_INPUT
+    assert first_error(request.replace(ghcb_usage=1)) == GhcbErr.INVALID_USAGE
+    ext = request.with_fields(sw_exit_code=ExitCode.SNP_EXT_GUEST_REQUEST)
+    assert first_error(ext) is None
+    assert first_error(ext, validator=Validator.V15) == GhcbErr.MISSING_INPUT
+    assert first_error(ext.with_fields(rax=0, rbx=0), validator=Validator.V15) is None
