@@ -808,6 +808,13 @@ class TestVerifyChain:
         with pytest.raises(ChainError) as err:
             verify_chain(bad)
         assert err.value.rule == "ask-signature-algorithm"
+        # The message names the outer signatureAlgorithm's DER (RFC 5280 §4.1.1.2).
+        algorithm = _children(bad.ask.public_bytes(serialization.Encoding.DER))[1][2]
+        assert err.value.message == (
+            f"ask: signature algorithm {algorithm.hex()} is not "
+            "RSASSA-PSS with SHA-384, MGF1-SHA-384, salt 48"
+        )
+        assert err.value.spec == SPEC_CERTS
 
     def test_wrong_signer_refused(self) -> None:
         c = chain("Milan")
@@ -815,6 +822,11 @@ class TestVerifyChain:
         with pytest.raises(ChainError) as err:
             verify_chain(bad)
         assert err.value.rule == "vcek-signature"
+        assert (err.value.message, err.value.spec) == (
+            "vcek: the RSASSA-PSS signature (SHA-384, salt 48) does not verify under its "
+            "issuer's key",
+            SPEC_CERTS,
+        )
 
     @pytest.mark.parametrize(
         ("field", "rule"),
@@ -846,6 +858,34 @@ class TestVerifyChain:
             verify_signed_by(c.vcek, c.vcek, name="leaf")
         assert err.value.rule == "leaf-issuer-name"
         assert isinstance(err.value, GhcbError)
+        assert (err.value.message, err.value.spec) == (
+            f"leaf: issuer {c.vcek.issuer.rfc4514_string()!r} is not the subject of its issuer "
+            f"certificate {c.vcek.subject.rfc4514_string()!r}",
+            SPEC_CERTS,
+        )
+
+    def test_issuer_key_not_rsa(self) -> None:
+        """An issuer certificate of the right name with an EC key: the leg's key type fails."""
+        c = chain("Milan")
+        key = ec.derive_private_key(7, ec.SECP384R1())
+        ec_ask = (
+            x509.CertificateBuilder()
+            .subject_name(c.ask.subject)
+            .issuer_name(c.ask.subject)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(c.ask.not_valid_before_utc)
+            .not_valid_after(c.ask.not_valid_after_utc)
+            .sign(key, hashes.SHA384())
+        )
+        with pytest.raises(ChainError) as err:
+            verify_signed_by(c.vcek, ec_ask, name="vcek")
+        kind = type(ec_ask.public_key()).__name__
+        assert (err.value.rule, err.value.message, err.value.spec) == (
+            "vcek-key-type",
+            f"vcek: the issuer key is {kind}, not RSA",
+            SPEC_CERTS,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -960,6 +1000,7 @@ def test_bad_input_chip_id(
         (lambda: write_chain(3), "directory must be a path, not int"),  # type: ignore[arg-type]
         (lambda: write_chain(".", form="txt"), "form must be 'pem' or 'der', not 'txt'"),  # type: ignore[arg-type]
         (lambda: verify_chain(object()), "verify_chain takes a Chain, not object"),  # type: ignore[arg-type]
+        (lambda: chain().cert_entries("ask"), "signer must be 'vcek' or 'vlek', not 'ask'"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_input_message(call: Callable[[], object], message: str) -> None:
