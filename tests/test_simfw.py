@@ -322,9 +322,9 @@ def test_page_not_one_page_fails_without_status(fw: SimulatedFirmware) -> None:
     assert err.value.spec == SPEC_FW
 
 
-def test_firmware_failure_defaults_and_pickle() -> None:
+def test_firmware_failure_defaults() -> None:
     """Without a status the failure is KVM's -ETIMEDOUT by default (sev-dev.c
-    __sev_do_cmd_locked); it crosses a process boundary whole (a forkserver child raises it)."""
+    __sev_do_cmd_locked); every attribute given is kept."""
     plain = FirmwareFailure("no answer")
     assert (plain.message, plain.rule, plain.errno, plain.field, plain.offset) == (
         "no answer",
@@ -334,6 +334,22 @@ def test_firmware_failure_defaults_and_pickle() -> None:
         None,
     )
     assert plain.spec == "drivers/crypto/ccp/sev-dev.c __sev_do_cmd_locked"
+    full = FirmwareFailure(
+        "dead", rule="psp-dead", spec="S", errno=Errno.EBUSY, field="request", offset=0x30
+    )
+    assert (full.message, full.rule, full.spec, full.errno, full.field, full.offset) == (
+        "dead",
+        "psp-dead",
+        "S",
+        Errno.EBUSY,
+        "request",
+        0x30,
+    )
+
+
+def test_firmware_failure_pickles_whole() -> None:
+    """A forkserver child's failure reaches the parent with every attribute."""
+    plain = FirmwareFailure("no answer")
     full = FirmwareFailure(
         "dead", rule="psp-dead", spec="S", errno=Errno.EBUSY, field="request", offset=0x30
     )
