@@ -7,6 +7,7 @@ Every OID, name and parameter below comes from the table, never from the module 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import hashlib
@@ -49,6 +50,7 @@ from ghcb.hypervisor.pki import (
     verify_signed_by,
     write_chain,
 )
+from ghcb.tcb import SPEC_TCB
 from tests.helpers import load_table
 
 if TYPE_CHECKING:
@@ -726,6 +728,31 @@ class TestCache:
         assert asked == [genoa]
         assert {Product.GENOA: roots} == _pki._ROOTS
 
+    def test_cache_miss_builds_and_keeps(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Past an emptied chain cache, :func:`chain` issues the chain anew from the kept roots
+        (the same leaf keys and extensions), keeps it, and drops the least recently used
+        chain beyond the limit."""
+        old = chain("Milan")
+        monkeypatch.setattr(_pki, "_CHAINS", collections.OrderedDict())
+        monkeypatch.setattr(_pki, "_MAX_CHAINS", 2)
+        new = chain("Milan")
+        assert new is not old
+        assert (new.ark, new.ask, new.asvk) == (old.ark, old.ask, old.asvk)
+        assert (new.chip_id, new.tcb, new.csp_id) == (old.chip_id, old.tcb, old.csp_id)
+        for leaf in LEAVES:
+            mine, theirs = _certs(new)[leaf], _certs(old)[leaf]
+            assert mine.public_key() == theirs.public_key()
+            assert list(mine.extensions) == list(theirs.extensions)
+            assert mine.issuer == theirs.issuer
+        verify_chain(new)
+        assert chain("Milan") is new
+        other = chain("Milan", tcb=Tcb(snp=1))
+        assert chain("Milan") is new  # a hit makes it the most recent
+        chain("Milan", tcb=Tcb(snp=2))  # drops Tcb(snp=1), the least recently used
+        assert next(iter(_pki._CHAINS.values())) is new
+        assert other not in _pki._CHAINS.values()
+        assert len(_pki._CHAINS) == 2
+
     def test_at_tcb_keeps_product_chip_and_csp(self) -> None:
         base = chain("Turin", chip_id=bytes(range(1, 9)) + bytes(56), csp_id="CN=at.example")
         tcb = Tcb(fmc=1, boot_loader=2, tee=3, snp=4, microcode=5)
@@ -1001,13 +1028,21 @@ def test_bad_input_chip_id(
         (lambda: write_chain(".", form="txt"), "form must be 'pem' or 'der', not 'txt'"),  # type: ignore[arg-type]
         (lambda: verify_chain(object()), "verify_chain takes a Chain, not object"),  # type: ignore[arg-type]
         (lambda: chain().cert_entries("ask"), "signer must be 'vcek' or 'vlek', not 'ask'"),  # type: ignore[arg-type]
+        (lambda: chain(tcb=0x73), "tcb must be a Tcb, not int"),  # type: ignore[arg-type]
+        (lambda: chain(csp_id=b"CN=x"), "csp_id must be a str, not bytes"),  # type: ignore[arg-type]
+        (lambda: chain(csp_id=""), "csp_id must be non-empty ASCII (an IA5String), not ''"),
+        (lambda: chain("Bergamo"), None),
     ],
 )
-def test_bad_input_message(call: Callable[[], object], message: str) -> None:
-    """The message names the value or type refused."""
+def test_bad_input_message(call: Callable[[], object], message: str | None) -> None:
+    """The message names the value or type refused; the spec is the certificates' (the TCB's
+    for a TCB); a bad CSP_ID names its field."""
     with pytest.raises(GhcbError) as err:
         call()
-    assert (err.value.message, err.value.spec) == (message, SPEC_CERTS)
+    if message is not None:
+        assert err.value.message == message
+    assert err.value.spec == (SPEC_TCB if message and message.startswith("tcb") else SPEC_CERTS)
+    assert err.value.field == ("csp_id" if message and message.startswith("csp_id") else None)
 
 
 # ---------------------------------------------------------------------------------------------

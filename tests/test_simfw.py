@@ -619,6 +619,13 @@ def test_default_vmpcks() -> None:
             "a VMPCK must be bytes-like, not str",
         ),
         (
+            {"captured_report": bytes(100)},
+            HypervisorUsageError,
+            "firmware-config",
+            "captured_report",
+            "captured_report is 1184 bytes, got 100",
+        ),
+        (
             {"signing_key": "ark"},
             HypervisorUsageError,
             "firmware-config",
