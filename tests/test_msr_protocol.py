@@ -28,6 +28,7 @@ from ghcb.hypervisor import (
     Vm,
 )
 from ghcb.hypervisor.kvm_abi import with_immediate_exit
+from ghcb.hypervisor.msr_protocol import MsrPscRequest, MsrSettings, msr_protocol
 from ghcb.hypervisor.psc import decode_hypercall_exit, with_hypercall_ret
 from ghcb.hypervisor.results import system_event_run
 from ghcb.msr import SevInfoResp, decode_msr
@@ -348,6 +349,15 @@ class TestPsc:
         run = with_immediate_exit(with_hypercall_ret(result.kvm_run, 0), 1)
         assert vcpu.complete(run) == Interrupted(None)
         assert vcpu.run(kvm_run=with_immediate_exit(run, 0)) == Resumed(None, msr=0x015)
+
+    def test_request_carries_the_whole_value(self) -> None:
+        """msr_protocol hands GHCB_MSR_PSC_REQ to snp_begin_psc_msr with the MSR value as the
+        guest wrote it (bits 63:56 included: the engine ignores them)."""
+        settings = MsrSettings(
+            snp=True, ghcb_version=2, ghcb_version_min=1, cbit=51, hv_features=3, cpuid=CpuidTable()
+        )
+        value = 0xAB << 56 | PscOp.SHARED << 52 | 0x5 << 12 | 0x014
+        assert msr_protocol(value, settings) == MsrPscRequest(value)
 
     def test_completion_only_when_pending(self) -> None:
         with pytest.raises(HypervisorUsageError):
