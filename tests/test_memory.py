@@ -134,6 +134,7 @@ ERRORS = [
     (lambda m: m.guest_write(0x1000, "ab"), "input-type", None, None),
     (lambda m: m.host_read(0x1000, -1), "bad-range", 0x1000, "range outside the 52-bit space"),
     (lambda m: m.host_read(0x1000, 1.0), "bad-range", None, "bad guest range (4096, 1.0)"),
+    (lambda m: m.host_read(0, -1), "bad-range", 0, "range outside the 52-bit space"),
     (lambda m: m.is_mapped(-1), "bad-range", None, "range outside the 52-bit space"),
     (lambda m: m.is_shared(LIMIT + 1), "bad-range", LIMIT + 1, "range outside the 52-bit space"),
     (
