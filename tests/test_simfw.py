@@ -560,6 +560,13 @@ def test_tsc_info() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def test_default_report_id() -> None:
+    """REPORT_ID defaults to the first 32 bytes of HMAC-SHA-384(seed, "ghcb simfw REPORT_ID")."""
+    for seed in (DEFAULT_SEED, b"other"):
+        expected = hmac.new(seed, b"ghcb simfw REPORT_ID", hashlib.sha384).digest()[:32]
+        assert FirmwareConfig(seed=seed).report_id == expected
+
+
 def test_default_vmpcks() -> None:
     """VMPCKn = the first 32 bytes of HMAC-SHA-384(seed, "ghcb simfw VMPCKn")."""
     keys = default_vmpcks()
