@@ -519,10 +519,62 @@ def test_bad_msr_and_window() -> None:
     """An MSR value without GHCBInfo 0x014; a header outside the shared buffer."""
     with pytest.raises(HypervisorUsageError):
         MsrPsc(0x015)
-    with pytest.raises(HypervisorUsageError):
-        GhcbPsc.in_ghcb(GuestMemory(), GHCB, GHCB + 0x7F8)
-    with pytest.raises(HypervisorUsageError):
-        GhcbPsc.in_ghcb(GuestMemory(), GHCB, GHCB + 0xFE9)
+    for desc in (GHCB + 0x7F8, GHCB + 0xFE9):
+        with pytest.raises(HypervisorUsageError) as info:
+            GhcbPsc.in_ghcb(GuestMemory(), GHCB, desc)
+        assert (info.value.message, info.value.rule, info.value.spec) == (
+            f"PSC header at {desc:#x} is not in the shared buffer of the GHCB at 0x1000",
+            "invalid-scratch-area",
+            "Linux arch/x86/kvm/svm/sev.c setup_vmgexit_scratch",
+        )
+
+
+def test_in_ghcb_gpa_errors() -> None:
+    """Each GPA is a 52-bit int: its name, the value, rule and spec in the error; GPA 0 and
+    the last GHCB page below 2**52 are accepted."""
+    memory = GuestMemory()
+    for ghcb, desc, bad in (
+        (2**52, 0x800, "ghcb_gpa must be a 52-bit GPA, not 4503599627370496"),
+        (-1, 0x800, "ghcb_gpa must be a 52-bit GPA, not -1"),
+        (GHCB, 2**52, "desc_gpa must be a 52-bit GPA, not 4503599627370496"),
+        (GHCB, True, "desc_gpa must be a 52-bit GPA, not True"),
+    ):
+        with pytest.raises(HypervisorUsageError) as info:
+            GhcbPsc.in_ghcb(memory, ghcb, desc)
+        assert (info.value.message, info.value.rule, info.value.spec) == (
+            bad,
+            "input-type",
+            "Linux arch/x86/kvm/svm/sev.c snp_begin_psc / snp_complete_one_psc",
+        )
+    memory.map(0)
+    assert GhcbPsc.in_ghcb(memory, 0, 0x800).begin() == PscDone(ERR["OK"])
+    top = 2**52 - PAGE
+    memory.map(top)
+    assert GhcbPsc.in_ghcb(memory, top, top + 0x800).begin() == PscDone(ERR["OK"])
+
+
+def test_decode_hypercall_exit_every_field() -> None:
+    """exit_reason from its own offset (8), nr, args[0..5], ret and flags from the exit
+    union, each at its kvm.h offset."""
+    raw = bytearray(b"\xee" * 8 + bytes(RUN_SIZE - 8))  # request_interrupt_window ... not read
+    struct.pack_into("<I", raw, EXIT_REASON, 3)
+    for i, name in enumerate(("nr", *(f"args_{n}" for n in range(6)), "ret", "flags")):
+        struct.pack_into("<Q", raw, UNION + HC[name], 0x1111_1111_1111_1111 * (i + 1))
+    call = decode_hypercall_exit(bytes(raw))
+    v = [0x1111_1111_1111_1111 * (i + 1) for i in range(9)]
+    assert call == (3, v[0], tuple(v[1:7]), v[7], v[8])
+
+
+@pytest.mark.parametrize("ret", [-1, 2**64, "0"])
+def test_with_hypercall_ret_errors(ret: object) -> None:
+    """hypercall.ret is a u64."""
+    with pytest.raises(HypervisorUsageError) as info:
+        with_hypercall_ret(bytes(RUN_SIZE), ret)  # type: ignore[arg-type]
+    assert (info.value.message, info.value.rule, info.value.spec) == (
+        f"hypercall.ret must be an int in 0..2**64-1, not {ret!r}",
+        "field-range",
+        "Linux uapi/linux/kvm.h kvm_run.hypercall (KVM_EXIT_HYPERCALL)",
+    )
 
 
 # -- the VMM side -----------------------------------------------------------------------------
