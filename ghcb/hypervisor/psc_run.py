@@ -183,7 +183,7 @@ def vmm_map_gpa_range(memory: ConvertibleMemory, step: MapGpaRange | bytes) -> i
     QEMU writes it into the u64 ``ret`` — QEMU then stops the VM; a VMM that passes it on
     with :meth:`GhcbPsc.complete` lets the guest see GENERIC.
     """
-    call = decode_hypercall_exit(step.kvm_run if isinstance(step, MapGpaRange) else step)
+    call = decode_hypercall_exit(step)  # a MapGpaRange is read as its kvm_run
     if call.nr != KVM_HC_MAP_GPA_RANGE:
         return _ERR_EINVAL
     gpa, npages, attributes = call.args[:3]
