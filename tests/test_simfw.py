@@ -316,6 +316,8 @@ def test_page_not_one_page_fails_without_status(fw: SimulatedFirmware) -> None:
     with pytest.raises(FirmwareFailure) as info:
         fw.guest_request(_request(fw, ReportReq())[:4095])
     assert info.value.rule == "request-length"
+    assert info.value.message == "guest request of 4095 bytes, not one 4096-byte page"
+    assert info.value.spec == SPEC_FW
     with pytest.raises(InputTypeError) as err:
         fw.guest_request("page")  # type: ignore[arg-type]
     assert err.value.message == "a guest request page must be bytes-like, not str"
@@ -527,6 +529,47 @@ def test_key_req_unselected_fields_ignored(fw: SimulatedFirmware) -> None:
     assert _derived(fw, KeyReq(tcb_version=0x0000000100000000), seqno=5) == KeyRsp(
         derived_key=plain
     )
+
+
+# GUEST_FIELD_SELECT bits (facts §3.5, ASPFW snp_msg_key_req_t): 1 IMAGE_ID, 2 FAMILY_ID,
+# 4 GUEST_SVN.
+_GFS_IMAGE_ID, _GFS_FAMILY_ID, _GFS_SVN = 1 << 1, 1 << 2, 1 << 4
+
+
+def test_key_req_mixes_selected_launch_fields() -> None:
+    """IMAGE_ID, FAMILY_ID and GUEST_SVN move the key when selected and only then."""
+    one = SimulatedFirmware(_config(image_id=b"\x01" * 16, family_id=b"\x02" * 16, guest_svn=2))
+    two = SimulatedFirmware(_config(image_id=b"\x03" * 16, family_id=b"\x04" * 16, guest_svn=2))
+    seqno = iter(range(1, 99, 2))
+    for gfs in (_GFS_IMAGE_ID, _GFS_FAMILY_ID):
+        n = next(seqno)
+        assert (
+            _derived(one, KeyReq(guest_field_select=gfs), seqno=n).derived_key
+            != _derived(two, KeyReq(guest_field_select=gfs), seqno=n).derived_key
+        )
+    n = next(seqno)
+    assert _derived(one, KeyReq(), seqno=n) == _derived(two, KeyReq(), seqno=n)
+    svn = [
+        _derived(one, KeyReq(guest_field_select=_GFS_SVN, guest_svn=v), seqno=next(seqno))
+        for v in (1, 2)
+    ]
+    assert svn[0].status == svn[1].status == 0
+    assert svn[0].derived_key != svn[1].derived_key
+
+
+def test_key_req_mixes_author_key_else_id_key() -> None:
+    """The key mixes the author key digest when one is set, else the ID key digest."""
+    keys = {
+        (author, ident): _derived(
+            SimulatedFirmware(
+                _config(author_key_digest=bytes([author]) * 48, id_key_digest=bytes([ident]) * 48)
+            ),
+            KeyReq(),
+        ).derived_key
+        for author, ident in ((0, 1), (0, 2), (5, 1), (5, 2))
+    }
+    assert keys[0, 1] != keys[0, 2]
+    assert keys[5, 1] == keys[5, 2] != keys[0, 1]
 
 
 def test_key_req_guest_svn_up_to_launch_svn() -> None:

@@ -411,7 +411,6 @@ def derive_leaf_key(
 
 
 def issue_leaf(
-    spec: ProductSpec,
     *,
     common_name: str,
     issuer: x509.Certificate,

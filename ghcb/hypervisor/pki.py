@@ -263,7 +263,6 @@ def _make_chain(
     vcek_key = derive_leaf_key(b"VCEK", spec, tcb_bytes, chip)
     vlek_key = derive_leaf_key(b"VLEK", spec, tcb_bytes, csp_id.encode())
     vcek = issue_leaf(
-        spec,
         common_name=VCEK_CN,
         issuer=roots.ask,
         issuer_key=roots.ask_key,
@@ -274,7 +273,6 @@ def _make_chain(
         ),
     )
     vlek = issue_leaf(
-        spec,
         common_name=VLEK_CN,
         issuer=roots.asvk,
         issuer_key=roots.asvk_key,
