@@ -126,6 +126,7 @@ def test_contiguous_entries_coalesce() -> None:
     assert s.desc() == after_first + _entry_bytes(gfn=0x104, operation=2)
     assert vmm_map_gpa_range(s.memory, second) == 0
     assert engine.complete(0) == PscDone(0)
+    assert engine.exits == 2  # KVM_EXIT_HYPERCALL exits counted
     assert s.desc()[:4] == bytes.fromhex("04000300")
     assert [s.memory.is_shared(0x100000 + i * PAGE) for i in range(5)] == [1, 1, 1, 0, 1]
 
