@@ -487,18 +487,28 @@ def test_out_of_order_calls_raise() -> None:
     """complete before begin, begin twice, complete after done: HypervisorUsageError."""
     s = Setup([PscEntry(gfn=0x100, operation=1)])
     engine = s.engine()
-    with pytest.raises(HypervisorUsageError):
-        engine.complete(0)
+
+    def misuse(call: Any, message: str) -> None:
+        with pytest.raises(HypervisorUsageError) as info:
+            call()
+        assert (info.value.message, info.value.rule, info.value.spec) == (
+            message,
+            "psc-state",
+            "Linux arch/x86/kvm/svm/sev.c snp_begin_psc / snp_complete_one_psc",
+        )
+
+    misuse(lambda: engine.complete(0), "complete() in state 'new' (expected 'await')")
     engine.begin()
-    with pytest.raises(HypervisorUsageError):
-        engine.begin()
+    misuse(engine.begin, "begin() in state 'await' (expected 'new')")
     with pytest.raises(HypervisorUsageError):
         engine.complete(-1)
     with pytest.raises(HypervisorUsageError):
         engine.complete_run(bytes(10))
     engine.complete(0)
-    with pytest.raises(HypervisorUsageError):
-        engine.complete(0)
+    misuse(
+        lambda: engine.complete_run(bytes(RUN_SIZE)),
+        "complete() in state 'done' (expected 'await')",
+    )
 
 
 @pytest.mark.parametrize(
