@@ -266,12 +266,18 @@ class TestApCreation:
         assert (env.ap.snp_vmsa_gpa, env.ap.ap_waiting_for_reset) == (None, False)
 
     def test_maxphyaddr_from_cpuid(self) -> None:
-        """cpuid_query_maxphyaddr: leaf 0x80000008 EAX[7:0] when 0x80000000 reaches it."""
+        """cpuid_query_maxphyaddr: leaf 0x80000008 EAX[7:0] when 0x80000000 reaches it (EAX
+        0x3030: 48 physical and, in bits 15:8, 48 linear address bits)."""
+        table = CpuidTable({(0x8000_0000, 0): (0x8000_0008, 0, 0, 0),
+                            (0x8000_0008, 0): (0x3030, 0, 0, 0)})  # fmt: skip
         env = Env()
-        env.vm.platform.cpuid = CpuidTable({(0x8000_0000, 0): (0x8000_0008, 0, 0, 0),
-                                            (0x8000_0008, 0): (0x30, 0, 0, 0)})  # fmt: skip
+        env.vm.platform.cpuid = table
         page, result = self.create(env, sw_exit_info_2=1 << 40 | 0x1000)
         assert result == resumed(page)
+        env = Env()
+        env.vm.platform.cpuid = table
+        page, result = self.create(env, sw_exit_info_2=1 << 48 | 0x1000)
+        assert result == resumed(page, 2, GhcbErr.INVALID_INPUT)
 
     def test_missing_rax_and_non_snp(self) -> None:
         """The validator: "if (lower_32_bits(control->exit_info_1) != SVM_VMGEXIT_AP_DESTROY)
