@@ -85,7 +85,9 @@ def test_whole_life(tmp_path: Path) -> None:
     assert outcome.error is None
     assert outcome.report is not None
     assert outcome.report.attestation_report.report_data == b"\x42" * 64
-    assert outcome.certs[:16] == life.bsp.vm.firmware.chain.cert_table("vcek")[:16]
+    firmware = life.bsp.vm.firmware
+    assert isinstance(firmware, SimulatedFirmware)
+    assert outcome.certs[:16] == firmware.chain.cert_table("vcek")[:16]
     assert all(memory.is_shared(gpa) for gpa in [layout.ghcb, AP_GHCB, *driver_pages])
     assert (life.bsp.ghcb_gpa, life.ap.ghcb_gpa) == (layout.ghcb, AP_GHCB)
     assert (life.ap.vmsa_gpa, life.ap.runnable) == (VMSA, True)
