@@ -109,7 +109,12 @@ def test_pack_and_defaults() -> None:
     )
     with pytest.raises(FieldValueError) as v:
         cls.pack(kind=0x100)
-    assert (v.value.rule, v.value.field, v.value.offset) == ("field-range", "kind", 0)
+    assert (v.value.rule, v.value.spec, v.value.field, v.value.offset) == (
+        "field-range",
+        SPEC,
+        "kind",
+        0,
+    )
 
 
 def test_enums_decode_on_every_path() -> None:
@@ -123,6 +128,8 @@ def test_enums_decode_on_every_path() -> None:
     assert cls(kind=9).kind == 9
     assert type(cls(kind=9).kind) is int
     assert cls(kind=Kind.SEVEN).to_bytes()[0] == 7
+    cls.pack()
+    assert type(cls._DEFAULTS["kind"]) is int  # defaults are plain ints, not enum members
 
 
 def test_construction_normalises_and_checks() -> None:
@@ -179,11 +186,18 @@ def test_from_bytes_refusals() -> None:
     )
     with pytest.raises(InputTypeError) as t:
         cls.from_bytes("not bytes")
-    assert t.value.spec == SPEC
-    with pytest.raises(InputTypeError):
+    assert (t.value.rule, t.value.spec, t.value.message) == (
+        "input-type",
+        SPEC,
+        "a probe must be bytes-like, not str",
+    )
+    unknown = "unknown backend 'other' (expected 'struct' or 'construct')"
+    with pytest.raises(InputTypeError) as b:
         cls.from_bytes(EXACT, backend="other")
-    with pytest.raises(InputTypeError):
+    assert (b.value.rule, b.value.message) == ("backend", unknown)
+    with pytest.raises(InputTypeError) as b:
         cls().to_bytes(backend="other")
+    assert (b.value.rule, b.value.message) == ("backend", unknown)
 
 
 def test_check_field_directly() -> None:
