@@ -453,6 +453,33 @@ def test_try_shared_refuses_without_waiting(path: pathlib.Path) -> None:
         os.close(other)
 
 
+#: How long a waiting lock is watched before the holder lets go. The correct lock cannot
+#: return while the exclusive lock is held, however long this is; a lock that did not wait
+#: returns within it (that is what the test catches).
+WATCH = 0.2
+
+
+def test_shared_waits_for_the_exclusive_holder(path: pathlib.Path) -> None:
+    """``shared`` (F_OFD_SETLKW) blocks while another open file holds the exclusive lock and
+    returns holding the shared lock once it is dropped: it never returns early, lockless."""
+    held = os.open(path, os.O_RDWR)
+    other = os.open(path, os.O_RDONLY)
+    OfdLock(held).exclusive()
+    thread, out = in_thread(OfdLock(other).shared)
+    try:
+        thread.join(WATCH)
+        assert (thread.is_alive(), out) == (True, [])
+    finally:
+        os.close(held)  # drops the exclusive lock: the waiter goes on
+        thread.join(SAFETY)
+    try:
+        assert out == [None]
+        assert not exclusive_free(path)  # `other` holds the shared lock now
+    finally:
+        os.close(other)
+    assert exclusive_free(path)
+
+
 def test_release_drops_the_lock_and_keeps_the_file_open(path: pathlib.Path) -> None:
     """``release`` (F_UNLCK) drops the lock on a descriptor that stays open."""
     fd = os.open(path, os.O_RDWR)

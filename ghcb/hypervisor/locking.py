@@ -35,6 +35,12 @@ _FLOCKS: Final = {
     kind: _FLOCK.pack(kind, os.SEEK_SET, 0, 0, 0)
     for kind in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK)
 }
+#: flock(2)'s operation for each lock type, where the platform has no OFD locks.
+_FLOCK_OPS: Final = {
+    fcntl.F_RDLCK: fcntl.LOCK_SH,
+    fcntl.F_WRLCK: fcntl.LOCK_EX,
+    fcntl.F_UNLCK: fcntl.LOCK_UN,
+}
 _SETLKW: Final = getattr(fcntl, "F_OFD_SETLKW", None)
 _SETLK: Final = getattr(fcntl, "F_OFD_SETLK", None)
 # fcntl(2): F_SETLK / F_OFD_SETLK "returns -1 and sets errno to EACCES or EAGAIN" when a
@@ -76,31 +82,31 @@ class OfdLock:
 
     def shared(self) -> None:
         """Wait for and take a shared (read) lock."""
-        self._set(fcntl.F_RDLCK, fcntl.LOCK_SH, wait=True)
+        self._set(fcntl.F_RDLCK, wait=True)
 
     def exclusive(self) -> None:
         """Wait for and take an exclusive (write) lock."""
-        self._set(fcntl.F_WRLCK, fcntl.LOCK_EX, wait=True)
+        self._set(fcntl.F_WRLCK, wait=True)
 
     def try_shared(self) -> bool:
         """Take a shared lock if no exclusive lock is held elsewhere; never waits."""
-        return self._set(fcntl.F_RDLCK, fcntl.LOCK_SH, wait=False)
+        return self._set(fcntl.F_RDLCK)
 
     def try_exclusive(self) -> bool:
         """Take an exclusive lock if no other lock is held; never waits."""
-        return self._set(fcntl.F_WRLCK, fcntl.LOCK_EX, wait=False)
+        return self._set(fcntl.F_WRLCK)
 
     def release(self) -> None:
-        """Drop the lock."""
-        self._set(fcntl.F_UNLCK, fcntl.LOCK_UN, wait=True)
+        """Drop the lock (an unlock never conflicts, so it never waits)."""
+        self._set(fcntl.F_UNLCK)
 
-    def _set(self, lock_type: int, flock_op: int, *, wait: bool) -> bool:
+    def _set(self, lock_type: int, *, wait: bool = False) -> bool:
         try:
             if _SETLKW is not None and _SETLK is not None:
-                cmd = _SETLKW if wait else _SETLK
-                fcntl.fcntl(self.fd, cmd, _FLOCKS[lock_type])
+                fcntl.fcntl(self.fd, _SETLKW if wait else _SETLK, _FLOCKS[lock_type])
             else:  # pragma: no cover - non-Linux
-                fcntl.flock(self.fd, flock_op if wait else flock_op | fcntl.LOCK_NB)
+                op = _FLOCK_OPS[lock_type]
+                fcntl.flock(self.fd, op if wait else op | fcntl.LOCK_NB)
         except OSError as e:
             if not wait and e.errno in _CONFLICT:
                 return False
@@ -113,7 +119,7 @@ class NoLock:
     tests only (``CertificateStore(path, lock=NoLock)``)."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
+        """Keeps nothing: there is no lock to take on ``fd``."""
 
     def shared(self) -> None:
         """Take nothing."""
