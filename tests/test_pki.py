@@ -244,6 +244,7 @@ class TestShape:
     def test_subjects_and_issuers(self, made: Chain, product: str) -> None:
         """Each DN is the table's attributes in order, one per RDN, CN last; C PrintableString,
         the rest UTF8String; every issuer is its issuer's subject."""
+        assert made.product == product
         cns = _common_names(product)
         certs = _certs(made)
         for name, issuer in LINKS:
@@ -385,10 +386,14 @@ class TestRootExtensions:
         assert point.full_name == [
             x509.UniformResourceIdentifier(row["crl"].replace("<Product>", product))
         ]
+        # RFC 5280 4.2.1.1-4.2.1.2: both key identifiers MUST be non-critical.
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        assert not ski.critical
         assert ski.value == x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
         if "authorityKeyIdentifier" in row["extensions"]:
-            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+            aki_extension = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+            assert not aki_extension.critical
+            aki = aki_extension.value
             ark_ski = made.ark.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
             assert aki.key_identifier == ark_ski.value.digest
             assert aki.authority_cert_issuer is None
