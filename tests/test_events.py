@@ -19,6 +19,7 @@ from ghcb.hypervisor import (
     CpuidTable,
     GuestMemory,
     Halted,
+    HypervisorUsageError,
     MapGpaExit,
     MergedAbi,
     MsrTable,
@@ -229,6 +230,11 @@ class TestApCreation:
         env.ap.run()
         page = env.request(ExitCode.AP_CREATION, sw_exit_info_1=1 << 32 | 2, sw_exit_info_2=0)
         assert env.bsp.run() == resumed(page)
+        assert (env.ap.snp_vmsa_gpa, env.ap.ap_waiting_for_reset, env.ap.update_requested) == (
+            None,
+            True,
+            True,
+        )
         assert env.ap.run() == Halted()
         assert (env.ap.vmsa_gpa, env.ap.runnable) == (None, False)
 
@@ -247,6 +253,7 @@ class TestApCreation:
             ({"rax": 0}, "RAX != sev->vmsa_features"),
             ({"rax": 0x41}, "RAX != sev->vmsa_features"),
             ({"sw_exit_info_2": VMSA + 8}, "page_address_valid: not page aligned"),
+            ({"sw_exit_info_2": VMSA + 1}, "page_address_valid: not page aligned (bit 0)"),
             ({"sw_exit_info_2": 1 << 36 | 0x1000}, "page_address_valid: above MAXPHYADDR 36"),
             ({"sw_exit_info_2": 0x20_0000}, "2 MiB aligned VMSA (the SNP erratum)"),
             ({"sw_exit_info_2": 0}, "2 MiB aligned VMSA (the SNP erratum)"),
@@ -387,6 +394,19 @@ class TestIoio:
         assert result == resumed(page, rax=rax)
         assert env.devices.log == [("io_in", 0x71, b"\x5a" * size)]
 
+    @pytest.mark.parametrize(
+        ("size", "rax"), [(1, 0x1122_3344_5566_7702), (2, 0x1122_3344_5566_0102)]
+    )
+    def test_in_merges_little_endian(self, size: int, rax: int) -> None:
+        """complete_fast_pio_in: the port's bytes land in RAX's low ``size`` bytes, least
+        significant first; every other bit of RAX (bit 0 included) is kept."""
+        env = Env()
+        env.devices.ports[0x60] = b"\x02\x01"
+        page, result = env.run(
+            ExitCode.IOIO, sw_exit_info_1=ioio(0x60, size, in_=True), rax=0x1122_3344_5566_7789
+        )
+        assert result == resumed(page, rax=rax)
+
     def test_in_from_an_undecoded_port(self) -> None:
         """A port no device decodes reads all ones (RecordingDevices: the bus floats)."""
         env = Env()
@@ -424,8 +444,18 @@ class TestIoio:
         assert result.page is not None
         assert result.page.shared_buffer[:4] == b"\x5a" * 4
 
-    @pytest.mark.parametrize(("count", "size"), [(2**31, 1), (2**30, 2)])
-    def test_string_count_overflow_fails_run(self, count: int, size: int) -> None:
+    @pytest.mark.parametrize(
+        ("count", "size", "reason"),
+        [
+            (2**31, 1, "string IOIO count 0x80000000 exceeds INT_MAX: KVM_RUN fails (-EINVAL)"),
+            (
+                2**30,
+                2,
+                "string IOIO count 0x40000000 x size 2 overflows an int: KVM_RUN fails (-EINVAL)",
+            ),
+        ],
+    )
+    def test_string_count_overflow_fails_run(self, count: int, size: int, reason: str) -> None:
         """ "if (svm->vmcb->control.exit_info_2 > INT_MAX) return -EINVAL;" and
         "check_mul_overflow(count, size, &bytes)" → -EINVAL."""
         env = Env()
@@ -435,8 +465,48 @@ class TestIoio:
             sw_exit_info_2=count,
             sw_scratch=SCRATCH,
         )
-        assert isinstance(result, RunFailed)
-        assert result.errno == Errno.EINVAL
+        assert result == RunFailed(Errno.EINVAL, reason)
+
+    @pytest.mark.parametrize(
+        ("code", "fields", "what"),
+        [
+            (ExitCode.IOIO, {"sw_exit_info_1": ioio(0x71, 2, in_=True)}, "io_in"),
+            (
+                ExitCode.IOIO,
+                {
+                    "sw_exit_info_1": ioio(0x71, 2, in_=True, string=True),
+                    "sw_exit_info_2": 1,
+                    "sw_scratch": SCRATCH,
+                },
+                "io_in",
+            ),
+            (
+                ExitCode.MMIO_READ,
+                {"sw_exit_info_1": 0xFED0_0000, "sw_exit_info_2": 2, "sw_scratch": SCRATCH},
+                "mmio_read",
+            ),
+        ],
+    )
+    def test_device_answering_the_wrong_size_is_misuse(
+        self, code: ExitCode, fields: dict[str, Any], what: str
+    ) -> None:
+        """A device model that answers a read with other than the bytes asked for is the
+        caller's bug: named, with the size it owed."""
+
+        class Short(RecordingDevices):
+            def mmio_read(self, gpa: int, size: int) -> bytes:
+                return b"\x01"
+
+            def io_in(self, port: int, size: int) -> bytes:
+                return b"\x01"
+
+        env = Env()
+        env.vm.platform = Platform(devices=Short())
+        with pytest.raises(HypervisorUsageError) as info:
+            env.run(code, **fields)
+        assert str(info.value) == (
+            f"{what} must return 2 bytes, not b'\\x01' [rule device; {devices._SPEC}]"
+        )
 
     def test_string_outside_the_ghcb(self) -> None:
         """GHCB v2: "GHCB v2 requires the scratch area to be within the GHCB"."""
@@ -495,6 +565,25 @@ class TestIntercepts:
         else -KVM_ENOSYS (64-bit for a protected guest)."""
         page, result = Env().run(ExitCode.VMMCALL, rax=rax, cpl=cpl)
         assert result == resumed(page, rax=ret)
+
+    def test_vmmcall_passes_rbx_rcx_rdx_rsi(self) -> None:
+        """ "a0 = kvm_rbx_read(vcpu); a1 = kvm_rcx_read(vcpu); a2 = kvm_rdx_read(vcpu);
+        a3 = kvm_rsi_read(vcpu);" then "kvm_rax_write(vcpu, ret);"."""
+
+        class Recording:
+            def __init__(self) -> None:
+                self.calls: list[tuple[int, tuple[int, int, int, int], int]] = []
+
+            def hypercall(self, nr: int, args: tuple[int, int, int, int], cpl: int) -> int:
+                self.calls.append((nr, args, cpl))
+                return 0x1234
+
+        hypercalls = Recording()
+        env = Env()
+        env.vm.platform = Platform(hypercalls=hypercalls)
+        page, result = env.run(ExitCode.VMMCALL, rax=99, rbx=1, rcx=2, rdx=3, rsi=4, cpl=3)
+        assert result == resumed(page, rax=0x1234)
+        assert hypercalls.calls == [(99, (1, 2, 3, 4), 3)]
 
     def test_vmmcall_map_gpa_range_exit(self) -> None:
         """KVM_HC_MAP_GPA_RANGE: "vcpu->run->exit_reason = KVM_EXIT_HYPERCALL; ... ret = 0;
@@ -562,6 +651,12 @@ class TestIntercepts:
         page, result = env.run(ExitCode.RDTSC, rcx=0)
         assert result == Unhandled(ExitCode.RDTSC)
         assert env.memory.guest_read(GHCB, PAGE_SIZE) == build_page(at_exit(page))
+
+    def test_a_code_without_a_handler_is_not_handled(self) -> None:
+        """svm_invoke_exit_handler: an exit code with no entry in svm_exit_handlers →
+        svm_handle_invalid_exit (the vCPU accepts no such code; the table says so itself)."""
+        env = Env()
+        assert events.handle_event(env.bsp, 0x7FFF) == events.NotHandled(0x7FFF)
 
     def test_rdpmc_without_pmu(self) -> None:
         """kvm_emulate_rdpmc: "if (kvm_pmu_rdpmc(vcpu, ecx, &data)) { kvm_inject_gp(vcpu, 0);

@@ -320,7 +320,7 @@ def _psc(ctx: EventContext, code: int) -> EventOutcome:
     if isinstance(area, _Stop):
         return area.outcome
     if area is None:  # pragma: no cover - scratch_use always sets up PSC's area
-        return NotHandled(code)
+        return NotHandled(code)  # pragma: no mutate - unreachable (above)
     return PscBegin(area.gpa, area.length, area.in_ghcb, area.view)
 
 
