@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ghcb import CertEntry, CertGuid, build_cert_table, check_cert_table
+from ghcb.errors import Severity
 from ghcb.hypervisor import CertificateStore, HostError, Lease, StoreError
 from ghcb.hypervisor import store as store_module
 from ghcb.hypervisor.locking import NoLock, OfdLock
@@ -528,3 +529,72 @@ def test_directory_fsync(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(OSError, match="Input/output error") as info:
         store_module._fsync_dir(str(tmp_path))
     assert info.value.errno == errno.EIO
+
+
+def test_lease_errors_name_the_blob(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each way lease() fails after the store was made names the blob's path and says what
+    went wrong: a corrupt table (the checker's first error), an I/O error under the lock,
+    the file gone, its directory replaced by a file, and a file replaced on every retry."""
+    directory = tmp_path / "d"
+    directory.mkdir()
+    path = directory / "certs.blob"
+    path.write_bytes(OLD)
+    store = CertificateStore(path)
+    name = repr(store.path)
+
+    bad = OLD[:-1]
+    path.write_bytes(bad)
+    first = next(v for v in check_cert_table(bad) if v.severity is Severity.ERROR)
+    with pytest.raises(StoreError) as corrupt:
+        store.lease()
+    assert corrupt.value.message.startswith(
+        f"{store.path} is not a valid certificate table: {first.message}"
+    )
+    path.write_bytes(OLD)
+
+    def failing(fd: int) -> OfdLock:
+        lock = OfdLock(fd)
+
+        def shared() -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        lock.shared = shared  # type: ignore[method-assign]
+        return lock
+
+    with pytest.raises(StoreError) as io_error:
+        CertificateStore(path, lock=failing).lease()
+    assert (io_error.value.message, io_error.value.rule) == (
+        f"certificate blob {name}: {os.strerror(errno.EIO)}",
+        "store-io",
+    )
+
+    path.unlink()
+    with pytest.raises(StoreError) as missing:
+        store.lease()
+    assert missing.value.message == (
+        f"certificate blob {name} does not exist (create=True creates it empty)"
+    )
+
+    directory.rmdir()
+    directory.write_bytes(b"")
+    with pytest.raises(StoreError) as not_a_directory:
+        store.lease()
+    assert (not_a_directory.value.message, not_a_directory.value.rule) == (
+        f"certificate blob {name}: Not a directory",
+        "store-io",
+    )
+
+    directory.unlink()
+    directory.mkdir()
+    path.write_bytes(OLD)
+    monkeypatch.setattr(store_module, "MAX_REOPENS", 1)
+    racing = CertificateStore(
+        path, lock=lambda fd: SignallingLock(fd, lambda _: replace_file(path, NEW))
+    )
+    with pytest.raises(StoreError) as replaced:
+        racing.lease()
+    assert replaced.value.message == (
+        f"certificate blob {name} was replaced 1 times while waiting for its lock"
+    )
