@@ -74,7 +74,13 @@ class ConvertibleMemory(HostMemory, Protocol):
 
     def mapped_count(self, gpa: int, npages: int) -> int: ...
 
-    def set_shared(self, gpa: int, npages: int = 1, *, shared: bool) -> None: ...
+    def set_shared(
+        self,
+        gpa: int,
+        npages: int = 1,  # pragma: no mutate - a Protocol stub's default never runs
+        *,
+        shared: bool,
+    ) -> None: ...
 
 
 class MapGpaRange(NamedTuple):
