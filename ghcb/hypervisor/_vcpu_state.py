@@ -116,7 +116,7 @@ class VcpuState:
         self.regs: dict[str, int] = dict.fromkeys(_COPIED_IN, 0)
         self.exit_info_1 = self.exit_info_2 = 0  # control->exit_info_1 / exit_info_2
         self.sw_scratch = 0  # svm->sev_es.sw_scratch
-        self.nmi_masked = True  # svm->nmi_masked (NMI_COMPLETE clears it)
+        self.nmi_masked = False  # "svm->nmi_masked = false;" (__svm_vcpu_reset)
         self.kvm_run: bytes = bytes(KVM_RUN_SIZE)  # the kvm_run page as it stands
         self.runnable = bool(runnable)  # mp_state RUNNABLE (else HALTED)
         self.vmsa_gpa: int | None = None  # the guest's VMSA in use (None: KVM's own)
@@ -188,7 +188,7 @@ class VcpuState:
         written back before the next entry when ``sync`` (``sev_es_unmap_ghcb``)."""
         view = self._map
         if view is None:  # pragma: no cover - handlers run only with the GHCB mapped
-            raise HypervisorBug("scratch area without a mapped GHCB")
+            raise HypervisorBug("scratch area without a mapped GHCB")  # pragma: no mutate
         if in_ghcb:
             start = gpa - self._mapped_gpa
             return view[start : start + length]
@@ -223,7 +223,7 @@ class VcpuState:
         …valid_bitmap); ghcb->save.field = value;" in the mapped page."""
         view = self._map
         if view is None:  # pragma: no cover - handlers run only with the GHCB mapped
-            raise HypervisorBug("GHCB write without a mapped GHCB")
+            raise HypervisorBug("GHCB write without a mapped GHCB")  # pragma: no mutate
         for offset, value in zip(where.offsets, values, strict=True):
             _U64.pack_into(view, offset, value)
         for byte, mask in where.bits:
