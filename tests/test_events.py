@@ -139,8 +139,10 @@ class TestApJumpTable:
 
 
 def test_nmi_complete() -> None:
-    """ "svm->nmi_masked = false; kvm_make_request(KVM_REQ_EVENT, vcpu); ret = 1;"."""
+    """ "svm->nmi_masked = false; kvm_make_request(KVM_REQ_EVENT, vcpu); ret = 1;" (from
+    masked: an NMI was being handled)."""
     env = Env()
+    env.bsp.nmi_masked = True
     page, result = env.run(ExitCode.NMI_COMPLETE)
     assert result == resumed(page)
     assert env.bsp.nmi_masked is False
