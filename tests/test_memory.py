@@ -191,3 +191,103 @@ def test_edges() -> None:
     assert memory.mapped_count(0x2000, 1 << 30) == 1
     assert memory.mapped_count(0, 1 << 30) == 2
     assert (memory.is_shared(0x1FFF), memory.is_shared(0x3000)) == (True, False)
+
+
+def test_map_takes_exactly_max_pages() -> None:
+    """MAX_PAGES pages in all are allowed, one more is refused ("too-large", at the GPA of the
+    map that would exceed it); nothing is mapped by the refused call."""
+    memory = small_memory()
+    with pytest.raises(GuestMemoryError) as info:
+        memory.map(0x3000, MAX_PAGES - 1)
+    err = info.value
+    assert (err.rule, err.spec, err.offset) == ("too-large", SPEC, 0x3000)
+    assert err.message == "guest memory at GPA 0x3000: a guest memory maps at most 262144 pages"
+    assert MAX_PAGES == 1 << 18
+    assert not memory.is_mapped(0x3000)
+    memory.map(0x3000, MAX_PAGES - 2)  # 2 + (MAX_PAGES - 2): exactly the limit
+    assert memory.mapped_count(0, MAX_PAGES + 1) == MAX_PAGES
+
+
+def test_mapped_count_walking_the_map_ends_before_the_range_end() -> None:
+    """Walking the map (npages above the mapped count): a page at GPA + npages pages is past
+    the range and not counted."""
+    memory = GuestMemory()
+    memory.map(0x1000)
+    memory.map(0x4000)
+    assert memory.mapped_count(0x1000, 3) == 1  # GFN 1..3: the page at GFN 4 is not in it
+    assert memory.mapped_count(0x1000, 4) == 2
+
+
+def test_host_map_of_the_last_page() -> None:
+    """The page just below 2**52 can be host-mapped (the check covers one page)."""
+    memory = GuestMemory()
+    memory.map(LIMIT - PAGE_SIZE)
+    view = memory.host_map(LIMIT - PAGE_SIZE)
+    view[-1] = 0x5A
+    assert memory.host_read(LIMIT - 1, 1) == b"\x5a"
+
+
+def test_single_bytes_in_the_first_pages() -> None:
+    """One byte at GPA 0 and at GPA 1 reads and writes that byte (not the page's last one,
+    not a page at another GFN)."""
+    memory = GuestMemory()
+    memory.map(0)
+    memory.map(0x1000000)  # GFN 0x1000
+    memory.host_write(0x1000000, b"\xee" * 8)
+    memory.host_write(0, b"\x11")
+    memory.guest_write(1, b"\x22")
+    assert (memory.host_read(0, 1), memory.guest_read(1, 1)) == (b"\x11", b"\x22")
+    assert memory.host_read(0, 3) == b"\x11\x22\x00"
+    assert memory.host_read(0xFFF, 1) == b"\x00"
+    assert memory.host_read(0x1000000, 8) == b"\xee" * 8
+
+
+def test_cross_page_accesses_keep_host_and_guest_apart() -> None:
+    """Across pages, a guest write lands in the private backing of a private page (the host
+    reads its shared backing: zeros) and a host read sees the shared backing."""
+    memory = GuestMemory()
+    memory.map(0x1000, 2, shared=False)
+    memory.guest_write(0x1FFE, b"abcd")
+    assert memory.guest_read(0x1FFE, 4) == b"abcd"
+    assert memory.host_read(0x1FFE, 4) == bytes(4)
+    memory.host_write(0x1FFE, b"WXYZ")
+    assert memory.host_read(0x1FFE, 4) == b"WXYZ"
+    assert memory.guest_read(0x1FFE, 4) == b"abcd"
+
+
+def test_write_over_three_pages() -> None:
+    """A write spanning three pages puts each byte at its own GPA."""
+    memory = GuestMemory()
+    memory.map(0x1000, 3)
+    data = bytes(i % 251 for i in range(PAGE_SIZE + 4))
+    memory.host_write(0x1FFE, data)
+    assert memory.host_read(0x1FFE, len(data)) == data
+    assert memory.host_read(0x3000, 2) == data[-2:]
+
+
+def test_write_takes_any_byte_buffer() -> None:
+    """bytes, bytearray and memoryview data are written alike."""
+    memory = small_memory()
+    memory.guest_write(0x1000, memoryview(b"view"))
+    memory.host_write(0x1004, bytearray(b"ba"))
+    memory.host_write(0x1006, b"by")
+    assert memory.host_read(0x1000, 8) == b"viewbaby"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.guest_write(0x1000, "ab"), "data must be bytes-like, not str"),
+        (lambda m: m.host_write("0x1000", b"ab"), "bad guest range ('0x1000', 2)"),
+        (lambda m: m.host_write(None, b"ab"), "bad guest range (None, 2)"),
+    ],
+)
+def test_write_refusals_name_the_argument(call: Any, message: str) -> None:
+    """A non-buffer ``data`` (rule input-type) or a non-int GPA (bad-range): the model's
+    error, never a TypeError; nothing is written."""
+    memory = small_memory()
+    with pytest.raises(GuestMemoryError) as info:
+        call(memory)
+    assert (info.value.spec, info.value.offset) == (SPEC, None)
+    assert info.value.message == f"guest memory: {message}"
+    assert memory.host_read(0x1000, 2 * PAGE_SIZE) == bytes(2 * PAGE_SIZE)
