@@ -588,6 +588,169 @@ def test_with_hypercall_ret_errors(ret: object) -> None:
     )
 
 
+# -- edges of the walk (sev.c snp_begin_psc / __snp_complete_one_psc) -------------------------
+def test_entries_before_cur_entry_are_never_touched() -> None:
+    """The walk starts at hdr.cur_entry ("idx_start = hdr.cur_entry") and
+    __snp_complete_one_psc marks only the in-flight entries ("for (idx = psc_idx;
+    psc_inflight; ...)"): entry 0, before cur_entry 1, keeps cur_page 0."""
+    s = Setup([PscEntry(gfn=0x100, operation=1), PscEntry(gfn=0x200, operation=2)], cur_entry=1)
+    engine = s.engine()
+    assert engine.begin() == MapGpaRange(_run(0x200000, 1, 0), 0x200000, 1, 0)
+    assert engine.complete(0) == PscDone(ERR["OK"])
+    assert s.desc() == bytes.fromhex("0200010000000000") + _entry_bytes(
+        gfn=0x100, operation=1
+    ) + _entry_bytes(gfn=0x200, operation=2, cur_page=1)
+
+
+def test_done_entry_skipped_after_cur_entry() -> None:
+    """A done entry at index 2 (cur_entry 2) is skipped to index 3 ("idx++" in the
+    for-loop); the entries before cur_entry are never read, though entry 1 would join."""
+    entries = [
+        PscEntry(gfn=0x100, operation=1),
+        PscEntry(gfn=0x101, operation=1),
+        PscEntry(gfn=0x102, operation=1, cur_page=1),  # done: cur_page == npages
+        PscEntry(gfn=0x200, operation=2),
+    ]
+    s = Setup(entries, cur_entry=2)
+    engine = s.engine()
+    assert engine.begin() == MapGpaRange(_run(0x200000, 1, 0), 0x200000, 1, 0)
+    assert s.desc()[:2] == b"\x03\x00"  # "guest_psc->hdr.cur_entry++"
+    assert engine.complete(0) == PscDone(ERR["OK"])
+    assert s.desc()[:4] == bytes.fromhex("04000300")
+    assert parse_psc(s.desc()).entries[:2] == tuple(entries[:2])
+
+
+def test_end_entry_ends_coalescing() -> None:
+    """ "while (++idx <= idx_end)": an adjacent entry past end_entry does not join; it is
+    never processed (cur_page stays 0) and the answer is 0."""
+    s = Setup([PscEntry(gfn=0x100, operation=2), PscEntry(gfn=0x101, operation=2)], end_entry=0)
+    engine = s.engine()
+    assert engine.begin() == MapGpaRange(_run(0x100000, 1, 0), 0x100000, 1, 0)
+    assert engine.complete(0) == PscDone(ERR["OK"])
+    assert s.desc() == bytes.fromhex("0100000000000000") + _entry_bytes(
+        gfn=0x100, operation=2, cur_page=1
+    ) + _entry_bytes(gfn=0x101, operation=2)
+
+
+def test_area_entries_truncate() -> None:
+    """max_nr_entries = (ghcb_sa_len - sizeof(struct psc_hdr)) / sizeof(struct psc_entry) is
+    an integer division: 12 bytes left in the shared buffer hold the header and no entry, so
+    end_entry 0 is INVALID_HDR."""
+    memory = GuestMemory()
+    memory.map(GHCB)
+    gpa = GHCB + 0xFE4  # 12 bytes before the shared buffer's end (GHCB + 0xFF0)
+    memory.host_write(gpa, build_psc([], cur_entry=0, end_entry=0)[:8])
+    engine = GhcbPsc.in_ghcb(memory, GHCB, gpa)
+    assert engine.max_nr_entries == 0
+    assert type(engine.max_nr_entries) is int
+    assert engine.begin() == PscDone(ERR["INVALID_HDR"])
+
+
+def test_v15_buffer_ends_at_the_page_end_from_an_odd_gpa() -> None:
+    """v15, descriptor at GHCB + 0xFE1 (KVM does not align sw_scratch): KVM's mapping ends 31
+    bytes on, inside entry 2. Its first 7 bytes are read from the page (and its cur_page
+    written there), the rest is undefined: zeros read, the write past the page dropped."""
+    memory = GuestMemory()
+    memory.map(GHCB, 2)
+    gpa = GHCB + 0xFE1
+    memory.host_write(gpa, struct.pack("<HHI", 2, 3, 0) + bytes(0x1F - 8))
+    memory.host_write(GHCB + PAGE, b"\xff" * 64)  # the next guest page is not KVM's
+    done = GhcbPsc(memory, gpa, 16, validator=Validator.V15).begin()
+    assert done == PscDone(
+        ERR["OK"],
+        "v15 snp_begin_psc: read of 8 bytes at descriptor offset 0x18 is past KVM's 31-byte "
+        "buffer (undefined host memory); the model used zeros",
+    )
+    # entries 2 and 3 (GFN 0, operation 0) are two no-action ranges: cur_entry 2 + 2
+    assert memory.host_read(gpa, 2) == b"\x04\x00"
+    assert memory.host_read(gpa + 0x18, 7) == b"\x01" + bytes(6)  # entry 2: cur_page 1
+    assert memory.host_read(GHCB + PAGE, 64) == b"\xff" * 64
+
+
+# -- exact refusals of the constructors --------------------------------------------------------
+_SPEC = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc / snp_complete_one_psc"
+_SPEC_MSR = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc_msr / snp_complete_psc_msr"
+
+
+def _refused(call: Any, *args: Any, **kwargs: Any) -> tuple[str, str | None, str | None]:
+    with pytest.raises(HypervisorUsageError) as info:
+        call(*args, **kwargs)
+    return info.value.message, info.value.rule, info.value.spec
+
+
+def test_desc_gpa_range() -> None:
+    """sw_scratch 0 is "scratch gpa not provided" in setup_vmgexit_scratch; any other GPA below
+    2**52 is taken (1 and 2**52 - 1 included)."""
+    memory = GuestMemory()
+    for bad in (0, 2**52):
+        assert _refused(GhcbPsc, memory, bad, 8) == (
+            f"desc_gpa must be a non-zero 52-bit GPA, not {bad}",
+            "bad-range",
+            _SPEC,
+        )
+    for good in (1, 2**52 - 1):
+        assert GhcbPsc(memory, good, 8, in_ghcb=False).max_nr_entries == 0
+
+
+def test_sa_len_range() -> None:
+    """ghcb_sa_len: the header at least (merged; v15 takes exit_info_2 from 0), at most
+    GHCB_SCRATCH_AREA_LIMIT (16 pages): the largest is taken and trips the WARN_ON_ONCE."""
+    memory = GuestMemory()
+    assert _refused(GhcbPsc, memory, DESC, 7) == (
+        "sa_len must be 8..65536, not 7",
+        "bad-range",
+        _SPEC,
+    )
+    assert _refused(GhcbPsc, memory, DESC, -1, validator=Validator.V15) == (
+        "sa_len must be 0..65536, not -1",
+        "bad-range",
+        _SPEC,
+    )
+    assert _refused(GhcbPsc, memory, DESC, 16 * PAGE + 1) == (
+        "sa_len must be 8..65536, not 65537",
+        "bad-range",
+        _SPEC,
+    )
+    largest = GhcbPsc(memory, DESC, 16 * PAGE, in_ghcb=False)
+    assert largest.max_nr_entries == (16 * PAGE - 8) // 8
+    assert largest.begin() == PscDone(ERR["GENERIC"])
+
+
+def test_memory_and_validator_types() -> None:
+    """memory needs host_read and host_write; validator is a Validator."""
+    assert _refused(GhcbPsc, object(), DESC, 8) == (
+        "validator must be a Validator and memory a HostMemory, not "
+        "<Validator.CURRENT: 'current'>, object",
+        "input-type",
+        _SPEC,
+    )
+    assert _refused(GhcbPsc, GuestMemory(), DESC, 8, validator="v15") == (
+        "validator must be a Validator and memory a HostMemory, not 'v15', GuestMemory",
+        "input-type",
+        _SPEC,
+    )
+
+
+@pytest.mark.parametrize(
+    "msr", [0x015, 2**64 + 0x014, 0x014 - 2**64, -1, 0, 2**64 - 1, "0x14"], ids=repr
+)
+def test_msr_request_refusals(msr: object) -> None:
+    """The MSR value is a u64 with GHCBInfo GHCB_MSR_PSC_REQ (0x014) in bits 11:0."""
+    assert _refused(MsrPsc, msr) == (
+        f"an MSR PSC request is a u64 with GHCBInfo 0x14, not {msr!r}",
+        "msr-code",
+        _SPEC_MSR,
+    )
+
+
+def test_msr_exit_keeps_kvm_run() -> None:
+    """The MSR request's exit is written over kvm_run as it stands, like the GHCB form's:
+    args[3..5], flags and the rest keep their bytes."""
+    base = bytes(range(256)) + bytes(range(32))
+    step = MsrPsc(_msr(0x123, 2), kvm_run=base).begin()
+    assert step == MapGpaRange(_run(0x123000, 1, 0, base), 0x123000, 1, 0)
+
+
 # -- the VMM side -----------------------------------------------------------------------------
 def test_vmm_map_gpa_range_as_qemu() -> None:
     """Mapped → converted, 0; unmapped to shared → ignored, 0; unmapped to private, partly

@@ -295,24 +295,21 @@ class GhcbPsc(_Engine[PscDone]):
     # -- descriptor access (KVM's READ_ONCE / writes through ghcb_sa) --------------------------
     def _read(self, offset: int, size: int) -> bytes:
         inside = max(0, min(size, self._bounds - offset))
-        if inside < size:
-            self._note(f"read of {size} bytes at descriptor offset {offset:#x}", "zeros")
+        if inside < size and self._undefined is None:
+            self._undefined = (
+                f"v15 snp_begin_psc: read of {size} bytes at descriptor offset {offset:#x} is "
+                f"past KVM's {self._bounds}-byte buffer (undefined host memory); the model used "
+                "zeros"
+            )
         data = self._memory.host_read(self._gpa + offset, inside) if inside else b""
         return data + bytes(size - inside)
 
     def _write(self, offset: int, data: bytes) -> None:
+        # Bytes past the buffer are dropped. No note of its own: KVM read the same bytes first
+        # (the entry it marks; the header, read at every range, before cur_entry), which noted.
         inside = max(0, min(len(data), self._bounds - offset))
-        if inside < len(data):
-            self._note(f"write of {len(data)} bytes at descriptor offset {offset:#x}", "dropped")
         if inside:
             self._memory.host_write(self._gpa + offset, data[:inside])
-
-    def _note(self, what: str, instead: str) -> None:
-        if self._undefined is None:
-            self._undefined = (
-                f"v15 snp_begin_psc: {what} is past KVM's {self._bounds}-byte buffer (undefined "
-                f"host memory); the model used {instead}"
-            )
 
     def _entry(self, idx: int) -> int:
         offset = PSC_HDR_SIZE + idx * PSC_ENTRY_SIZE
