@@ -36,7 +36,7 @@ from ghcb.schemas.kvm import (
     KVM_MAP_GPA_RANGE_DECRYPTED,
     KVM_MAP_GPA_RANGE_ENCRYPTED,
 )
-from tests.test_events import AP_GHCB, GHCB, SCRATCH, VMSA, Env, resumed
+from tests.test_events import AP_GHCB, GHCB, SCRATCH, VMSA, Env, ioio, resumed
 
 U32_MAX = 0xFFFF_FFFF
 PATTERN = 0xA5A5_A5A5_A5A5_A5A5  # what kvm_run held before KVM wrote an exit over it
@@ -178,7 +178,7 @@ def test_device_error_leaves_the_ghcb_mapped() -> None:
 
     env = Env()
     env.vm.platform = Platform(devices=Short())
-    page = env.request(ExitCode.IOIO, sw_exit_info_1=0x71 << 16 | 1 << 5 | 1, rax=0)
+    page = env.request(ExitCode.IOIO, sw_exit_info_1=ioio(0x71, 2, in_=True), rax=0)
     with pytest.raises(HypervisorUsageError) as info:
         env.bsp.run()
     assert info.value.rule == "device"
