@@ -100,7 +100,7 @@ def call_firmware(firmware: Firmware, request: bytes) -> tuple[bytes | None, int
             spec=_SPEC_ANSWER,
         )
     response, status = answer
-    if type(status) is not int and (not isinstance(status, int) or isinstance(status, bool)):
+    if not isinstance(status, int) or isinstance(status, bool):
         raise HostError(
             f"firmware status must be an int, not {type(status).__name__}",
             rule="firmware-answer",
@@ -141,9 +141,7 @@ class RecordingFirmware:
     def guest_request(self, request: bytes) -> tuple[bytes | None, int]:
         """Record ``request`` and answer it."""
         if len(request) != PAGE_SIZE:
-            raise FirmwareFailure(
-                f"guest request of {len(request)} bytes", rule="firmware", spec="SNP ABI"
-            )
+            raise FirmwareFailure(f"guest request of {len(request)} bytes", spec="SNP ABI")
         self.requests.append(request)
         if self.fail:
             raise FirmwareFailure("firmware failed without a status (timed out)")
