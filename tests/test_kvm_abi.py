@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from ghcb._fast import flat_fields
-from ghcb.codes import Errno, KvmExit, VmmError
+from ghcb.codes import Errno, HvResp, KvmExit, MsgType, VmmError
+from ghcb.errors import InputTypeError
 from ghcb.hypervisor import (
     KVM_RUN_SIZE,
     DisabledAbi,
     HypervisorUsageError,
     MergedAbi,
+    RecordingFirmware,
     V15Abi,
     VmmAnswer,
     decode_kvm_run,
     encode_kvm_run,
 )
-from ghcb.hypervisor.kvm_abi import _Codec, guest_error, with_immediate_exit
+from ghcb.hypervisor.kvm_abi import (
+    IMMEDIATE_EXIT_OFFSET,
+    MSG_TYPE_OFFSET,
+    Exit,
+    Fail,
+    _Codec,
+    guest_error,
+    kvm_run_bytes,
+    with_immediate_exit,
+)
 from ghcb.hypervisor.results import system_event_run
 from ghcb.schemas import kvm
+from ghcb.schemas.page import PAGE_SIZE
 from tests.helpers import SPEC, assert_roundtrip, load_table
 
 TABLE = load_table("kvm")
@@ -159,18 +173,6 @@ def test_fresh_codec_reads_and_writes_the_vectors(abi: str) -> None:
     # The public codec agrees (ABI objects use the import-time twin).
     assert decode_kvm_run(ABIS[abi], vector) == (prefix, fields)
     assert encode_kvm_run(ABIS[abi], fields) == vector
-
-
-def test_fresh_prefix_only_codec() -> None:
-    """Without an exit struct (certificate fetching off): the prefix alone."""
-    codec = _Codec(None)
-    assert [(f.name, f.offset, f.size) for f in codec.ints] == int_fields(None)
-    data = codec.write(bytes(KVM_RUN_SIZE), {"immediate_exit": 1, "exit_reason": 43, "cr8": 2})
-    assert data[:16] == bytes([0, 1]) + bytes(6) + (43).to_bytes(4, "little") + bytes(4)
-    assert data[16:24] == (2).to_bytes(8, "little")
-    assert not any(data[24:])
-    prefix, body = codec.read(data)
-    assert (prefix["immediate_exit"], prefix["exit_reason"], prefix["cr8"], body) == (1, 43, 2, {})
 
 
 def test_system_event_run_bytes() -> None:
@@ -332,3 +334,180 @@ def test_reply_refusals() -> None:
         None,
         None,
     )
+
+
+def test_reply_takes_the_exit_or_its_bytes() -> None:
+    """reply(Exit) answers from the Exit's kvm_run, as reply(its bytes) does; encode's
+    immediate_exit is 0 unless asked."""
+    abi = MergedAbi()
+    run = abi.encode({"gpa": 0x1000, "npages": 1})
+    assert run[IMMEDIATE_EXIT_OFFSET] == 0
+    exit_ = Exit(run, 0x1000, 1)
+    answer = abi.reply(run, VmmAnswer.TOO_SMALL, npages=3, hold=True)
+    assert abi.reply(exit_, VmmAnswer.TOO_SMALL, npages=3, hold=True) == answer
+    assert abi.decode(answer) == (
+        {**abi.decode(run)[0], "immediate_exit": 1},
+        {"gpa": 0x1000, "npages": 3, "ret": Errno.ENOSPC},
+    )
+
+
+def test_kvm_run_bytes_refusal_is_exact() -> None:
+    """Not bytes-like: the converter's message under kvm.h's spec (the cause too); a bytearray
+    or memoryview comes back as bytes."""
+    with pytest.raises(HypervisorUsageError) as info:
+        kvm_run_bytes(5)
+    e = info.value
+    assert (e.message, e.rule, e.spec) == (
+        "kvm_run must be bytes-like, not int",
+        "input-type",
+        KVM_H,
+    )
+    cause = e.__cause__
+    assert isinstance(cause, InputTypeError)
+    assert (cause.message, cause.spec) == (e.message, KVM_H)
+    run = bytes(range(256)) + bytes(range(32))
+    for data in (bytearray(run), memoryview(run)):
+        got = MergedAbi().kvm_run_bytes(data)
+        assert (type(got), got) == (bytes, run)
+
+
+# -- the handlers, over a RequestContext of mapped pages -----------------------------------------
+REQ, RESP, CERTS, HOLE = 0x10000, 0x11000, 0x12000, 0x20000
+
+
+@dataclass
+class Ctx:
+    """KVM's state for one VMGEXIT over guest pages ``pages`` (GPA -> page); records every
+    kvm_read_guest, the exit info written and the undefined-answer note."""
+
+    pages: dict[int, bytearray]
+    regs: dict[str, int] = field(default_factory=lambda: {"rax": CERTS, "rbx": 1})
+    exit_info_1: int = REQ
+    exit_info_2: int = RESP
+    kvm_run: bytes = bytes(KVM_RUN_SIZE)
+    firmware: Any = field(default_factory=RecordingFirmware)
+    guest_req_lock: threading.Lock = field(default_factory=threading.Lock)
+    guest_resp_buf: bytearray = field(default_factory=lambda: bytearray(PAGE_SIZE))
+    reads: list[tuple[int, int]] = field(default_factory=list)
+    info: list[tuple[int | None, int]] = field(default_factory=list)
+    undefined: list[str] = field(default_factory=list)
+
+    def is_valid(self, name: str) -> bool:
+        return name in self.regs
+
+    def is_mapped(self, gpa: int) -> bool:
+        return gpa & ~0xFFF in self.pages
+
+    def read_guest(self, gpa: int, size: int) -> bytes | None:
+        self.reads.append((gpa, size))
+        if not all(self.is_mapped(a) for a in range(gpa, gpa + size)):
+            return None
+        return bytes(self.pages[a & ~0xFFF][a & 0xFFF] for a in range(gpa, gpa + size))
+
+    def write_guest(self, gpa: int, data: bytes | bytearray) -> bool:
+        if not all(self.is_mapped(a) for a in range(gpa, gpa + len(data))):
+            return False
+        for i, b in enumerate(data):
+            self.pages[(gpa + i) & ~0xFFF][(gpa + i) & 0xFFF] = b
+        return True
+
+    def set_exit_info(self, info1: int, info2: int) -> None:
+        self.info.append((info1, info2))
+
+    def set_exit_info_2(self, info2: int) -> None:
+        self.info.append((None, info2))
+
+    def note_undefined(self, what: str) -> None:
+        self.undefined.append(what)
+
+
+def mapped(*gpas: int, msg_type: int = MsgType.REPORT_REQ) -> dict[int, bytearray]:
+    pages = {gpa: bytearray(b"\xee" * PAGE_SIZE) for gpa in gpas}
+    if REQ in pages:
+        pages[REQ][MSG_TYPE_OFFSET] = msg_type
+    return pages
+
+
+MERGED_TREES = pytest.mark.parametrize("abi", [DisabledAbi(), MergedAbi()], ids=["off", "on"])
+
+
+@MERGED_TREES
+def test_merged_guest_request_failures(abi: Any) -> None:
+    """snp_handle_guest_req: "if (kvm_read_guest(kvm, req_gpa, …, PAGE_SIZE)) return -EIO;",
+    "if (ret && !fw_err) return ret;", "if (kvm_write_guest(kvm, resp_gpa, …)) return -EIO;"
+    — KVM_RUN fails, the GHCB's exit info is not written."""
+    ctx = Ctx(mapped(RESP))
+    assert abi.guest_request(ctx) == Fail(Errno.EIO, "kvm_read_guest of the request page failed")
+    assert (ctx.reads, ctx.info) == ([(REQ, PAGE_SIZE)], [])
+    ctx = Ctx(mapped(REQ, RESP), firmware=RecordingFirmware(fail=True))
+    assert abi.guest_request(ctx) == Fail(
+        Errno.ETIMEDOUT,
+        "firmware command failed without a status: firmware failed without a status (timed out)",
+    )
+    assert ctx.info == []
+    ctx = Ctx(mapped(REQ))
+    assert abi.guest_request(ctx) == Fail(Errno.EIO, "kvm_write_guest of the response page failed")
+    assert ctx.info == []
+
+
+@MERGED_TREES
+def test_merged_guest_request_answers(abi: Any) -> None:
+    """The firmware's response reaches the response page; "svm_vmgexit_no_action(svm,
+    SNP_GUEST_ERR(0, fw_err))"."""
+    page = bytes(range(256)) * 16
+    ctx = Ctx(mapped(REQ, RESP), firmware=RecordingFirmware(respond=lambda r: (page, 0x16)))
+    assert abi.guest_request(ctx) is None
+    assert (bytes(ctx.pages[RESP]), ctx.info) == (page, [(HvResp.NO_ACTION, 0x16)])
+
+
+@MERGED_TREES
+def test_merged_ext_request_reads_one_msg_type_byte(abi: Any) -> None:
+    """snp_handle_ext_guest_req: "if (kvm_read_guest(kvm, req_gpa + offsetof(struct
+    snp_guest_msg_hdr, msg_type), &msg_type, 1)) return -EIO;" — one byte, then the plain
+    request (not a report request) reads the page."""
+    ctx = Ctx(mapped(RESP))
+    assert abi.ext_guest_request(ctx) == Fail(Errno.EIO, "kvm_read_guest of msg_type failed")
+    assert (ctx.reads, ctx.info) == ([(REQ + MSG_TYPE_OFFSET, 1)], [])
+    ctx = Ctx(mapped(REQ, RESP, msg_type=MsgType.KEY_REQ))
+    assert abi.ext_guest_request(ctx) is None
+    assert ctx.reads == [(REQ + MSG_TYPE_OFFSET, 1), (REQ, PAGE_SIZE)]
+
+
+def test_disabled_clear_of_the_buffer_fails() -> None:
+    """Fetching off: "if (data_npages && kvm_clear_guest(kvm, data_gpa, 24)) return -EIO;";
+    with RBX = 0 nothing is cleared and the request goes on."""
+    ctx = Ctx(mapped(REQ, RESP), regs={"rax": HOLE, "rbx": 1})
+    assert DisabledAbi().ext_guest_request(ctx) == Fail(
+        Errno.EIO, "kvm_clear_guest of the certificate buffer failed"
+    )
+    assert ctx.firmware.requests == []
+    ctx = Ctx(mapped(REQ, RESP), regs={"rax": HOLE, "rbx": 0})
+    assert DisabledAbi().ext_guest_request(ctx) is None
+    assert len(ctx.firmware.requests) == 1
+
+
+def test_v15_unaligned_buffer_notes_the_uninitialised_fw_err() -> None:
+    """snp_begin_ext_guest_req: "if (!IS_ALIGNED(data_gpa, PAGE_SIZE)) goto abort_request;"
+    — SNP_GUEST_ERR(GENERIC, fw_err) with fw_err uninitialised: the model answers 0 and
+    says so."""
+    ctx = Ctx(mapped(REQ, RESP), regs={"rax": CERTS + 8, "rbx": 1})
+    assert V15Abi().ext_guest_request(ctx) is None
+    assert ctx.info == [(None, guest_error(VmmError.GENERIC_V15, 0))]
+    assert ctx.undefined == [
+        "v15 snp_begin_ext_guest_req abort path: fw_err is uninitialised in the seed patch; "
+        "the model answers fw_err = 0"
+    ]
+
+
+def test_v15_notify_done_exits_with_the_buffer() -> None:
+    """snp_complete_ext_guest_req with NOTIFY_DONE: "req_certs.status = STATUS_DONE;
+    req_certs.flags = 0; return 0;" — the second exit names the same buffer."""
+    abi = V15Abi()
+    fields = {"type": 1, "data_gpa": CERTS, "data_npages": 2, "ret": 0, "flags": 1, "status": 0}
+    ctx = Ctx(mapped(REQ, RESP), kvm_run=abi.encode(fields))
+    outcome = abi.complete(ctx, abi.exit_fields(ctx.kvm_run))
+    assert outcome == Exit(
+        abi.encode({**fields, "flags": 0, "status": kvm.REQ_CERTS_STATUS_DONE}), CERTS, 2, True
+    )
+    assert ctx.info == [(None, 0)]
+    assert len(ctx.firmware.requests) == 1

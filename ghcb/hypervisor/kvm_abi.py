@@ -194,9 +194,9 @@ class RequestContext(Protocol):
 class _Codec:
     """The ``kvm_run`` prefix plus one exit struct, derived from the construct schemas."""
 
-    def __init__(self, body: cs.Construct[Any, Any] | None) -> None:
+    def __init__(self, body: cs.Construct[Any, Any]) -> None:
         prefix = flat_fields(kvm_run_prefix)
-        exit_ = flat_fields(body, KVM_RUN_EXIT_UNION_OFFSET) if body is not None else ()
+        exit_ = flat_fields(body, KVM_RUN_EXIT_UNION_OFFSET)
         self.ints: tuple[FlatField, ...] = tuple(f for f in prefix + exit_ if f.kind == "int")
         self._packers = {
             f.name: (f.offset, struct.Struct("<" + f.fmt), f.max_value, f.size) for f in self.ints
@@ -206,7 +206,7 @@ class _Codec:
             (
                 struct_format(part, skip=frozenset(f.name for f in part if f.kind != "int")),
                 tuple(f.name for f in part if f.kind == "int"),
-                part[0].offset if part else 0,
+                part[0].offset,
             )
             for part in (prefix, exit_)
         )
@@ -235,7 +235,7 @@ class _Codec:
                     f"kvm_run has no field {name!r} in this ABI", rule="field-name", spec=SPEC_KVM_H
                 )
             offset, packer, max_value, size = entry
-            if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+            if not isinstance(value, int) or isinstance(value, bool):
                 raise HypervisorUsageError(
                     f"kvm_run field {name} must be an int, not {type(value).__name__}",
                     rule="field-type",
@@ -262,24 +262,24 @@ class _Codec:
         """``(prefix fields, exit fields)``: the integer fields of each part."""
         (pfmt, pnames, poff), (bfmt, bnames, boff) = self._parts
         prefix = dict(zip(pnames, pfmt.unpack_from(data, poff), strict=True))
-        body = dict(zip(bnames, bfmt.unpack_from(data, boff), strict=True)) if bnames else {}
+        body = dict(zip(bnames, bfmt.unpack_from(data, boff), strict=True))
         return prefix, body
 
 
 _BLANK_RUN: Final = bytes(KVM_RUN_SIZE)
 
 
-def kvm_run_bytes(data: object) -> bytes | bytearray:
-    """``data`` as ``kvm_run`` bytes: bytes-like and exactly :data:`KVM_RUN_SIZE` long.
+def kvm_run_bytes(data: object) -> bytes:
+    """``data`` as ``kvm_run`` bytes (a copy unless it is ``bytes``): bytes-like and exactly
+    :data:`KVM_RUN_SIZE` long.
 
     Raises:
         HypervisorUsageError: not bytes-like, or another length.
     """
-    if type(data) is not bytes and type(data) is not bytearray:
-        try:  # the package's one bytes converter
-            data = byte_string(data, what="kvm_run", spec=SPEC_KVM_H)
-        except InputTypeError as e:
-            raise HypervisorUsageError(e.message, rule=e.rule, spec=SPEC_KVM_H) from e
+    try:  # the package's one bytes converter
+        data = byte_string(data, what="kvm_run", spec=SPEC_KVM_H)
+    except InputTypeError as e:
+        raise HypervisorUsageError(e.message, rule=e.rule, spec=SPEC_KVM_H) from e
     if len(data) != KVM_RUN_SIZE:
         raise HypervisorUsageError(
             f"kvm_run must be {KVM_RUN_SIZE} bytes (prefix + exit union), not {len(data)}",
@@ -305,7 +305,7 @@ class _Abi:
 
     def __post_init__(self) -> None:
         reason = self.exit_reason
-        if type(reason) is not int and (not isinstance(reason, int) or isinstance(reason, bool)):
+        if not isinstance(reason, int) or isinstance(reason, bool):
             raise HypervisorUsageError(
                 f"exit_reason must be an int, not {type(reason).__name__}",
                 rule="field-type",
@@ -343,10 +343,9 @@ class _Abi:
         return codec.write(_BLANK_RUN, {**prefix, **fields})
 
     def kvm_run_bytes(self, data: object) -> bytes:
-        """A copy of ``data`` checked to be ``kvm_run`` bytes (prefix + exit union; every ABI,
+        """``data`` as checked ``kvm_run`` bytes (prefix + exit union; every ABI,
         the disabled one too: ``immediate_exit`` is in the prefix)."""
-        checked = kvm_run_bytes(data)
-        return checked if type(checked) is bytes else bytes(checked)
+        return kvm_run_bytes(data)
 
     def exit_fields(self, data: bytes | bytearray) -> dict[str, int]:
         """The exit struct's integer fields of checked ``kvm_run`` bytes."""
@@ -565,7 +564,7 @@ class V15Abi(_Abi):
         # (data->req_paddr / res_paddr are the guest's pfns); no bounce buffer in this tree.
         request = ctx.read_guest(req_gpa, PAGE_SIZE)
         if request is None:  # pragma: no cover - mapped pages are always readable
-            return 0, True
+            return 0, True  # pragma: no mutate
         try:
             response, fw_err = call_firmware(ctx.firmware, request)
         except FirmwareFailure:
