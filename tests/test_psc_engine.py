@@ -667,6 +667,24 @@ def test_v15_buffer_ends_at_the_page_end_from_an_odd_gpa() -> None:
     assert memory.host_read(GHCB + PAGE, 64) == b"\xff" * 64
 
 
+def test_v15_past_the_top_of_the_gpa_space() -> None:
+    """v15, descriptor in the last 8 bytes below 2**52: only the header is in KVM's mapping;
+    entries 0 and 1 lie past it (and past 2**52): read as zeros without touching guest
+    memory, each a no-action range, their cur_page writes dropped."""
+    memory = GuestMemory()
+    top = 2**52 - PAGE
+    memory.map(top)
+    gpa = 2**52 - 8
+    memory.host_write(gpa, struct.pack("<HHI", 0, 1, 0))
+    done = GhcbPsc(memory, gpa, 8, validator=Validator.V15).begin()
+    assert done == PscDone(
+        ERR["OK"],
+        "v15 snp_begin_psc: read of 8 bytes at descriptor offset 0x8 is past KVM's 8-byte "
+        "buffer (undefined host memory); the model used zeros",
+    )
+    assert memory.host_read(gpa, 8) == bytes.fromhex("0200010000000000")
+
+
 # -- exact refusals of the constructors --------------------------------------------------------
 _SPEC = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc / snp_complete_one_psc"
 _SPEC_MSR = "Linux arch/x86/kvm/svm/sev.c snp_begin_psc_msr / snp_complete_psc_msr"

@@ -401,8 +401,9 @@ class GhcbPsc(_Engine[PscDone]):
         if ret:
             return self._finish(PscErr.GENERIC)
         batch = self._batch
-        if batch is None:  # _AWAIT is only entered with a batch in flight
-            raise HypervisorUsageError("no PSC range in flight", rule="psc-state", spec=SPEC)
+        if batch is None:  # unreachable: _AWAIT is only entered by _exit, with a batch in flight
+            msg = "no PSC range in flight"  # pragma: no mutate
+            raise HypervisorUsageError(msg, rule="psc-state", spec=SPEC)  # pragma: no mutate
         self._complete_one(*batch)
         return self._begin()  # "Handle the next range (if any)."
 
