@@ -137,6 +137,7 @@ ERRORS = [
     (lambda m: m.host_read(0, -1), "bad-range", 0, "range outside the 52-bit space"),
     (lambda m: m.is_mapped(-1), "bad-range", None, "range outside the 52-bit space"),
     (lambda m: m.is_shared(LIMIT + 1), "bad-range", LIMIT + 1, "range outside the 52-bit space"),
+    (lambda m: m.is_mapped(LIMIT), "bad-range", LIMIT, "range outside the 52-bit space"),
     (
         lambda m: m.set_shared(0x2000, 2, shared=False),
         "unmapped",

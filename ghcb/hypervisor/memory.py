@@ -232,7 +232,7 @@ def _is_int(value: object) -> bool:
 
 
 def _gfn(gpa: int) -> int:
-    _check_range(gpa, 0)
+    _check_range(gpa, 1)  # a GPA names a byte: it must lie below 2**52
     return gpa >> 12
 
 
