@@ -1053,6 +1053,18 @@ def test_kvm_psc_answer_in_page() -> None:
     assert kvm_psc_answer(b"").descriptor == b""
 
 
+def test_kvm_psc_answer_in_page_last_header() -> None:
+    """The last header offset, 0xFE8, is taken: an 8-byte area has room for no entry
+    ("max_nr_entries = (len - sizeof(struct psc_hdr)) / sizeof(struct psc_entry)" is 0), so
+    end_entry 0 is INVALID_HDR ("if (idx_end >= max_nr_entries)")."""
+    answer = kvm_psc_answer_in_page(bytes(PAGE), 0xFE8)
+    assert (answer.exits, answer.exit_info_2, answer.descriptor) == (
+        (),
+        ERR["INVALID_HDR"],
+        bytes(8),
+    )
+
+
 @pytest.mark.parametrize(
     ("size", "offset"),
     [(PAGE - 1, 0x800), (PAGE, 0x7FF), (PAGE, 0xFE9), (PAGE + 1, 0x800)],
