@@ -119,7 +119,7 @@ def checked_kvm_run(kvm_run: object) -> bytes:
     """
     if isinstance(kvm_run, MapGpaRange):
         kvm_run = kvm_run.kvm_run
-    return bytes(kvm_run_bytes(kvm_run))  # kvm_abi's check: bytes-like, KVM_RUN_SIZE long
+    return kvm_run_bytes(kvm_run)  # kvm_abi's check: bytes-like, KVM_RUN_SIZE long, as bytes
 
 
 def decode_hypercall_exit(kvm_run: bytes | MapGpaRange) -> HypercallExit:
