@@ -226,6 +226,9 @@ def test_host_map_of_the_last_page() -> None:
     view = memory.host_map(LIMIT - PAGE_SIZE)
     view[-1] = 0x5A
     assert memory.host_read(LIMIT - 1, 1) == b"\x5a"
+    # the last GPA of the 52-bit space names a page like any other
+    assert (memory.is_mapped(LIMIT - 1), memory.is_shared(LIMIT - 1)) == (True, True)
+    assert GuestMemory().is_mapped(LIMIT - 1) is False
 
 
 def test_single_bytes_in_the_first_pages() -> None:
