@@ -4,13 +4,14 @@ updates that stay atomic when the updater is SIGKILLed anywhere."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import stat
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
@@ -23,7 +24,7 @@ from tests.race_support import SAFETY, Hold, churn, churn_blob, fresh_processes
 
 if TYPE_CHECKING:
     import pathlib
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ghcb.errors import Violation
 
@@ -438,20 +439,47 @@ def test_temp_file_removed_by_someone_else_is_no_error(tmp_path: pathlib.Path) -
     assert list(tmp_path.iterdir()) == []
 
 
+class Contended(NamedTuple):
+    thread: threading.Thread
+    out: list[object]
+    release: Callable[[], None]
+    """Close the holder's file (dropping its exclusive lock) and join the thread."""
+
+
+@contextlib.contextmanager
+def against_an_exclusive_holder(
+    path: pathlib.Path, take: Callable[[OfdLock], object]
+) -> Iterator[Contended]:
+    """``take(OfdLock(other))`` in a thread while another open file of ``path`` holds the
+    exclusive lock. On exit the holder is released if it was not (so a lock that wrongly
+    waits cannot hang the test), then ``other`` closes."""
+    held = [os.open(path, os.O_RDWR)]
+    other = os.open(path, os.O_RDONLY)
+
+    def release() -> None:
+        if held:
+            os.close(held.pop())
+        thread.join(SAFETY)
+
+    try:
+        OfdLock(held[0]).exclusive()
+        thread, out = in_thread(lambda: take(OfdLock(other)))
+        try:
+            yield Contended(thread, out, release)
+        finally:
+            release()
+    finally:
+        if held:
+            os.close(held.pop())
+        os.close(other)
+
+
 def test_try_shared_refuses_without_waiting(path: pathlib.Path) -> None:
     """``try_shared`` against another open file's exclusive lock returns False at once
     (F_OFD_SETLK, EAGAIN); a waiting lock would block until the holder closes."""
-    held = os.open(path, os.O_RDWR)
-    other = os.open(path, os.O_RDONLY)
-    OfdLock(held).exclusive()
-    thread, out = in_thread(OfdLock(other).try_shared)
-    try:
-        thread.join(SAFETY)
-        assert out == [False]
-    finally:
-        os.close(held)  # lets a wrongly waiting lock through, so a failure cannot hang
-        thread.join(SAFETY)
-        os.close(other)
+    with against_an_exclusive_holder(path, OfdLock.try_shared) as contended:
+        contended.thread.join(SAFETY)
+        assert contended.out == [False]
 
 
 #: How long a waiting lock is watched before the holder lets go. The correct lock cannot
@@ -463,21 +491,12 @@ WATCH = 0.2
 def test_shared_waits_for_the_exclusive_holder(path: pathlib.Path) -> None:
     """``shared`` (F_OFD_SETLKW) blocks while another open file holds the exclusive lock and
     returns holding the shared lock once it is dropped: it never returns early, lockless."""
-    held = os.open(path, os.O_RDWR)
-    other = os.open(path, os.O_RDONLY)
-    OfdLock(held).exclusive()
-    thread, out = in_thread(OfdLock(other).shared)
-    try:
-        thread.join(WATCH)
-        assert (thread.is_alive(), out) == (True, [])
-    finally:
-        os.close(held)  # drops the exclusive lock: the waiter goes on
-        thread.join(SAFETY)
-    try:
-        assert out == [None]
-        assert not exclusive_free(path)  # `other` holds the shared lock now
-    finally:
-        os.close(other)
+    with against_an_exclusive_holder(path, OfdLock.shared) as contended:
+        contended.thread.join(WATCH)
+        assert (contended.thread.is_alive(), contended.out) == (True, [])
+        contended.release()  # the waiter goes on
+        assert contended.out == [None]
+        assert not exclusive_free(path)  # the waiter's file holds the shared lock now
     assert exclusive_free(path)
 
 
