@@ -19,10 +19,13 @@ from ghcb.hypervisor import (
     Platform,
     RecordingDevices,
 )
-from ghcb.hypervisor.devices import device_bytes
+from ghcb.hypervisor import devices as devices_module
+from ghcb.hypervisor.devices import KVM_ENOSYS, KVM_EPERM, KVM_HC_VAPIC_POLL_IRQ, device_bytes
 
-SPEC = "ghcb.hypervisor.devices (pluggable host models)"
+SPEC = devices_module._SPEC
+
 U32 = 0xFFFF_FFFF
+U64 = (1 << 64) - 1
 
 
 # -- CpuidTable (KVM_SET_CPUID2 entries) ----------------------------------------------------
@@ -73,14 +76,14 @@ def test_cpuid_table_refuses_bad_entries(key: Any, regs: Any) -> None:
 def test_hypercall_above_cpl0_is_eperm(cpl: int) -> None:
     """ "if (cpl) { ret = -KVM_EPERM; goto out; }": RAX = -1 as a u64, whatever the number."""
     for nr in (1, 5, 12):
-        assert KvmHypercalls().hypercall(nr, (0, 0, 0, 0), cpl) == 0xFFFF_FFFF_FFFF_FFFF
+        assert KvmHypercalls().hypercall(nr, (0, 0, 0, 0), cpl) == -KVM_EPERM & U64 == U64
 
 
 def test_hypercall_at_cpl0() -> None:
     """KVM_HC_VAPIC_POLL_IRQ (1): "ret = 0;"; an unknown number: "ret = -KVM_ENOSYS;" (-1000
     as a u64)."""
-    assert KvmHypercalls().hypercall(1, (0, 0, 0, 0), 0) == 0
-    assert KvmHypercalls().hypercall(0x7F, (1, 2, 3, 4), 0) == (1 << 64) - 1000
+    assert KvmHypercalls().hypercall(KVM_HC_VAPIC_POLL_IRQ, (0, 0, 0, 0), 0) == 0
+    assert KvmHypercalls().hypercall(0x7F, (1, 2, 3, 4), 0) == -KVM_ENOSYS & U64 == U64 - 999
 
 
 # -- MsrTable / NoPmu -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from ghcb.hypervisor import (
 from ghcb.hypervisor.kvm_abi import with_immediate_exit
 from ghcb.hypervisor.psc import decode_hypercall_exit, vmm_map_gpa_range, with_hypercall_ret
 from ghcb.hypervisor.vcpu import _SPEC_MODEL
+from ghcb.msr import PscReq, encode_msr
 from ghcb.psc import PscEntry, build_psc
 from ghcb.schemas.kvm import (
     KVM_HC_MAP_GPA_RANGE,
@@ -41,7 +42,7 @@ from tests.test_events import AP_GHCB, GHCB, SCRATCH, VMSA, Env, ioio, resumed
 U32_MAX = 0xFFFF_FFFF
 PATTERN = 0xA5A5_A5A5_A5A5_A5A5  # what kvm_run held before KVM wrote an exit over it
 STALE_RUN = with_immediate_exit(bytes([0xA5]) * KVM_RUN_SIZE, 0)
-MSR_PSC_SHARED = PscOp.SHARED << 52 | 0x5 << 12 | 0x014  # GHCB_MSR_PSC_REQ, gfn 5, shared
+MSR_PSC_SHARED = encode_msr(PscReq(operation=PscOp.SHARED, gfn=5))  # GHCB_MSR_PSC_REQ
 
 
 def usage_error(excinfo: pytest.ExceptionInfo[HypervisorUsageError]) -> tuple[str, str, str]:
@@ -285,5 +286,7 @@ class TestPsc:
             end_entry=1,
         )
         done = b"\x02\x00" + done[2:]  # hdr.cur_entry = 2
-        assert final == resumed(page.replace(shared_buffer=done.ljust(2032, b"\0")))
+        assert final == resumed(
+            page.replace(shared_buffer=done.ljust(len(page.shared_buffer), b"\0"))
+        )
         assert (env.memory.is_shared(0x4000), env.memory.is_shared(0x5000)) == (True, False)

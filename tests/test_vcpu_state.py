@@ -135,4 +135,6 @@ def test_msr_hold_after_a_ghcb_exit_has_no_ghcb() -> None:
     assert vcpu.run(gpa=int(MsrCode.AP_RESET_HOLD_REQ)) == ApResetHold("msr")
     assert vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 1)) == Interrupted(None)
     assert vcpu.sipi() == Released(first=True)
-    assert vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0)) == Resumed(None, msr=0x007)
+    assert vcpu.run(kvm_run=with_immediate_exit(vcpu.kvm_run, 0)) == Resumed(
+        None, msr=MsrCode.AP_RESET_HOLD_RESP
+    )
